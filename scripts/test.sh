@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run the whole test suite against the system deployed with the local inventory
+# (scripts/deploy.sh first). Extra arguments go to pytest.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$ROOT/scripts/setup-controller.sh"
+cd "$ROOT"
+export PATH="$ROOT/.venv/bin:$PATH"
+exec "$ROOT/.venv/bin/python" -m pytest \
+    --hosts="ansible://messaging_db" \
+    --ansible-inventory="$ROOT/inventory/local/hosts.yml" \
+    "$@"
