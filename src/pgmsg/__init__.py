@@ -8,14 +8,16 @@ operator CLI and the tests share.
 
 from __future__ import annotations
 
-from pgmsg.client import Client, Delivery, Notification, Subscription
+from pgmsg.client import Client, ConsumeResult, Delivery, Listener, Notification, Subscription
 from pgmsg.errors import ConnectionFailed, InvalidInput, NotFound, PgmsgError
 
 __all__ = [
     "Client",
     "ConnectionFailed",
+    "ConsumeResult",
     "Delivery",
     "InvalidInput",
+    "Listener",
     "NotFound",
     "Notification",
     "PgmsgError",

@@ -273,45 +273,16 @@ class Client:
 
     # -- NOTIFY ---------------------------------------------------------------
 
+    def listener(self, *channels: str) -> Listener:
+        """A :class:`Listener` on ``channels``; LISTEN is issued when it is entered."""
+        return Listener(self.conninfo, channels)
+
     def listen(
-        self,
-        channel: str,
-        *,
-        timeout: float | None = None,
-        max_notifications: int | None = None,
+        self, channel: str, *, timeout: float | None = None, max_notifications: int | None = None
     ) -> Iterator[Notification]:
-        """Yield notifications on ``channel`` until ``timeout`` seconds pass or enough arrived.
-
-        Uses its own connection (LISTEN is per session). Must be started (the
-        first ``next()``) before the messages of interest are committed.
-        """
-        with translated(f"listening on {channel!r}"):
-            conn = psycopg.connect(self.conninfo, autocommit=True)
-        try:
-            with translated(f"listening on {channel!r}"):
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-            yield from self._notifications(conn, timeout, max_notifications)
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _notifications(
-        conn: psycopg.Connection[Any], timeout: float | None, limit: int | None
-    ) -> Iterator[Notification]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        received = 0
-        while limit is None or received < limit:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return
-            got_one = False
-            for notify in conn.notifies(timeout=remaining, stop_after=1):
-                got_one = True
-                received += 1
-                yield Notification(channel=notify.channel, payload=json.loads(notify.payload),
-                                   pid=notify.pid)
-            if not got_one and remaining is not None:
-                return
+        """Yield notifications on ``channel`` until ``timeout`` seconds pass or enough arrived."""
+        with self.listener(channel) as listener:
+            yield from listener.notifications(timeout=timeout, limit=max_notifications)
 
     # -- inspection and retries -----------------------------------------------
 
@@ -333,3 +304,53 @@ class Client:
         """Re-send failed HTTP pushes (one client's, or all); returns the outcome of each."""
         with translated("retrying failed HTTP pushes"), self._pool.connection() as conn:
             return conn.execute("SELECT * FROM retry_failed_http_push(%s)", (client_id,)).fetchall()
+
+
+class Listener:
+    """A dedicated connection that LISTENs on channels (LISTEN is per session).
+
+    Use it as a context manager: notifications committed after ``__enter__``
+    returns are received.
+    """
+
+    def __init__(self, conninfo: str, channels: Iterable[str]) -> None:
+        self.conninfo = conninfo
+        self.channels = tuple(channels)
+        if not self.channels:
+            raise InvalidInput("listen to at least one channel")
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def __enter__(self) -> Listener:
+        with translated(f"listening on {', '.join(self.channels)}"):
+            self._conn = psycopg.connect(self.conninfo, autocommit=True)
+            for channel in self.channels:
+                self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def notifications(
+        self, *, timeout: float | None = None, limit: int | None = None
+    ) -> Iterator[Notification]:
+        """Yield notifications until ``timeout`` seconds have passed or ``limit`` arrived."""
+        if self._conn is None:
+            raise RuntimeError("use the Listener as a context manager before reading notifications")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        received = 0
+        while limit is None or received < limit:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            with translated(f"listening on {', '.join(self.channels)}"):
+                batch = list(self._conn.notifies(timeout=remaining, stop_after=1))
+            for notify in batch:
+                received += 1
+                yield Notification(channel=notify.channel, payload=json.loads(notify.payload),
+                                   pid=notify.pid)
+
+    def next(self, timeout: float) -> Notification | None:
+        """The next notification, or None when none arrives within ``timeout`` seconds."""
+        return next(iter(self.notifications(timeout=timeout, limit=1)), None)

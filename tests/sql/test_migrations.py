@@ -1,0 +1,100 @@
+"""Migrations: tracked, immutable, and a fresh database migrated step by step
+has exactly the schema of the deployed one."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgmsg import migrations
+
+SCRATCH = "pgmsg-test-scratch-postgres"
+SCRATCH_PORT = 55433
+SCRATCH_PASSWORD = "scratch-only-test-password"
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+def schema_dump(container: str, port: int) -> str:
+    """pg_dump --schema-only of the messaging database, without volatile lines."""
+    text = docker("exec", container, "pg_dump", "--schema-only", "--no-owner", "-p", str(port),
+                  "-U", "postgres", "messaging")
+    lines = [l for l in text.splitlines()
+             if l and not l.startswith("--") and not re.match(r"\\(un)?restrict ", l)]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def scratch_dsn(inventory_vars: dict[str, Any]) -> Iterator[str]:
+    """A throwaway PostgreSQL from the deployed image, on 127.0.0.1 only."""
+    image = docker("inspect", "--format", "{{.Config.Image}}", inventory_vars.get(
+        "postgres_container_name", "postgres-messaging")).strip()
+    subprocess.run(["docker", "rm", "-f", "-v", SCRATCH], capture_output=True)
+    secret = subprocess.run(["mktemp"], check=True, capture_output=True, text=True).stdout.strip()
+    with open(secret, "w") as f:
+        f.write(SCRATCH_PASSWORD)
+    docker("run", "-d", "--name", SCRATCH, "--network", "host",
+           "-e", f"PGPORT={SCRATCH_PORT}", "-e", "POSTGRES_PASSWORD_FILE=/run/secret",
+           "-v", f"{secret}:/run/secret:ro", image,
+           "postgres", "-c", "listen_addresses=127.0.0.1", "-c", "shared_preload_libraries=pg_cron",
+           "-c", "cron.database_name=messaging")
+    dsn = f"host=127.0.0.1 port={SCRATCH_PORT} user=postgres password={SCRATCH_PASSWORD} dbname=messaging"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            psycopg.connect(dsn, connect_timeout=2).close()
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise AssertionError("scratch PostgreSQL did not start:\n" + docker("logs", SCRATCH))
+            time.sleep(0.5)
+    yield dsn
+    subprocess.run(["docker", "rm", "-f", "-v", SCRATCH], capture_output=True)
+
+
+def test_deployed_database_has_every_migration(db: psycopg.Connection[Any]) -> None:
+    rows = db.execute("SELECT version, name, checksum FROM pgmsg_migrations ORDER BY version").fetchall()
+    assert [(r["version"], r["name"], r["checksum"]) for r in rows] == [
+        (m.version, m.name, m.checksum) for m in migrations.load()
+    ]
+
+
+def test_fresh_database_migrated_step_by_step_equals_deployed_schema(
+    scratch_dsn: str, inventory_vars: dict[str, Any]
+) -> None:
+    applied = migrations.apply(scratch_dsn)
+    assert applied == [m.name for m in migrations.load()]
+    deployed = schema_dump(inventory_vars.get("postgres_container_name", "postgres-messaging"),
+                           inventory_vars["postgres_port"])
+    assert schema_dump(SCRATCH, SCRATCH_PORT) == deployed
+
+
+def test_rerun_applies_nothing(scratch_dsn: str) -> None:
+    migrations.apply(scratch_dsn)
+    assert migrations.apply(scratch_dsn) == []
+
+
+def test_edited_migration_is_refused(scratch_dsn: str) -> None:
+    migrations.apply(scratch_dsn)
+    first = migrations.load()[0]
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DataException, match="was changed after it was applied"):
+            conn.execute("SELECT pgmsg_apply_migration(%s, %s, %s, %s)",
+                         (first.version, first.name, "0" * 64, first.sql + "\n-- edited"))
+
+
+def test_new_migration_is_applied_once(scratch_dsn: str) -> None:
+    migrations.apply(scratch_dsn)
+    with psycopg.connect(scratch_dsn, autocommit=True) as conn:
+        args = (999, "999_probe", "c" * 64, "CREATE TABLE migration_probe (id int)")
+        assert conn.execute("SELECT pgmsg_apply_migration(%s, %s, %s, %s)", args).fetchone()[0] is True
+        assert conn.execute("SELECT pgmsg_apply_migration(%s, %s, %s, %s)", args).fetchone()[0] is False
+        assert conn.execute("SELECT count(*) FROM pgmsg_migrations WHERE version = 999").fetchone()[0] == 1

@@ -1,0 +1,37 @@
+"""Client-side checks that need no database."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pgmsg.client import _jsonb, parse_payload
+from pgmsg.config import conninfo_from_env
+from pgmsg.errors import InvalidInput
+
+
+def test_parse_payload_accepts_json() -> None:
+    assert parse_payload('{"order": 42, "items": [1, 2]}') == {"order": 42, "items": [1, 2]}
+
+
+@pytest.mark.parametrize("text", ["not json", "{'single': 'quotes'}", '{"a": 1', ""])
+def test_parse_payload_rejects_malformed_text_with_position(text: str) -> None:
+    with pytest.raises(InvalidInput, match=r"payload is not valid JSON: .* line 1 column \d+"):
+        parse_payload(text)
+
+
+@pytest.mark.parametrize("payload", [{"when": object()}, {"x": math.nan}, {1j}])
+def test_unencodable_payloads_are_refused_before_the_database(payload: object) -> None:
+    with pytest.raises(InvalidInput, match="payload cannot be encoded as JSON"):
+        _jsonb(payload)
+
+
+def test_dsn_comes_from_pgmsg_dsn_first() -> None:
+    env = {"PGMSG_DSN": "host=db.example port=6543", "PGDATABASE": "other"}
+    assert conninfo_from_env(env) == "host=db.example port=6543"
+
+
+def test_without_pgmsg_dsn_libpq_variables_apply_and_database_defaults_to_messaging() -> None:
+    assert conninfo_from_env({}) == "dbname=messaging"
+    assert conninfo_from_env({"PGDATABASE": "events"}) == ""
