@@ -7,6 +7,7 @@ into SQL text.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -38,11 +39,26 @@ class Subscription:
     notify_channel: str | None
     http_timeout_ms: int
     active: bool
+    push_mode: str = "dispatcher"
+    max_attempts: int = 10
+    lease_seconds: int = 30
+    payload_filter: dict[str, Any] | None = None
+    ordered: bool = False
+    durable: bool = False
+    signing_secret: str | None = None
+    deactivated_reason: str | None = None
+
+
+SUBSCRIPTION_COLUMNS = (
+    "id, client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel, "
+    "http_timeout_ms, active, push_mode, max_attempts, lease_seconds, payload_filter, ordered, "
+    "durable, signing_secret, deactivated_reason"
+)
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """An async delivery handed to a consumer, with its message."""
+    """A claimed delivery handed to a consumer, with its message."""
 
     id: int
     message_id: int
@@ -51,7 +67,10 @@ class Delivery:
     namespace: str
     payload: Any
     created_at: datetime
-    retry_count: int
+    attempts: int
+    delivery_mode: str = "async"
+    message_key: str | None = None
+    lease_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +78,7 @@ class Notification:
     """A NOTIFY received by :meth:`Client.listen`; ``payload`` is the decoded JSON envelope."""
 
     channel: str
-    payload: dict[str, Any]
+    payload: Any
     pid: int
 
 
@@ -131,13 +150,19 @@ class Client:
 
     # -- publishing -----------------------------------------------------------
 
-    def publish(self, message_type: str, payload: Any = None, namespace: str = "default") -> int:
-        """Insert one message (which fans it out) and return its id."""
+    def publish(self, message_type: str, payload: Any = None, namespace: str = "default",
+                *, key: str | None = None) -> int:
+        """Insert one message (which fans it out) and return its id.
+
+        ``key`` is the ordering key: ordered subscriptions get messages with the
+        same key one at a time, in publish order.
+        """
         body = _jsonb({} if payload is None else payload)
         with translated(f"publishing a {message_type!r} message"), self._pool.connection() as conn:
             row = conn.execute(
-                "INSERT INTO messages (message_type, namespace, payload) VALUES (%s, %s, %s) RETURNING id",
-                (message_type, namespace, body),
+                "INSERT INTO messages (message_type, namespace, payload, message_key) "
+                "VALUES (%s, %s, %s, %s) RETURNING id",
+                (message_type, namespace, body, key),
             ).fetchone()
         assert row is not None
         return int(row["id"])
@@ -169,24 +194,53 @@ class Client:
         webhook_url: str | None = None,
         notify_channel: str | None = None,
         http_timeout_ms: int = 5000,
+        push_mode: str = "dispatcher",
+        max_attempts: int = 10,
+        lease_seconds: int = 30,
+        retry_base_ms: int = 1000,
+        retry_max_ms: int = 3_600_000,
+        payload_filter: dict[str, Any] | None = None,
+        ordered: bool = False,
+        durable: bool = False,
+        signing_secret: str | None = None,
     ) -> Subscription:
-        """Create (or re-activate and update) a subscription and return it."""
+        """Create (or re-activate and update) a subscription and return it.
+
+        http subscriptions get a generated Standard Webhooks secret unless
+        ``signing_secret`` is given; it is in the returned Subscription.
+        """
         with translated(f"subscribing {client_id!r}"), self._pool.connection() as conn:
             row = conn.execute(
-                """
+                f"""
                 INSERT INTO subscriptions (client_id, delivery_mode, message_type, namespace,
-                                           webhook_url, notify_channel, http_timeout_ms)
-                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                           webhook_url, notify_channel, http_timeout_ms, push_mode,
+                                           max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
+                                           payload_filter, ordered, durable, signing_secret)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (client_id, delivery_mode, message_type, namespace) DO UPDATE
                    SET webhook_url = EXCLUDED.webhook_url,
                        notify_channel = EXCLUDED.notify_channel,
                        http_timeout_ms = EXCLUDED.http_timeout_ms,
+                       push_mode = EXCLUDED.push_mode,
+                       max_attempts = EXCLUDED.max_attempts,
+                       lease_seconds = EXCLUDED.lease_seconds,
+                       retry_base_ms = EXCLUDED.retry_base_ms,
+                       retry_max_ms = EXCLUDED.retry_max_ms,
+                       payload_filter = EXCLUDED.payload_filter,
+                       ordered = EXCLUDED.ordered,
+                       durable = EXCLUDED.durable,
+                       -- EXCLUDED carries a freshly generated secret when none was
+                       -- given (the insert trigger ran); keep the existing one then.
+                       signing_secret = CASE WHEN %s THEN EXCLUDED.signing_secret
+                                             ELSE coalesce(subscriptions.signing_secret,
+                                                           EXCLUDED.signing_secret) END,
                        active = true
-                RETURNING id, client_id, delivery_mode, message_type, namespace, webhook_url,
-                          notify_channel, http_timeout_ms, active
+                RETURNING {SUBSCRIPTION_COLUMNS}
                 """,
                 (client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel,
-                 http_timeout_ms),
+                 http_timeout_ms, push_mode, max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
+                 None if payload_filter is None else _jsonb(payload_filter), ordered, durable,
+                 signing_secret, signing_secret is not None),
             ).fetchone()
         assert row is not None
         return Subscription(**row)
@@ -195,15 +249,22 @@ class Client:
         """All subscriptions, or one client's."""
         with translated("listing subscriptions"), self._pool.connection() as conn:
             rows = conn.execute(
-                """
-                SELECT id, client_id, delivery_mode, message_type, namespace, webhook_url,
-                       notify_channel, http_timeout_ms, active
-                  FROM subscriptions WHERE %(client)s::text IS NULL OR client_id = %(client)s
-                 ORDER BY client_id, id
-                """,
+                f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                "WHERE %(client)s::text IS NULL OR client_id = %(client)s ORDER BY client_id, id",
                 {"client": client_id},
             ).fetchall()
         return [Subscription(**r) for r in rows]
+
+    def rotate_secret(self, subscription_id: int, *, overlap_seconds: int = 86_400,
+                      new_secret: str | None = None) -> str:
+        """Give an http subscription a new signing secret; the old one stays valid for the overlap."""
+        with translated(f"rotating the secret of subscription {subscription_id}"), self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT pgmsg_rotate_secret(%s, make_interval(secs => %s), %s) AS secret",
+                (subscription_id, overlap_seconds, new_secret),
+            ).fetchone()
+        assert row is not None
+        return str(row["secret"])
 
     def remove_subscriptions(self, client_id: str) -> int:
         """Delete a client's subscriptions (its deliveries stay for the audit trail)."""
@@ -215,61 +276,131 @@ class Client:
 
     # -- async consumption ----------------------------------------------------
 
+    def claim(self, client_id: str, limit: int = 10, *, consumer: str | None = None,
+              lease_seconds: int | None = None) -> list[Delivery]:
+        """Claim up to ``limit`` due deliveries for ``lease_seconds`` (default: the subscription's).
+
+        Until :meth:`ack` or :meth:`nack`, or until the lease expires, no one
+        else can claim them; after expiry they are claimable again.
+        """
+        with translated(f"claiming deliveries of {client_id!r}"), self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM pgmsg_claim(%s, %s, %s, %s)", (client_id, limit, consumer, lease_seconds)
+            ).fetchall()
+        return [
+            Delivery(id=r["delivery_id"], message_id=r["message_id"], client_id=r["client_id"],
+                     message_type=r["message_type"], namespace=r["namespace"], payload=r["payload"],
+                     created_at=r["created_at"], attempts=r["attempts"], delivery_mode=r["delivery_mode"],
+                     message_key=r["message_key"], lease_expires_at=r["lease_expires_at"])
+            for r in rows
+        ]
+
+    def ack(self, delivery_ids: Iterable[int]) -> int:
+        """Mark claimed deliveries delivered; returns how many were."""
+        ids = list(delivery_ids)
+        if not ids:
+            return 0
+        with translated("acknowledging deliveries"), self._pool.connection() as conn:
+            row = conn.execute("SELECT pgmsg_ack(%s) AS n", (ids,)).fetchone()
+        assert row is not None
+        return int(row["n"])
+
+    def nack(self, delivery_id: int, *, delay_seconds: float = 0.0, error: str | None = None) -> str:
+        """Give a claimed delivery back, claimable again after ``delay_seconds``.
+
+        Returns the new status: ``pending``, or ``dead`` once the subscription's
+        max_attempts are used up.
+        """
+        with translated(f"rejecting delivery {delivery_id}"), self._pool.connection() as conn:
+            row = conn.execute("SELECT pgmsg_nack(%s, %s, %s) AS status",
+                               (delivery_id, delay_seconds, error)).fetchone()
+        assert row is not None
+        return str(row["status"])
+
     def consume(
         self,
         client_id: str,
         handler: Callable[[Delivery], object],
         *,
         batch_size: int = 10,
+        consumer: str | None = None,
+        retry_delay: Callable[[Delivery], float] | None = None,
     ) -> ConsumeResult:
-        """Claim up to ``batch_size`` pending async deliveries and hand each to ``handler``.
+        """Claim a batch, hand each delivery to ``handler``, ack or nack it.
 
-        The claim (``FOR UPDATE SKIP LOCKED``) and the outcome commit together:
-        concurrent consumers never get the same delivery, and a consumer that
-        dies mid-batch leaves its deliveries pending for the next one. A
-        delivery whose handler raises stays pending with the error and one more
-        retry counted.
+        A delivery whose handler raises is nacked with the error, to be retried
+        after ``retry_delay(delivery)`` seconds (default: 2 ** attempts, at most
+        300), or becomes a dead letter when its attempts are used up.
         """
         if batch_size < 1:
             raise InvalidInput("batch_size must be at least 1")
         delivered: list[int] = []
         failed: list[int] = []
-        with translated(f"consuming deliveries of {client_id!r}"), self._pool.connection() as conn:
-            with conn.transaction():
-                rows = conn.execute(
-                    """
-                    SELECT d.id, d.message_id, d.client_id, d.retry_count,
-                           m.message_type, m.namespace, m.payload, m.created_at
-                      FROM message_delivery d
-                      JOIN messages m ON m.id = d.message_id
-                     WHERE d.client_id = %s AND d.delivery_mode = 'async' AND d.status = 'pending'
-                     ORDER BY d.id
-                     LIMIT %s
-                       FOR UPDATE OF d SKIP LOCKED
-                    """,
-                    (client_id, batch_size),
-                ).fetchall()
-                for row in rows:
-                    delivery = Delivery(**row)
-                    try:
-                        handler(delivery)
-                    except Exception as exc:  # the handler's failure is data, recorded below
-                        failed.append(delivery.id)
-                        conn.execute(
-                            "UPDATE message_delivery SET retry_count = retry_count + 1, last_error = %s, "
-                            "updated_at = now() WHERE id = %s",
-                            (f"{type(exc).__name__}: {exc}"[:2000], delivery.id),
-                        )
-                    else:
-                        delivered.append(delivery.id)
-                if delivered:
-                    conn.execute(
-                        "UPDATE message_delivery SET status = 'delivered', delivered_at = clock_timestamp(), "
-                        "claimed_at = coalesce(claimed_at, now()), updated_at = now(), last_error = NULL "
-                        "WHERE id = ANY(%s)",
-                        (delivered,),
-                    )
+        for delivery in self.claim(client_id, batch_size, consumer=consumer):
+            try:
+                handler(delivery)
+            except Exception as exc:  # the handler's failure is data: recorded on the delivery
+                failed.append(delivery.id)
+                delay = retry_delay(delivery) if retry_delay else min(300.0, 2.0 ** delivery.attempts)
+                self.nack(delivery.id, delay_seconds=delay, error=f"{type(exc).__name__}: {exc}"[:2000])
+            else:
+                delivered.append(delivery.id)
+        self.ack(delivered)
         return ConsumeResult(delivered=delivered, failed=failed)
+
+    def run_consumer(
+        self,
+        client_id: str,
+        handler: Callable[[Delivery], object],
+        *,
+        stop: threading.Event,
+        batch_size: int = 10,
+        consumer: str | None = None,
+        idle_poll_seconds: float = 1.0,
+    ) -> int:
+        """Consume until ``stop`` is set; returns how many deliveries were completed.
+
+        An idle consumer sleeps on LISTEN pgmsg_deliveries and wakes within
+        milliseconds of a commit that gives it work; ``idle_poll_seconds`` only
+        bounds how late it notices nack delays and lapsed leases.
+        """
+        done = 0
+        with self.listener("pgmsg_deliveries") as wake:
+            while not stop.is_set():
+                result = self.consume(client_id, handler, batch_size=batch_size, consumer=consumer)
+                done += len(result.delivered)
+                if result.delivered or result.failed:
+                    continue
+                for note in wake.notifications(timeout=idle_poll_seconds, raw=True):
+                    if note.payload == client_id or stop.is_set():
+                        break
+        return done
+
+    def dead_letters(self, client_id: str | None = None) -> list[dict[str, Any]]:
+        """Dead deliveries, oldest first, with their last error."""
+        with translated("listing dead letters"), self._pool.connection() as conn:
+            return conn.execute(
+                "SELECT * FROM message_delivery WHERE status = 'dead' "
+                "AND (%(c)s::text IS NULL OR client_id = %(c)s) ORDER BY id",
+                {"c": client_id},
+            ).fetchall()
+
+    def redrive(self, client_id: str | None = None, delivery_ids: Iterable[int] | None = None) -> int:
+        """Send dead letters round again (attempts reset); returns how many."""
+        ids = None if delivery_ids is None else list(delivery_ids)
+        with translated("redriving dead letters"), self._pool.connection() as conn:
+            row = conn.execute("SELECT pgmsg_redrive(%s, %s) AS n", (client_id, ids)).fetchone()
+        assert row is not None
+        return int(row["n"])
+
+    def replay(self, client_id: str, *, from_message_id: int | None = None,
+               since: datetime | None = None, until: datetime | None = None) -> int:
+        """Deliver a client's messages again, from a message id or in a time window."""
+        with translated(f"replaying messages to {client_id!r}"), self._pool.connection() as conn:
+            row = conn.execute("SELECT pgmsg_replay(%s, %s, %s, %s) AS n",
+                               (client_id, from_message_id, since, until)).fetchone()
+        assert row is not None
+        return int(row["n"])
 
     # -- NOTIFY ---------------------------------------------------------------
 
@@ -285,6 +416,14 @@ class Client:
             yield from listener.notifications(timeout=timeout, limit=max_notifications)
 
     # -- inspection and retries -----------------------------------------------
+
+    def message(self, message_id: int) -> dict[str, Any]:
+        """One message by id (a listener fetches payloads that were too large to NOTIFY)."""
+        with translated(f"reading message {message_id}"), self._pool.connection() as conn:
+            row = conn.execute("SELECT * FROM messages WHERE id = %s", (message_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no message with id {message_id}")
+        return row
 
     def deliveries(self, message_id: int) -> list[dict[str, Any]]:
         """The deliveries of one message, one dict per row of ``message_delivery``."""
@@ -333,9 +472,12 @@ class Listener:
             self._conn = None
 
     def notifications(
-        self, *, timeout: float | None = None, limit: int | None = None
+        self, *, timeout: float | None = None, limit: int | None = None, raw: bool = False
     ) -> Iterator[Notification]:
-        """Yield notifications until ``timeout`` seconds have passed or ``limit`` arrived."""
+        """Yield notifications until ``timeout`` seconds have passed or ``limit`` arrived.
+
+        ``raw`` keeps the payload as the text sent instead of decoding JSON.
+        """
         if self._conn is None:
             raise RuntimeError("use the Listener as a context manager before reading notifications")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -348,7 +490,8 @@ class Listener:
                 batch = list(self._conn.notifies(timeout=remaining, stop_after=1))
             for notify in batch:
                 received += 1
-                yield Notification(channel=notify.channel, payload=json.loads(notify.payload),
+                yield Notification(channel=notify.channel,
+                                   payload=notify.payload if raw else json.loads(notify.payload),
                                    pid=notify.pid)
 
     def next(self, timeout: float) -> Notification | None:

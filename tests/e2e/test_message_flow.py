@@ -1,4 +1,8 @@
-"""One message, three subscribers: async, HTTP push and NOTIFY, end to end."""
+"""One message, three subscribers: async, HTTP push and NOTIFY, end to end.
+
+HTTP subscriptions here use push_mode in_transaction, the seed's synchronous
+push; tests/e2e/test_dispatcher.py covers the default, after-commit push.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ def test_one_message_reaches_all_three_modes(
 ) -> None:
     mtype = run_id + ".order.created"
     client.subscribe(run_id + "-analytics", "async", message_type=mtype)
-    client.subscribe(run_id + "-webhook", "http", message_type=mtype, webhook_url=receiver.url)
+    client.subscribe(run_id + "-webhook", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction")
     client.subscribe(run_id + "-dashboard", "notify", message_type=mtype, notify_channel=run_id + "-dash")
     payload = {"order_id": 1001, "total": "19.99", "customer": "Zoë"}
 
@@ -67,7 +71,7 @@ def test_receiver_down_then_back_is_delivered_by_retry(
     client: Client, db: psycopg.Connection[Any], receiver: Receiver, run_id: str
 ) -> None:
     mtype = run_id + ".payment.settled"
-    client.subscribe(run_id + "-hook", "http", message_type=mtype, webhook_url=receiver.url)
+    client.subscribe(run_id + "-hook", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction")
     receiver.stop()  # nothing listens on the port now
 
     message_id = client.publish(mtype, {"payment": 5})
@@ -89,6 +93,7 @@ def test_receiver_down_then_back_is_delivered_by_retry(
     assert delivered["retry_count"] == 1
     assert delivered["last_error"] is None
     assert [a["status_code"] for a in client.attempts(failed["id"])] == [None, 200]
+    assert delivered["attempts"] == 2
 
 
 def test_non_2xx_answer_is_a_failure_with_the_status_recorded(
@@ -96,7 +101,7 @@ def test_non_2xx_answer_is_a_failure_with_the_status_recorded(
 ) -> None:
     receiver.status = 503
     mtype = run_id + ".x"
-    client.subscribe(run_id + "-busy", "http", message_type=mtype, webhook_url=receiver.url)
+    client.subscribe(run_id + "-busy", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction")
     message_id = client.publish(mtype, {})
     [row] = client.deliveries(message_id)
     assert row["status"] == "failed"
@@ -108,7 +113,7 @@ def test_seed_retry_signature_retries_one_message(
     client: Client, db: psycopg.Connection[Any], receiver: Receiver, run_id: str
 ) -> None:
     mtype = run_id + ".y"
-    client.subscribe(run_id + "-seed", "http", message_type=mtype, webhook_url=receiver.url)
+    client.subscribe(run_id + "-seed", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction")
     receiver.status = 500
     message_id = client.publish(mtype, {"n": 1})
     receiver.status = 200

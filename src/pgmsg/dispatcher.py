@@ -1,0 +1,254 @@
+"""The HTTP push dispatcher: delivers webhooks after the publisher has committed.
+
+Why a service woken by LISTEN rather than a pg_cron job: pg_cron runs at most
+once a second and serially inside the database, so every webhook would wait up
+to a second and one slow endpoint would hold up the job. The dispatcher wakes
+on NOTIFY pgmsg_http within milliseconds of the commit, pushes concurrently
+from a thread pool, and caps the requests in flight per subscription, so a
+slow or dead endpoint occupies at most that many workers while the others go
+on. Retries, backoff, dead letters and 410 handling are decided in SQL
+(pgmsg_record_http_attempt), the same rules for every dispatcher. Claims are
+leases: a dispatcher that dies mid-request loses nothing, its deliveries are
+claimable again when the lease lapses.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import urllib3
+from psycopg.rows import dict_row
+
+from pgmsg.client import Listener
+from pgmsg.errors import PgmsgError, translated
+from pgmsg.signing import signature_headers
+from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
+
+log = logging.getLogger("pgmsg.dispatcher")
+
+USER_AGENT = "pgmsg-dispatcher/1"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class Dispatcher:
+    """Pushes due HTTP deliveries; run() until stopped, or dispatch_once() for one round."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        name: str | None = None,
+        workers: int = 16,
+        per_subscription: int = 4,
+        batch: int = 100,
+        lease_seconds: int = 120,
+        idle_poll_seconds: float = 1.0,
+        resolve: Callable[[str, int], list[str]] | None = None,
+    ) -> None:
+        self.conninfo = conninfo
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.per_subscription = per_subscription
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.idle_poll_seconds = idle_poll_seconds
+        self.resolve = resolve
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgmsg-push")
+        self._inflight: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._http = urllib3.PoolManager(num_pools=64, maxsize=per_subscription, retries=False)
+        self._allowlist: Allowlist | None = None
+        self._allowlist_read = 0.0
+        self.pushed = 0
+
+    # -- database ---------------------------------------------------------------
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        """One connection per worker thread, replaced when it broke."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row)
+            self._local.conn = conn
+        return conn
+
+    def allowlist(self) -> Allowlist:
+        """The webhook allowlist from the database, re-read every 30 seconds."""
+        if self._allowlist is None or time.monotonic() - self._allowlist_read > 30:
+            rows = self._conn().execute("SELECT entry FROM pgmsg_webhook_allowlist").fetchall()
+            self._allowlist = Allowlist.parse([r["entry"] for r in rows])
+            self._allowlist_read = time.monotonic()
+        return self._allowlist
+
+    def heartbeat(self) -> None:
+        self._conn().execute(
+            "INSERT INTO pgmsg_dispatchers (name, pushed) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET last_seen = now(), pushed = EXCLUDED.pushed",
+            (self.name, self.pushed),
+        )
+
+    # -- dispatching ------------------------------------------------------------
+
+    def dispatch_once(self) -> int:
+        """Claim due deliveries and hand them to the workers; returns how many were claimed."""
+        with self._lock:
+            busy = [sub for sub, n in self._inflight.items() if n >= self.per_subscription]
+        with translated("claiming HTTP deliveries"):
+            rows = self._conn().execute(
+                "SELECT * FROM pgmsg_claim_http(%s, %s, %s, %s, %s)",
+                (self.batch, self.per_subscription, self.name, self.lease_seconds, busy),
+            ).fetchall()
+        for row in rows:
+            with self._lock:
+                self._inflight[row["subscription_id"]] += 1
+            self._executor.submit(self._push_and_record, row)
+        return len(rows)
+
+    def _push_and_record(self, row: dict[str, Any]) -> None:
+        try:
+            code, error, duration_ms, retry_after = self.push(row)
+            with translated(f"recording the push of delivery {row['delivery_id']}"):
+                self._conn().execute(
+                    "SELECT pgmsg_record_http_attempt(%s::bigint, %s::integer, %s::text, %s::numeric, %s::float8)",
+                    (row["delivery_id"], code, error, duration_ms, retry_after),
+                )
+            with self._lock:
+                self.pushed += 1
+        except Exception:  # the worker must survive; the lease returns the delivery
+            log.exception("pushing delivery %s failed unexpectedly", row["delivery_id"])
+        finally:
+            with self._lock:
+                self._inflight[row["subscription_id"]] -= 1
+
+    def push(self, row: dict[str, Any]) -> tuple[int | None, str | None, float, float | None]:
+        """POST one delivery; returns (status code, error, duration in ms, Retry-After seconds)."""
+        started = time.monotonic()
+        body = row["body"].encode()
+        url = row["webhook_url"]
+        try:
+            addresses = check_url(url, self.allowlist(), resolve=self.resolve)
+        except (BlockedTarget, PgmsgError) as exc:
+            return None, f"refused: {exc}", 0.0, None
+        headers = signature_headers(row["signing_secrets"], row["webhook_id"], body)
+        headers.update({
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "pgmsg-message-id": str(row["message_id"]),
+            "pgmsg-delivery-id": str(row["delivery_id"]),
+            "pgmsg-message-type": row["message_type"],
+            "pgmsg-client-id": row["client_id"],
+        })
+        timeout = urllib3.Timeout(total=row["http_timeout_ms"] / 1000.0)
+        try:
+            response = self._request(url, addresses[0], headers, body, timeout)
+        except urllib3.exceptions.HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            return None, f"{type(exc).__name__}: {reason}"[:2000], _ms(started), None
+        duration = _ms(started)
+        error = None
+        if not 200 <= response.status < 300:
+            error = f"HTTP {response.status}: {response.data[:500].decode(errors='replace')}"
+        return response.status, error, duration, parse_retry_after(response.headers.get("Retry-After"))
+
+    def _request(self, url: str, address: str, headers: dict[str, str], body: bytes,
+                 timeout: urllib3.Timeout) -> urllib3.BaseHTTPResponse:
+        """Connect to the address that passed the allowlist check, not a fresh lookup
+        of the name (which could answer differently: DNS rebinding)."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {**headers, "Host": parts.netloc.rsplit("@", 1)[-1]}
+        if parts.scheme == "https":
+            pool = self._http.connection_from_host(address, port, "https",
+                                                   pool_kwargs={"server_hostname": host,
+                                                                "assert_hostname": host})
+        else:
+            pool = self._http.connection_from_host(address, port, "http")
+        return pool.urlopen("POST", path, body=body, headers=headers, timeout=timeout,
+                            redirect=False, retries=False, preload_content=True)
+
+    def run(self, stop: threading.Event, *, ready: threading.Event | None = None) -> None:
+        """Dispatch until ``stop`` is set, sleeping on LISTEN pgmsg_http when idle."""
+        last_beat = 0.0
+        while not stop.is_set():
+            try:
+                with Listener(self.conninfo, ["pgmsg_http"]) as wake:
+                    if ready is not None:
+                        ready.set()
+                    while not stop.is_set():
+                        if time.monotonic() - last_beat > 5:
+                            self.heartbeat()
+                            last_beat = time.monotonic()
+                        if self.dispatch_once():
+                            continue
+                        for _ in wake.notifications(timeout=self.idle_poll_seconds, limit=1, raw=True):
+                            pass
+            except (PgmsgError, psycopg.Error) as exc:
+                # Database restarts are expected: reconnect after a pause.
+                log.warning("dispatcher lost the database (%s); reconnecting", exc)
+                self._local.conn = None
+                stop.wait(1.0)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=False)
+        self._http.clear()
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """pgmsg-dispatcher: push webhooks until SIGTERM/SIGINT. Connection from PGMSG_DSN or PG*."""
+    import argparse
+    import signal
+
+    from pgmsg.config import conninfo_from_env
+
+    parser = argparse.ArgumentParser(prog="pgmsg-dispatcher", description=main.__doc__)
+    parser.add_argument("--workers", type=int, default=16, help="concurrent requests in all (default 16)")
+    parser.add_argument("--per-subscription", type=int, default=4,
+                        help="concurrent requests per subscription, so one slow endpoint cannot take every worker")
+    parser.add_argument("--name", default=None, help="name in pgmsg_dispatchers (default host:pid)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='{"time": "%(asctime)s", "level": "%(levelname)s", '
+                                                   '"logger": "%(name)s", "message": "%(message)s"}')
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    dispatcher = Dispatcher(conninfo_from_env(), name=args.name, workers=args.workers,
+                            per_subscription=args.per_subscription)
+    log.info("dispatcher %s started", dispatcher.name)
+    try:
+        dispatcher.run(stop)
+    finally:
+        dispatcher.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,288 @@
+"""A sample webhook receiver that verifies Standard Webhooks signatures.
+
+It shows what a pgmsg HTTP subscriber should do: refuse anything unsigned, badly
+signed or outside the time tolerance (401), and treat deliveries idempotently by
+``webhook-id``, since a push that times out is retried and may arrive twice.
+
+Run it with ``PGMSG_WEBHOOK_SECRETS="whsec_... [whsec_...]" python -m pgmsg.webhook_receiver``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TextIO
+
+from pgmsg import signing
+from pgmsg.errors import InvalidInput
+
+logger = logging.getLogger("pgmsg.webhook_receiver")
+
+#: Environment variable with the accepted secrets, space-separated (newest first).
+SECRETS_VARIABLE = "PGMSG_WEBHOOK_SECRETS"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, so log shippers need no parsing rules."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        # default=str: a field that is not JSON must not cost the log line.
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """Send this module's log to ``stream`` (stderr) as JSON lines; idempotent."""
+    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+class WebhookReceiver:
+    """An HTTP server on ``host:port`` that accepts verified webhooks once each."""
+
+    #: How many webhook ids (and accepted/rejected records) are remembered.
+    history_limit = 100_000
+    #: Larger bodies are refused unread, so a client cannot make us buffer without bound.
+    max_body_bytes = 1 << 20
+
+    def __init__(
+        self,
+        secrets: Sequence[str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tolerance_seconds: int = signing.DEFAULT_TOLERANCE_SECONDS,
+        on_event: Callable[[str, dict], None] | None = None,
+    ) -> None:
+        if isinstance(secrets, str):
+            raise InvalidInput("webhook secrets must be a list of secrets, not a single string")
+        self.secrets = list(secrets)
+        # A bad secret is a configuration error: fail now, not on the first request.
+        for secret in self.secrets:
+            signing.secret_key(secret)
+        if not self.secrets:
+            raise InvalidInput("at least one webhook secret is needed")
+        self.host = host
+        self.port = port
+        self.tolerance_seconds = tolerance_seconds
+        self.on_event = on_event
+        self.accepted: list[dict[str, Any]] = []
+        self.rejected: list[dict[str, Any]] = []
+        self.counters: dict[str, int] = {"accepted": 0, "duplicate": 0, "rejected": 0, "failed": 0}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Where to POST webhooks (the bound port once started)."""
+        return f"http://{self.host}:{self.port}/webhook"
+
+    def start(self) -> WebhookReceiver:
+        """Bind and serve in a daemon thread."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self.port), _Handler)
+        self._server.receiver = self
+        self.port = self._server.server_address[1]
+        # A short poll interval keeps stop() prompt; the default waits up to half a second.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"webhook-receiver-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        _log(logging.INFO, "webhook receiver started", url=self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        _log(logging.INFO, "webhook receiver stopped", url=self.url)
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """Decide on one POST: the status and JSON answer. Separate from HTTP for reuse."""
+        try:
+            webhook_id = signing.verify(
+                self.secrets, headers, body, tolerance_seconds=self.tolerance_seconds
+            )
+        except signing.WebhookVerificationError as exc:
+            return self._reject(401, str(exc), headers)
+        try:
+            event = json.loads(body)
+        except ValueError:
+            return self._reject(400, "body is not valid JSON", headers, webhook_id=webhook_id)
+        if not isinstance(event, dict):
+            return self._reject(400, "body is not a JSON object", headers, webhook_id=webhook_id)
+
+        # Claimed under the lock so that two concurrent deliveries of one id
+        # cannot both reach on_event.
+        with self._lock:
+            duplicate = webhook_id in self._seen
+            if duplicate:
+                self._seen.move_to_end(webhook_id)
+                self.counters["duplicate"] += 1
+            else:
+                self._seen[webhook_id] = None
+                while len(self._seen) > self.history_limit:
+                    self._seen.popitem(last=False)
+        if duplicate:
+            _log(logging.INFO, "duplicate webhook ignored", webhook_id=webhook_id)
+            return 200, {"duplicate": True}
+
+        try:
+            if self.on_event is not None:
+                self.on_event(webhook_id, event)
+        except Exception:
+            # Forget the id so the sender's retry is processed rather than called a duplicate.
+            with self._lock:
+                self._seen.pop(webhook_id, None)
+                self.counters["failed"] += 1
+            logger.exception("on_event failed", extra={"fields": {"webhook_id": webhook_id}})
+            return 500, {"error": "event handler failed"}
+
+        with self._lock:
+            self.accepted.append({"webhook_id": webhook_id, "body": event})
+            self.counters["accepted"] += 1
+            _trim(self.accepted, self.history_limit)
+        _log(logging.INFO, "webhook accepted", webhook_id=webhook_id)
+        return 200, {"ok": True}
+
+    def _reject(
+        self, status: int, reason: str, headers: dict[str, str], **fields: Any
+    ) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.rejected.append({"reason": reason, "headers": dict(headers)})
+            self.counters["rejected"] += 1
+            _trim(self.rejected, self.history_limit)
+        _log(logging.WARNING, "webhook rejected", status=status, reason=reason, **fields)
+        return status, {"error": reason}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Lets a restarted receiver take its fixed port back while old sockets sit in TIME_WAIT.
+    allow_reuse_address = True
+    receiver: WebhookReceiver
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "pgmsg-webhook-receiver"
+    # A client that stops sending must not hold a thread forever.
+    timeout = 10
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        receiver = self.server.receiver
+        headers = dict(self.headers.items())
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None:
+            self._answer(*receiver._reject(411, "Content-Length header is required", headers))
+            return
+        try:
+            length = int(raw_length)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._answer(*receiver._reject(400, "invalid Content-Length header", headers))
+            return
+        if length > receiver.max_body_bytes:
+            reason = f"body larger than {receiver.max_body_bytes} bytes"
+            self._answer(*receiver._reject(413, reason, headers))
+            return
+        body = self.rfile.read(length)
+        self._answer(*receiver.handle(headers, body))
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.split("?", 1)[0] == "/healthz":
+            self._answer(200, {"status": "ok"})
+        else:
+            self._answer(404, {"error": "not found; POST webhooks, GET /healthz"})
+
+    def _answer(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base class name)
+        # Replaces http.server's unstructured stderr lines with the module's JSON log.
+        _log(logging.DEBUG, format % args, client=self.client_address[0])
+
+
+def _log(level: int, msg: str, **fields: Any) -> None:
+    logger.log(level, msg, extra={"fields": fields})
+
+
+def _trim(records: list[dict[str, Any]], limit: int) -> None:
+    # Trimmed in batches of a tenth, so the list is not shifted on every append.
+    if len(records) > limit + limit // 10:
+        del records[: len(records) - limit]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sample receiver until interrupted; secrets come from the environment."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--tolerance", type=int, default=signing.DEFAULT_TOLERANCE_SECONDS)
+    args = parser.parse_args(argv)
+    configure_logging()
+    # Secrets are read from the environment because command lines are visible to every user.
+    secrets = os.environ.get(SECRETS_VARIABLE, "").split()
+    if not secrets:
+        parser.error(f"set {SECRETS_VARIABLE} to one or more space-separated webhook secrets")
+    receiver = WebhookReceiver(secrets, args.host, args.port, tolerance_seconds=args.tolerance)
+    stopping = threading.Event()
+    # Service managers stop processes with SIGTERM; treat it like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    receiver.start()
+    try:
+        stopping.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""HTTP push after commit: the dispatcher, retries, signatures, isolation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgmsg import Client
+from pgmsg.dispatcher import Dispatcher, parse_retry_after
+from pgmsg.webhook_receiver import WebhookReceiver
+from tests.support.receiver import Receiver
+from tests.support.waiting import wait_until
+
+
+
+@pytest.fixture
+def dispatcher(dsn: str) -> Iterator[Dispatcher]:
+    d = Dispatcher(dsn, name="test-dispatcher", workers=8, per_subscription=2, idle_poll_seconds=0.2)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=d.run, args=(stop,), kwargs={"ready": ready}, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield d
+    stop.set()
+    thread.join(timeout=20)
+    d.close()
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers with the next (status, headers) of the server's script; records each request."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        server: Any = self.server
+        server.seen.append((time.monotonic(), dict(self.headers.items()), body))
+        status, headers, delay = server.script.pop(0) if server.script else (200, {}, 0)
+        if delay:
+            time.sleep(delay)
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    server.script, server.seen = [], []
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def delivery(client: Client, message_id: int) -> dict[str, Any]:
+    [row] = client.deliveries(message_id)
+    return row
+
+
+def test_fails_twice_then_succeeds_three_attempts_logged(client: Client, dispatcher: Dispatcher,
+                                                         scripted: Any, run_id: str) -> None:
+    scripted.script = [(503, {}, 0), (500, {}, 0), (200, {}, 0)]
+    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=scripted.url,
+                     retry_base_ms=50, retry_max_ms=200)
+    message_id = client.publish(run_id + ".paid", {"amount": 3})
+    row = wait_until(lambda: (r := delivery(client, message_id))["status"] == "delivered" and r)
+    assert row["attempts"] == 3 and row["retry_count"] == 2 and row["push_status_code"] == 200
+    attempts = client.attempts(row["id"])
+    assert [(a["attempt"], a["status_code"]) for a in attempts] == [(1, 503), (2, 500), (3, 200)]
+    assert attempts[0]["error"].startswith("HTTP 503") and attempts[2]["error"] is None
+    assert all(a["duration_ms"] is not None for a in attempts)
+    ids = {h["webhook-id"] for _, h, _ in scripted.seen}
+    assert len(ids) == 1      # the same webhook-id on every retry, so receivers can deduplicate
+
+
+def test_client_errors_fail_without_retry_and_410_deactivates(client: Client, dispatcher: Dispatcher,
+                                                              scripted: Any, run_id: str) -> None:
+    scripted.script = [(404, {}, 0)]
+    sub = client.subscribe(run_id + "-nf", "http", message_type=run_id + ".a", webhook_url=scripted.url)
+    m1 = client.publish(run_id + ".a", {})
+    row = wait_until(lambda: (r := delivery(client, m1))["status"] == "failed" and r)
+    assert row["attempts"] == 1 and row["push_status_code"] == 404
+
+    scripted.script = [(410, {}, 0)]
+    client.subscribe(run_id + "-gone", "http", message_type=run_id + ".b", webhook_url=scripted.url)
+    m2 = client.publish(run_id + ".b", {})
+    wait_until(lambda: delivery(client, m2)["status"] == "failed")
+    [gone] = client.subscriptions(run_id + "-gone")
+    assert gone.active is False and "410" in (gone.deactivated_reason or "")
+    assert [s.active for s in client.subscriptions(run_id + "-nf")] == [sub.active] == [True]
+
+
+def test_retry_after_is_honoured_and_attempts_end_in_dead_letter(client: Client, dispatcher: Dispatcher,
+                                                                 scripted: Any, run_id: str) -> None:
+    scripted.script = [(429, {"Retry-After": "1"}, 0), (503, {}, 0)]
+    client.subscribe(run_id + "-rl", "http", message_type=run_id + ".*", webhook_url=scripted.url,
+                     max_attempts=2, retry_base_ms=10, retry_max_ms=20)
+    message_id = client.publish(run_id + ".x", {})
+    row = wait_until(lambda: (r := delivery(client, message_id))["status"] == "dead" and r)
+    assert row["attempts"] == 2 and row["dead_at"] is not None
+    (t1, _, _), (t2, _, _) = scripted.seen
+    assert t2 - t1 >= 0.9     # waited for Retry-After, not the 10-20 ms backoff
+    assert client.redrive(run_id + "-rl") == 1
+    wait_until(lambda: delivery(client, message_id)["status"] == "delivered")
+
+
+def test_signed_requests_verify_and_survive_secret_rotation(client: Client, dispatcher: Dispatcher,
+                                                            run_id: str) -> None:
+    sub = client.subscribe(run_id + "-signed", "http", message_type=run_id + ".*",
+                           webhook_url="http://127.0.0.1:1/placeholder")
+    assert sub.signing_secret and sub.signing_secret.startswith("whsec_")
+    old = sub.signing_secret
+    with WebhookReceiver([old]) as receiver:
+        client.subscribe(run_id + "-signed", "http", message_type=run_id + ".*", webhook_url=receiver.url)
+        first = client.publish(run_id + ".one", {"n": 1})
+        wait_until(lambda: delivery(client, first)["status"] == "delivered")
+        assert [a["body"]["id"] for a in receiver.accepted] == [first]
+
+        new = client.rotate_secret(sub.id, overlap_seconds=3600)
+        second = client.publish(run_id + ".two", {"n": 2})   # signed with new and old
+        wait_until(lambda: delivery(client, second)["status"] == "delivered")
+        assert receiver.rejected == []
+    with WebhookReceiver([new]) as only_new:
+        client.subscribe(run_id + "-signed", "http", message_type=run_id + ".*", webhook_url=only_new.url)
+        third = client.publish(run_id + ".three", {"n": 3})
+        wait_until(lambda: delivery(client, third)["status"] == "delivered")
+        assert [a["body"]["id"] for a in only_new.accepted] == [third]
+    with WebhookReceiver(["whsec_" + "A" * 43 + "="]) as stranger:
+        client.subscribe(run_id + "-signed", "http", message_type=run_id + ".*", webhook_url=stranger.url)
+        fourth = client.publish(run_id + ".four", {"n": 4})
+        row = wait_until(lambda: (r := delivery(client, fourth))["push_status_code"] == 401 and r)
+        assert row["status"] == "failed" and stranger.accepted == []
+
+
+def test_publish_does_not_wait_for_a_hanging_endpoint(client: Client, dispatcher: Dispatcher,
+                                                      scripted: Any, run_id: str) -> None:
+    """Compare publish time with a subscriber whose endpoint hangs and with none."""
+    def publish_batch(mtype: str) -> float:
+        started = time.perf_counter()
+        for i in range(30):
+            client.publish(mtype, {"i": i})
+        return time.perf_counter() - started
+
+    publish_batch(run_id + ".warmup")
+    without = publish_batch(run_id + ".none")
+    scripted.script = [(200, {}, 5)] * 100        # every request hangs 5 s (timeout 2 s)
+    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".slow", webhook_url=scripted.url,
+                     http_timeout_ms=2000)
+    with_hanging = publish_batch(run_id + ".slow")
+    # Blocking on the endpoint would cost >= 2 s per message (60 s in all).
+    assert with_hanging < 3 * without + 1.0, (with_hanging, without)
+
+
+def test_a_slow_endpoint_does_not_delay_others(client: Client, dispatcher: Dispatcher, scripted: Any,
+                                               run_id: str) -> None:
+    scripted.script = [(200, {}, 3)] * 20
+    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".*", webhook_url=scripted.url,
+                     http_timeout_ms=10000)
+    fast = Receiver().start()
+    try:
+        client.subscribe(run_id + "-fast", "http", message_type=run_id + ".*", webhook_url=fast.url)
+        ids = [client.publish(run_id + ".e", {"n": i}) for i in range(6)]
+        # 6 deliveries to the slow endpoint (2 in flight at a time, 3 s each) take >= 9 s;
+        # the fast endpoint gets all 6 long before the slow one has finished.
+        assert len(fast.wait_for(6, timeout=8)) == 6
+        slow_done = [r for i in ids for r in client.deliveries(i)
+                     if r["client_id"] == run_id + "-slow" and r["status"] == "delivered"]
+        assert len(slow_done) < 6
+    finally:
+        fast.stop()
+
+
+def test_target_removed_from_allowlist_is_refused_at_send_time(client: Client, dsn: str, dispatcher: Dispatcher,
+                                                               run_id: str, db: psycopg.Connection[Any]) -> None:
+    client.subscribe(run_id + "-moved", "http", message_type=run_id + ".*",
+                     webhook_url="http://127.0.0.1:9/hook", max_attempts=1)
+    before = [r["entry"] for r in db.execute("SELECT entry FROM pgmsg_webhook_allowlist").fetchall()]
+    try:
+        # The operator narrows the allowlist after the subscription was written.
+        db.execute("SELECT pgmsg_set_webhook_allowlist(%s)", (["10.0.0.0/8"],))
+        dispatcher._allowlist = None   # re-read now rather than in 30 s
+        message_id = client.publish(run_id + ".x", {})
+        row = wait_until(lambda: (r := delivery(client, message_id))["status"] in ("dead", "failed") and r)
+        assert row["last_error"].startswith("refused: webhook target 127.0.0.1 refused: not in the allowlist")
+    finally:
+        db.execute("SELECT pgmsg_set_webhook_allowlist(%s)", (before,))
+        dispatcher._allowlist = None
+
+
+def test_heartbeat_is_recorded(dispatcher: Dispatcher, db: psycopg.Connection[Any]) -> None:
+    row = wait_until(lambda: db.execute("SELECT * FROM pgmsg_dispatchers WHERE name = 'test-dispatcher'").fetchone())
+    assert row["last_seen"] is not None
+
+
+@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), (None, None), ("soon", None),
+                                                  ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header) == expected

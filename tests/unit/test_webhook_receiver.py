@@ -1,0 +1,172 @@
+"""The sample webhook receiver, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pgmsg.errors import InvalidInput
+from pgmsg.signing import signature_headers
+from pgmsg.webhook_receiver import JsonFormatter, WebhookReceiver
+
+OLD = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+NEW = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
+EVENT = {"type": "order.created", "data": {"order": 42}}
+
+# No proxy: an http_proxy in the environment must not route test traffic off this host.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture
+def events() -> list[tuple[str, dict]]:
+    return []
+
+
+@pytest.fixture
+def receiver(events: list[tuple[str, dict]]) -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver(
+        [NEW, OLD], "127.0.0.1", 0, on_event=lambda wid, body: events.append((wid, body))
+    ).start()
+    assert r.url.startswith("http://127.0.0.1:") and r.port != 0
+    yield r
+    r.stop()
+
+
+def _send(
+    url: str, body: bytes, headers: dict[str, str], method: str = "POST"
+) -> tuple[int, dict[str, Any]]:
+    assert url.startswith("http://127.0.0.1:")
+    request = urllib.request.Request(
+        url, data=body if method == "POST" else None, headers=headers, method=method
+    )
+    try:
+        with _OPENER.open(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+def _signed(secrets: list[str], msg_id: str, body: bytes, ts: int | None = None) -> dict[str, str]:
+    return {"Content-Type": "application/json", **signature_headers(secrets, msg_id, body, ts)}
+
+
+def test_valid_signed_post_is_accepted_and_recorded(
+    receiver: WebhookReceiver, events: list[tuple[str, dict]]
+) -> None:
+    body = json.dumps(EVENT).encode()
+    status, answer = _send(receiver.url, body, _signed([NEW], "msg_ok", body))
+    assert (status, answer) == (200, {"ok": True})
+    assert receiver.accepted == [{"webhook_id": "msg_ok", "body": EVENT}]
+    assert events == [("msg_ok", EVENT)]
+    assert receiver.counters["accepted"] == 1 and receiver.rejected == []
+
+
+def test_tampered_body_is_refused(receiver: WebhookReceiver, events: list[tuple[str, dict]]) -> None:
+    body = json.dumps(EVENT).encode()
+    headers = _signed([NEW], "msg_tampered", body)
+    forged = json.dumps({**EVENT, "data": {"order": 43}}).encode()
+    status, answer = _send(receiver.url, forged, headers)
+    assert status == 401 and "no valid signature" in answer["error"]
+    assert events == [] and receiver.accepted == []
+    assert receiver.rejected[0]["reason"] == answer["error"]
+    assert receiver.counters["rejected"] == 1
+
+
+def test_missing_signature_is_refused(receiver: WebhookReceiver) -> None:
+    body = json.dumps(EVENT).encode()
+    headers = _signed([NEW], "msg_unsigned", body)
+    del headers["webhook-signature"]
+    status, answer = _send(receiver.url, body, headers)
+    assert (status, answer) == (401, {"error": "missing webhook-signature header"})
+    assert receiver.accepted == []
+    recorded = {k.lower(): v for k, v in receiver.rejected[0]["headers"].items()}
+    assert recorded["webhook-id"] == "msg_unsigned"
+
+
+def test_stale_timestamp_is_refused(receiver: WebhookReceiver) -> None:
+    body = json.dumps(EVENT).encode()
+    headers = _signed([NEW], "msg_stale", body, ts=int(time.time()) - 3600)
+    status, answer = _send(receiver.url, body, headers)
+    assert status == 401 and "stale" in answer["error"]
+    assert receiver.accepted == []
+
+
+def test_replay_is_answered_as_duplicate_and_handled_once(
+    receiver: WebhookReceiver, events: list[tuple[str, dict]]
+) -> None:
+    body = json.dumps(EVENT).encode()
+    headers = _signed([NEW], "msg_replay", body)
+    assert _send(receiver.url, body, headers) == (200, {"ok": True})
+    assert _send(receiver.url, body, headers) == (200, {"duplicate": True})
+    assert events == [("msg_replay", EVENT)]
+    assert len(receiver.accepted) == 1
+    assert receiver.counters["duplicate"] == 1
+
+
+def test_rotated_secrets_are_accepted(
+    receiver: WebhookReceiver, events: list[tuple[str, dict]]
+) -> None:
+    body = json.dumps(EVENT).encode()
+    assert _send(receiver.url, body, _signed([OLD], "msg_old", body))[0] == 200
+    assert _send(receiver.url, body, _signed([OLD, NEW], "msg_both", body))[0] == 200
+    assert [wid for wid, _ in events] == ["msg_old", "msg_both"]
+
+
+def test_unknown_secret_is_refused(receiver: WebhookReceiver) -> None:
+    other = "whsec_" + base64.b64encode(b"z" * 32).decode()
+    body = json.dumps(EVENT).encode()
+    assert _send(receiver.url, body, _signed([other], "msg_other", body))[0] == 401
+
+
+def test_signed_body_that_is_not_json_is_a_bad_request(
+    receiver: WebhookReceiver, events: list[tuple[str, dict]]
+) -> None:
+    body = b"not json"
+    status, answer = _send(receiver.url, body, _signed([NEW], "msg_text", body))
+    assert (status, answer) == (400, {"error": "body is not valid JSON"})
+    assert events == []
+
+
+def test_failing_handler_gets_500_and_the_retry_is_processed() -> None:
+    calls: list[str] = []
+
+    def flaky(webhook_id: str, body: dict) -> None:
+        calls.append(webhook_id)
+        if len(calls) == 1:
+            raise RuntimeError("downstream unavailable")
+
+    with WebhookReceiver([NEW], on_event=flaky) as r:
+        body = json.dumps(EVENT).encode()
+        headers = _signed([NEW], "msg_retry", body)
+        assert _send(r.url, body, headers)[0] == 500
+        assert _send(r.url, body, headers) == (200, {"ok": True})
+    assert calls == ["msg_retry", "msg_retry"]
+
+
+def test_healthz(receiver: WebhookReceiver) -> None:
+    url = receiver.url.replace("/webhook", "/healthz")
+    assert _send(url, b"", {}, method="GET") == (200, {"status": "ok"})
+
+
+def test_bad_secret_fails_at_construction() -> None:
+    with pytest.raises(InvalidInput, match="not valid base64"):
+        WebhookReceiver(["whsec_???"])
+
+
+def test_log_lines_are_json(caplog: pytest.LogCaptureFixture, receiver: WebhookReceiver) -> None:
+    body = json.dumps(EVENT).encode()
+    with caplog.at_level("INFO", logger="pgmsg.webhook_receiver"):
+        _send(receiver.url, body, {"Content-Type": "application/json"})
+    lines = [JsonFormatter().format(rec) for rec in caplog.records if rec.msg == "webhook rejected"]
+    assert lines
+    entry = json.loads(lines[0])
+    assert entry["level"] == "warning" and entry["status"] == 401
+    assert entry["reason"] == "missing webhook-id header"
