@@ -207,3 +207,22 @@ def test_heartbeat_is_recorded(dispatcher: Dispatcher, db: psycopg.Connection[An
                                                   ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
+
+
+def test_dispatcher_works_with_its_least_privilege_role(client: Client, dsn: str, inventory_vars: dict[str, Any],
+                                                        run_id: str) -> None:
+    role = inventory_vars["messaging_schema_dispatchers"][0]
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params.update(user=role["name"], password=role["password"])
+    limited = Dispatcher(psycopg.conninfo.make_conninfo(**params), name=run_id + "-limited", workers=2)
+    receiver = Receiver().start()
+    try:
+        client.subscribe(run_id + "-lp", "http", message_type=run_id + ".*", webhook_url=receiver.url)
+        message_id = client.publish(run_id + ".x", {"n": 1})
+        wait_until(lambda: limited.dispatch_once() >= 0 and delivery(client, message_id)["status"] == "delivered")
+        limited.heartbeat()
+        assert receiver.requests[0].json["id"] == message_id
+        assert "webhook-signature" in {k.lower() for k in receiver.requests[0].headers}
+    finally:
+        limited.close()
+        receiver.stop()
