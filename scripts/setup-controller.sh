@@ -17,6 +17,12 @@ if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
 fi
 
+# The browser tests use Debian's chromium and its driver (no browser download).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "setup-controller: installing chromium and chromium-driver for the browser tests" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 stamp="$VENV/.pgmsg-requirements.sha256"
 want="$(cat "$ROOT/requirements-controller.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
