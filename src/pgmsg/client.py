@@ -425,6 +425,11 @@ class Client:
             raise NotFound(f"no message with id {message_id}")
         return row
 
+    def delivery_stats(self, message_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Delivery counts by mode and status for the given messages (a publisher may call it)."""
+        with translated("reading delivery stats"), self._pool.connection() as conn:
+            return conn.execute("SELECT * FROM pgmsg_delivery_stats(%s)", (list(message_ids),)).fetchall()
+
     def deliveries(self, message_id: int) -> list[dict[str, Any]]:
         """The deliveries of one message, one dict per row of ``message_delivery``."""
         with translated(f"reading the deliveries of message {message_id}"), self._pool.connection() as conn:

@@ -30,6 +30,7 @@ import psycopg
 import urllib3
 from psycopg.rows import dict_row
 
+from pgmsg import metrics
 from pgmsg.client import Listener
 from pgmsg.errors import PgmsgError, translated
 from pgmsg.signing import signature_headers
@@ -131,10 +132,12 @@ class Dispatcher:
         try:
             code, error, duration_ms, retry_after = self.push(row)
             with translated(f"recording the push of delivery {row['delivery_id']}"):
-                self._conn().execute(
-                    "SELECT pgmsg_record_http_attempt(%s::bigint, %s::integer, %s::text, %s::numeric, %s::float8)",
+                outcome = self._conn().execute(
+                    "SELECT pgmsg_record_http_attempt(%s::bigint, %s::integer, %s::text, %s::numeric, %s::float8)"
+                    " AS status",
                     (row["delivery_id"], code, error, duration_ms, retry_after),
-                )
+                ).fetchone()
+            metrics.webhooks_pushed.labels(outcome["status"] if outcome else "unknown").inc()
             with self._lock:
                 self.pushed += 1
         except Exception:  # the worker must survive; the lease returns the delivery
@@ -228,15 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from pgmsg.config import conninfo_from_env
+    from pgmsg.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="pgmsg-dispatcher", description=main.__doc__)
     parser.add_argument("--workers", type=int, default=16, help="concurrent requests in all (default 16)")
     parser.add_argument("--per-subscription", type=int, default=4,
                         help="concurrent requests per subscription, so one slow endpoint cannot take every worker")
-    parser.add_argument("--name", default=None, help="name in pgmsg_dispatchers (default host:pid)")
+    parser.add_argument("--name", default=os.environ.get("PGMSG_DISPATCHER_NAME") or None,
+                        help="name in pgmsg_dispatchers (default PGMSG_DISPATCHER_NAME, else host:pid)")
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("PGMSG_METRICS_PORT", "0") or 0),
+                        help="serve Prometheus metrics on this port (default PGMSG_METRICS_PORT; 0 for none)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='{"time": "%(asctime)s", "level": "%(levelname)s", '
-                                                   '"logger": "%(name)s", "message": "%(message)s"}')
+    configure_logging()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, os.environ.get("PGMSG_METRICS_ADDRESS", "127.0.0.1"))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
-from pgmsg import signing
+from pgmsg import logs, signing
+from pgmsg.logs import JsonFormatter  # noqa: F401  (re-exported for callers)
 from pgmsg.errors import InvalidInput
 
 logger = logging.getLogger("pgmsg.webhook_receiver")
@@ -31,31 +32,9 @@ logger = logging.getLogger("pgmsg.webhook_receiver")
 SECRETS_VARIABLE = "PGMSG_WEBHOOK_SECRETS"
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, so log shippers need no parsing rules."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", None) or {})
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        # default=str: a field that is not JSON must not cost the log line.
-        return json.dumps(entry, default=str)
-
-
 def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
     """Send this module's log to ``stream`` (stderr) as JSON lines; idempotent."""
-    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(level)
+    logs.configure_logging(logger, level, stream)
 
 
 class WebhookReceiver:

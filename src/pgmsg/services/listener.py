@@ -1,0 +1,51 @@
+"""pgmsg-listener: a NOTIFY listener (the seed's dashboard-service and admin-portal).
+
+It LISTENs on its channel and handles each notification in real time; a
+payload too large for NOTIFY arrives as a reference and is read by id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import psycopg
+
+from pgmsg import Client, metrics
+from pgmsg.errors import PgmsgError
+from pgmsg.services import runtime
+
+log = logging.getLogger("pgmsg.listener")
+
+
+def run(stop: threading.Event, config: runtime.ServiceSettings, channel: str) -> None:
+    while not stop.is_set():
+        try:
+            with Client(config.conninfo, max_size=1) as client, client.listener(channel) as listener:
+                log.info("listening", extra={"fields": {"client_id": config.client_id, "channel": channel}})
+                while not stop.is_set():
+                    for note in listener.notifications(timeout=1.0, limit=1):
+                        with metrics.processing_seconds.labels(config.client_id).time():
+                            envelope = note.payload
+                            if envelope.get("payload_omitted"):
+                                envelope = {**envelope, "payload": client.message(envelope["id"])["payload"]}
+                            log.info("notification", extra={"fields": {
+                                "client_id": config.client_id, "channel": note.channel,
+                                "message_id": envelope["id"], "message_type": envelope["type"],
+                                "delivery_id": envelope.get("delivery_id")}})
+                        metrics.processed_messages.labels(config.client_id, "notify").inc()
+        except (PgmsgError, psycopg.Error) as exc:
+            log.warning("database unavailable, reconnecting", extra={"fields": {"error": str(exc)}})
+            stop.wait(2.0)
+
+
+def main() -> int:
+    config = runtime.settings()
+    stop = runtime.start("listener", config)
+    run(stop, config, os.environ.get("PGMSG_NOTIFY_CHANNEL") or config.client_id)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
