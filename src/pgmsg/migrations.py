@@ -34,7 +34,11 @@ class Migration:
 
 
 def default_sql_dir() -> Path:
-    """The repository's sql/ directory (next to src/)."""
+    """The SQL shipped inside the package (images copy it to pgmsg/_sql), else the
+    repository's sql/ directory next to src/ (a development checkout)."""
+    packaged = Path(__file__).resolve().parent / "_sql"
+    if (packaged / "migrations").is_dir():
+        return packaged
     return Path(__file__).resolve().parents[2] / "sql"
 
 
