@@ -14,11 +14,9 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 

@@ -93,9 +93,9 @@ def login(dsn: str, inventory_vars: dict[str, Any]):  # type: ignore[no-untyped-
 
 @pytest.fixture
 def two_clients(client: Client, db: psycopg.Connection[Any], run_id: str) -> Iterator[int]:
-    """A message delivered to analytics-service and reporting-service."""
+    """A message delivered to the two probe clients (no running service consumes as them)."""
     mtype = run_id + ".rls"
-    for cid in ("analytics-service", "reporting-service"):
+    for cid in ("rls-probe-a", "rls-probe-b"):
         db.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type) VALUES (%s, 'async', %s)",
                    (cid, mtype))
     message_id = client.publish(mtype, {"secret": "for both"})
@@ -104,21 +104,21 @@ def two_clients(client: Client, db: psycopg.Connection[Any], run_id: str) -> Ite
 
 
 def test_client_sees_and_updates_only_its_own_deliveries(login, two_clients: int) -> None:  # type: ignore[no-untyped-def]
-    analytics = login("analytics_service")
-    rows = analytics.execute("SELECT client_id FROM message_delivery WHERE message_id = %s", (two_clients,)).fetchall()
-    assert [r["client_id"] for r in rows] == ["analytics-service"]
-    updated = analytics.execute("UPDATE message_delivery SET status = 'delivered' WHERE message_id = %s "
-                                "AND client_id = 'reporting-service'", (two_clients,))
+    probe_a = login("rls_probe_a")
+    rows = probe_a.execute("SELECT client_id FROM message_delivery WHERE message_id = %s", (two_clients,)).fetchall()
+    assert [r["client_id"] for r in rows] == ["rls-probe-a"]
+    updated = probe_a.execute("UPDATE message_delivery SET status = 'delivered' WHERE message_id = %s "
+                                "AND client_id = 'rls-probe-b'", (two_clients,))
     assert updated.rowcount == 0
-    assert analytics.execute("SELECT * FROM pgmsg_claim('reporting-service', 10)").fetchall() == []
-    [mine] = analytics.execute("SELECT * FROM pgmsg_claim('analytics-service', 10)").fetchall()
+    assert probe_a.execute("SELECT * FROM pgmsg_claim('rls-probe-b', 10)").fetchall() == []
+    [mine] = probe_a.execute("SELECT * FROM pgmsg_claim('rls-probe-a', 10)").fetchall()
     assert mine["payload"] == {"secret": "for both"}
-    assert analytics.execute("SELECT pgmsg_ack(%s) AS n", ([mine["delivery_id"]],)).fetchone()["n"] == 1
-    reporting = login("reporting_service")
-    [theirs] = reporting.execute("SELECT status FROM message_delivery WHERE message_id = %s", (two_clients,)).fetchall()
+    assert probe_a.execute("SELECT pgmsg_ack(%s) AS n", ([mine["delivery_id"]],)).fetchone()["n"] == 1
+    probe_b = login("rls_probe_b")
+    [theirs] = probe_b.execute("SELECT status FROM message_delivery WHERE message_id = %s", (two_clients,)).fetchall()
     assert theirs["status"] == "pending"
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        reporting.execute("INSERT INTO messages (message_type) VALUES ('x.forged')")
+        probe_b.execute("INSERT INTO messages (message_type) VALUES ('x.forged')")
 
 
 def test_publisher_can_publish_but_not_read(login, two_clients: int, run_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -138,7 +138,7 @@ def test_admin_sees_everything_and_roles_cannot_change_the_allowlist(login, two_
     admin = login("pgmsg_ops")
     rows = admin.execute("SELECT client_id FROM message_delivery WHERE message_id = %s ORDER BY client_id",
                          (two_clients,)).fetchall()
-    assert [r["client_id"] for r in rows] == ["analytics-service", "reporting-service"]
-    for name in ("pgmsg_ops", "analytics_service", "pgmsg_publisher_local"):
+    assert [r["client_id"] for r in rows] == ["rls-probe-a", "rls-probe-b"]
+    for name in ("pgmsg_ops", "rls_probe_a", "pgmsg_publisher_local"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             login(name).execute("SELECT pgmsg_set_webhook_allowlist(ARRAY['0.0.0.0/0'])")

@@ -1,4 +1,4 @@
-"""The inventories: secrets stay out of the repository, weak passwords are refused."""
+"""The inventories: secrets stay out of the repository in clear, example and weak secrets are refused."""
 
 from __future__ import annotations
 
@@ -9,48 +9,95 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_BIN = Path(sys.executable).parent
+EXAMPLE_VAULT_PASSWORD = ROOT / "inventory" / "example-vault-password.txt"
+SHARED = ["staging", "production"]
 
 
-def validate(environment: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def validate(environment: str, *extra: str, vault: bool = True) -> subprocess.CompletedProcess[str]:
     """Run only the settings checks of site.yml against an inventory, on this machine."""
+    vault_args = ["--vault-password-file", str(EXAMPLE_VAULT_PASSWORD)] if vault else []
     return subprocess.run(
         [str(ANSIBLE_BIN / "ansible-playbook"), "-i", f"inventory/{environment}/hosts.yml", "site.yml",
          "--tags", "validate", "-e", "ansible_connection=local", "-e", "pgmsg_become=false",
-         "-e", f"ansible_python_interpreter={sys.executable}", *extra],
+         "-e", f"ansible_python_interpreter={sys.executable}", *vault_args, *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
 
 
-@pytest.mark.parametrize("environment", ["staging", "production"])
+def example_vault(environment: str) -> dict[str, str]:
+    out = subprocess.run(
+        [str(ANSIBLE_BIN / "ansible-vault"), "view", "--vault-password-file", str(EXAMPLE_VAULT_PASSWORD),
+         f"inventory/{environment}/group_vars/all/vault.yml"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    return yaml.safe_load(out)
+
+
+@pytest.mark.parametrize("environment", SHARED)
 def test_no_clear_text_secret_in_shared_inventories(environment: str) -> None:
     for path in (ROOT / "inventory" / environment).rglob("*.yml"):
-        for line in path.read_text().splitlines():
-            if re.search(r"password\s*:", line) and not line.lstrip().startswith("#"):
+        text = path.read_text()
+        if text.startswith("$ANSIBLE_VAULT;"):
+            continue
+        for line in text.splitlines():
+            if re.search(r"(password|secret)\s*:", line) and not line.lstrip().startswith("#"):
                 assert re.search(r'"\{\{\s*vault_\w+\s*\}\}"', line), f"{path}: {line}"
 
 
-@pytest.mark.parametrize("environment", ["staging", "production"])
-def test_deploy_without_vault_is_refused(environment: str) -> None:
-    run = validate(environment)
+@pytest.mark.parametrize("environment", SHARED)
+def test_example_vault_is_encrypted_and_covers_every_vault_variable(environment: str) -> None:
+    vault_file = ROOT / "inventory" / environment / "group_vars" / "all" / "vault.yml"
+    assert vault_file.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
+    used = set()
+    for path in (ROOT / "inventory" / environment).rglob("*.yml"):
+        if path != vault_file:
+            used |= set(re.findall(r"\{\{\s*(vault_\w+)\s*\}\}", path.read_text()))
+    secrets = example_vault(environment)
+    assert used and used <= set(secrets)
+    assert all(v.startswith("REPLACE-ME") for v in secrets.values())
+
+
+@pytest.mark.parametrize("environment", SHARED)
+def test_deploy_without_the_vault_password_is_refused(environment: str) -> None:
+    run = validate(environment, vault=False)
     assert run.returncode != 0
-    assert "postgres_superuser_password is not set" in run.stdout + run.stderr
+    assert "vault" in (run.stdout + run.stderr).lower()
 
 
-@pytest.mark.parametrize("password", ["admin", "postgres", "short-but-new", "pgmsg-local-dev-only"])
-def test_weak_or_local_password_is_refused_outside_local(password: str) -> None:
-    run = validate("production", "-e", json.dumps({"vault_postgres_superuser_password": password}))
+@pytest.mark.parametrize("environment", SHARED)
+def test_deploy_with_the_example_secrets_is_refused(environment: str) -> None:
+    run = validate(environment)
     assert run.returncode != 0
     assert "needs a strong, vaulted password" in run.stdout
 
 
-def test_strong_password_passes_the_checks() -> None:
-    run = validate("production", "-e", json.dumps({"vault_postgres_superuser_password": "Qm9v-long-random-secret-7731"}))
+@pytest.mark.parametrize("password", ["admin", "postgres", "short-but-new", "pgmsg-local-dev-only"])
+def test_weak_or_local_password_is_refused_outside_local(password: str) -> None:
+    strong = {k: "Qm9v-long-random-secret-7731" for k in example_vault("production")}
+    run = validate("production", "-e", json.dumps({**strong, "vault_postgres_superuser_password": password}))
+    assert run.returncode != 0
+    assert "needs a strong, vaulted password" in run.stdout
+
+
+def test_weak_login_role_password_is_refused_and_named() -> None:
+    strong = {k: "Qm9v-long-random-secret-7731" for k in example_vault("production")}
+    run = validate("production", "-e", json.dumps({**strong, "vault_pgmsg_ops_password": "tiny"}))
+    assert run.returncode != 0
+    assert "Login roles pgmsg_ops need vaulted passwords" in run.stdout
+    assert "tiny" not in run.stdout
+
+
+@pytest.mark.parametrize("environment", SHARED)
+def test_strong_secrets_pass_the_checks(environment: str) -> None:
+    strong = {k: f"Qm9v-long-random-secret-{i:04d}" for i, k in enumerate(example_vault(environment))}
+    run = validate(environment, "-e", json.dumps(strong))
     assert run.returncode == 0, run.stdout[-3000:]
 
 
-def test_local_inventory_accepts_its_development_password() -> None:
-    run = validate("local")
+def test_local_inventory_accepts_its_development_passwords() -> None:
+    run = validate("local", vault=False)
     assert run.returncode == 0, run.stdout[-3000:]
