@@ -1,0 +1,59 @@
+"""Teardown keeps the data; a site.yml run brings everything back (runs last among infra tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = str(ROOT / "inventory" / "local" / "hosts.yml")
+
+
+def playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", INVENTORY, *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+
+
+def running_containers() -> set[str]:
+    out = subprocess.run(["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.deploy
+def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_vars: dict) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        message_id = conn.execute(
+            "INSERT INTO messages (message_type, payload) VALUES ('teardown.probe', %s) RETURNING id",
+            (json.dumps({"survives": True}),)).fetchone()[0]
+    expected = set(inventory_vars["pgmsg_services_enabled"]) | {"postgres-messaging", "postgres-exporter", "pgadmin"}
+    assert expected <= running_containers()
+
+    down = playbook("playbooks/teardown.yml")
+    assert down.returncode == 0, down.stdout[-3000:]
+    assert not (expected & running_containers())
+    volumes = subprocess.run(["docker", "volume", "ls", "--format", "{{.Name}}"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert "pgmsg-postgres-data" in volumes and "pgmsg-pgadmin-data" in volumes
+
+    up = playbook("site.yml")
+    assert up.returncode == 0, up.stdout[-3000:]
+    assert expected <= running_containers()
+
+    def payload() -> object:
+        try:
+            with psycopg.connect(dsn, connect_timeout=3) as conn:
+                row = conn.execute("SELECT payload FROM messages WHERE id = %s", (message_id,)).fetchone()
+                return row[0] if row else None
+        except psycopg.OperationalError:
+            return None
+
+    assert wait_until(payload, timeout=60) == {"survives": True}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM messages WHERE id = %s", (message_id,))
