@@ -284,8 +284,10 @@ class Client:
         else can claim them; after expiry they are claimable again.
         """
         with translated(f"claiming deliveries of {client_id!r}"), self._pool.connection() as conn:
+            # In id order, i.e. publish order (UPDATE ... RETURNING has none of its own).
             rows = conn.execute(
-                "SELECT * FROM pgmsg_claim(%s, %s, %s, %s)", (client_id, limit, consumer, lease_seconds)
+                "SELECT * FROM pgmsg_claim(%s, %s, %s, %s) ORDER BY delivery_id",
+                (client_id, limit, consumer, lease_seconds),
             ).fetchall()
         return [
             Delivery(id=r["delivery_id"], message_id=r["message_id"], client_id=r["client_id"],

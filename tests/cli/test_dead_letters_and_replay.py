@@ -26,7 +26,7 @@ def make_dead(client: Client, client_id: str, message_type: str, count: int = 1)
     for delivery in client.claim(client_id, count):
         assert client.nack(delivery.id, error="handler exploded") == "dead"
         ids.append(delivery.id)
-    return ids
+    return sorted(ids)
 
 
 def statuses(db: psycopg.Connection[Any], ids: list[int]) -> list[str]:
