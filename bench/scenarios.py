@@ -1,0 +1,455 @@
+"""pgmsg's scenarios and the reference they are compared with.
+
+Every scenario uses pgmsg the way a user does: ``pgmsg.Client`` to publish,
+claim and ack, the LISTEN-woken consumer loop, the real dispatcher and the
+sample webhook receiver that verifies signatures. Functions named ``_w_*`` run
+in worker processes (see core.parallel) and so only take picklable arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from bench import server
+from bench.core import PAYLOAD, Config, Figure, parallel, percentile, rate, timed
+from pgmsg import Client
+
+PUBLISH_TYPE = "bench.order"
+ASYNC_SUBSCRIBERS = ("bench-billing", "bench-shipping", "bench-analytics")
+
+
+# -- the reference --------------------------------------------------------------
+
+def _w_raw_insert(dsn: str, count: int) -> list[float]:
+    """One client, one transaction per row: INSERT the payload into a plain table."""
+    body = json.dumps(PAYLOAD)
+    latencies = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(count):
+            start = time.perf_counter()
+            conn.execute("INSERT INTO bench_raw (payload) VALUES (%s::jsonb)", (body,))
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def reference(dsn: str, cfg: Config, label: str) -> list[Figure]:
+    """Raw single-row INSERT of the same payload: rows/s and the per-row round trip in ms."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL, "
+                     "created_at timestamptz NOT NULL DEFAULT now())")
+    rates = Figure(f"reference.insert.{label}", "0. Reference",
+                   f"Raw INSERT, 1 client, 1 row per transaction ({label} of the run)", "rows/s", "rate")
+    latency = Figure(f"reference.insert_latency.{label}", "0. Reference",
+                     f"Raw INSERT round trip, median ({label} of the run)", "ms", "latency")
+    count = cfg.n(3000, 200)
+    for _ in range(cfg.repeat):
+        elapsed, (lat,) = parallel(_w_raw_insert, [(dsn, count)])
+        rates.rounds.append(rate(count, elapsed))
+        latency.rounds.append(percentile(lat, 50) * 1000)
+    return [rates, latency]
+
+
+# -- helpers ----------------------------------------------------------------------
+
+def subscribe_async(dsn: str, clients: tuple[str, ...] = ASYNC_SUBSCRIBERS,
+                    message_type: str = PUBLISH_TYPE) -> None:
+    with Client(dsn, max_size=1) as c:
+        for client_id in clients:
+            c.subscribe(client_id, "async", message_type=message_type)
+
+
+def prefill(dsn: str, message_type: str, count: int, batch: int = 1000) -> None:
+    """Publish ``count`` messages of a type in batches (through the fan-out trigger)."""
+    with Client(dsn, max_size=1) as c:
+        for start in range(0, count, batch):
+            c.publish_many([(message_type, PAYLOAD, "default")] * min(batch, count - start))
+
+
+def _w_publish(dsn: str, count: int, message_type: str) -> list[float]:
+    latencies = []
+    with Client(dsn, max_size=1) as c:
+        for _ in range(count):
+            start = time.perf_counter()
+            c.publish(message_type, PAYLOAD)
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def _w_publish_batches(dsn: str, batches: int, size: int) -> None:
+    rows = [(PUBLISH_TYPE, PAYLOAD, "default")] * size
+    with Client(dsn, max_size=1) as c:
+        for _ in range(batches):
+            c.publish_many(rows)
+
+
+def _w_consume(dsn: str, client_id: str, batch: int) -> int:
+    """Claim (lease, attempts) and ack until nothing is left; returns how many were done."""
+    done = 0
+    with Client(dsn, max_size=1) as c:
+        while True:
+            claimed = c.claim(client_id, batch, consumer="bench")
+            if not claimed:
+                return done
+            done += c.ack([d.id for d in claimed])
+
+
+def pending(dsn: str, client_id: str | None = None) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM message_delivery WHERE status IN ('pending', 'processing') "
+                           "AND (%s::text IS NULL OR client_id = %s)", (client_id, client_id)).fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- 1. publish, 2. batch publish ---------------------------------------------------
+
+def publish(dsn: str, cfg: Config) -> list[Figure]:
+    server.reset(dsn)
+    subscribe_async(dsn)
+    figures = []
+    for clients in (1, 4):
+        fig = Figure(f"publish.{clients}_client{'s' if clients > 1 else ''}", "1. Publish",
+                     f"Publish, 1 message per transaction, {clients} client{'s' if clients > 1 else ''}, "
+                     "3 async subscribers", "msg/s", "rate")
+        count = cfg.n(3000, 200) // clients
+        for _ in range(cfg.repeat):
+            elapsed, _lat = parallel(_w_publish, [(dsn, count, PUBLISH_TYPE)] * clients)
+            fig.rounds.append(rate(count * clients, elapsed))
+        figures.append(fig)
+
+    fig = Figure("publish.batch_1000", "2. Batch publish",
+                 "Batch publish, 1,000 messages per transaction, 1 client, 3 async subscribers",
+                 "msg/s", "rate")
+    batches = cfg.n(20, 2)
+    for _ in range(cfg.repeat):
+        elapsed, _ = parallel(_w_publish_batches, [(dsn, batches, 1000)])
+        fig.rounds.append(rate(batches * 1000, elapsed))
+    figures.append(fig)
+    return figures
+
+
+# -- 3. consume ----------------------------------------------------------------------
+
+def consume(dsn: str, cfg: Config) -> list[Figure]:
+    figures = []
+    for batch in (1, 10, 100):
+        for consumers in (1, 4):
+            fig = Figure(f"consume.batch{batch}.{consumers}_consumer{'s' if consumers > 1 else ''}",
+                         "3. Consume", f"Consume with lease, attempts and ack: batch {batch}, "
+                         f"{consumers} consumer{'s' if consumers > 1 else ''}", "deliveries/s", "rate")
+            count = {1: cfg.n(3000, 100), 10: cfg.n(10000, 300), 100: cfg.n(30000, 1000)}[batch]
+            for _ in range(cfg.repeat):
+                server.reset(dsn)
+                subscribe_async(dsn, ("bench-consumer",), "bench.work")
+                prefill(dsn, "bench.work", count)
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("VACUUM ANALYZE message_delivery")
+                elapsed, done = parallel(_w_consume, [(dsn, "bench-consumer", batch)] * consumers)
+                if sum(done) != count:
+                    raise RuntimeError(f"consumers completed {sum(done)} of {count} deliveries")
+                fig.rounds.append(rate(count, elapsed))
+            figures.append(fig)
+    return figures
+
+
+# -- 4. end-to-end latency, 5. NOTIFY latency ------------------------------------------
+
+def _w_idle_consumer(dsn: str, client_id: str, expected: int, ready: Any, out: Any) -> None:
+    """run_consumer (LISTEN-woken) recording, per delivery, now - the publisher's clock."""
+    stop = threading.Event()
+    seen: list[float] = []
+
+    def handle(delivery: Any) -> None:
+        seen.append((time.monotonic_ns() - delivery.payload["sent_ns"]) / 1e6)
+        if len(seen) >= expected:
+            stop.set()
+
+    with Client(dsn, max_size=2) as c:
+        threading.Timer(0.5, ready.set).start()  # the LISTEN is open well before this fires
+        c.run_consumer(client_id, handle, stop=stop, batch_size=10, idle_poll_seconds=1.0)
+    out.put(seen)
+
+
+def _w_notify_listener(dsn: str, channel: str, expected: int, ready: Any, out: Any) -> None:
+    seen: list[float] = []
+    with Client(dsn, max_size=1) as c, c.listener(channel) as listener:
+        ready.set()
+        deadline = time.monotonic() + 300
+        while len(seen) < expected and time.monotonic() < deadline:
+            note = listener.next(timeout=5)
+            if note is not None:
+                seen.append((time.monotonic_ns() - note.payload["payload"]["sent_ns"]) / 1e6)
+    out.put(seen)
+
+
+def _w_paced_publisher(dsn: str, per_second: float, stop: Any, out: Any) -> None:
+    """Publish one message per transaction at a steady pace until stopped; put the count sent."""
+    sent = 0
+    with Client(dsn, max_size=1) as c:
+        start = time.monotonic()
+        while not stop.is_set():
+            c.publish("bench.load", PAYLOAD)
+            sent += 1
+            ahead = start + sent / per_second - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    out.put(sent)
+
+
+def _latency_run(dsn: str, listener: Callable[..., None], listener_args: tuple[Any, ...],
+                 message_type: str, samples: int, gap: float) -> list[float]:
+    """Publish ``samples`` messages ``gap`` seconds apart, each stamped with the monotonic clock
+    (system-wide on Linux), while a listener process records the delay it sees."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, out = ctx.Event(), ctx.Queue()
+    proc = ctx.Process(target=listener, args=(dsn, *listener_args, samples, ready, out), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the listener did not start")
+        time.sleep(0.2)
+        with Client(dsn, max_size=1) as c:
+            for _ in range(samples):
+                c.publish(message_type, {**PAYLOAD, "sent_ns": time.monotonic_ns()})
+                time.sleep(gap)
+        return out.get(timeout=120)
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+
+
+def _latency_figures(key: str, group: str, title: str, rounds: list[list[float]]) -> list[Figure]:
+    p50 = Figure(f"{key}.p50", group, f"{title}, p50", "ms", "latency")
+    p99 = Figure(f"{key}.p99", group, f"{title}, p99", "ms", "latency")
+    for samples in rounds:
+        p50.rounds.append(percentile(samples, 50))
+        p99.rounds.append(percentile(samples, 99))
+    return [p50, p99]
+
+
+def latency(dsn: str, cfg: Config) -> list[Figure]:
+    import multiprocessing
+
+    server.reset(dsn)
+    subscribe_async(dsn, ("bench-e2e",), "bench.e2e")
+    with Client(dsn, max_size=1) as c:
+        c.subscribe("bench-notify", "notify", message_type="bench.notify", notify_channel="bench_notify")
+        c.subscribe("bench-load", "async", message_type="bench.load")
+    samples = cfg.n(400, 20)
+    figures = _latency_figures(
+        "latency.e2e", "4. End-to-end latency",
+        "Publish to idle consumer woken by LISTEN (claim returned)",
+        [_latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01)
+         for _ in range(cfg.repeat)])
+    figures += _latency_figures(
+        "latency.notify_idle", "5. NOTIFY latency", "NOTIFY subscription, idle server",
+        [_latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
+         for _ in range(cfg.repeat)])
+
+    loaded: list[list[float]] = []
+    achieved = Figure("latency.notify_load.rate", "5. NOTIFY latency",
+                      "Background publish rate during the loaded NOTIFY run", "msg/s", "rate",
+                      note="target load 1,000 msg/s, one message per transaction")
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(cfg.repeat):
+        stop, sent = ctx.Event(), ctx.Queue()
+        load = ctx.Process(target=_w_paced_publisher, args=(dsn, 1000.0, stop, sent), daemon=True)
+        load.start()
+        started = time.monotonic()
+        time.sleep(1.0)
+        try:
+            loaded.append(_latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01))
+        finally:
+            stop.set()
+            achieved.rounds.append(sent.get(timeout=60) / (time.monotonic() - started))
+            load.join(timeout=10)
+    figures += _latency_figures("latency.notify_load", "5. NOTIFY latency",
+                                "NOTIFY subscription, under a 1,000 msg/s publish load", loaded)
+    figures.append(achieved)
+    return figures
+
+
+# -- 6. HTTP push ------------------------------------------------------------------------
+
+RECEIVER_PORT = 55481
+
+
+def _w_receiver(port: int, secret: str, delay: float, ready: Any, stop: Any, out: Any) -> None:
+    """The sample receiver (verifies every signature, dedupes by webhook-id), optionally slow."""
+    from pgmsg.webhook_receiver import WebhookReceiver
+
+    receiver = WebhookReceiver([secret], "127.0.0.1", port,
+                               on_event=(lambda *_: time.sleep(delay)) if delay else None)
+    receiver.history_limit = 10_000_000
+    with receiver:
+        ready.set()
+        stop.wait()
+    out.put(dict(receiver.counters))
+
+
+def _w_dispatcher(dsn: str, per_subscription: int, ready: Any, stop: Any) -> None:
+    from pgmsg.dispatcher import Dispatcher
+
+    halt = threading.Event()
+    threading.Thread(target=lambda: (stop.wait(), halt.set()), daemon=True).start()
+    dispatcher = Dispatcher(dsn, name="bench", workers=16, per_subscription=per_subscription)
+    ready_local = threading.Event()
+    threading.Thread(target=lambda: (ready_local.wait(), ready.set()), daemon=True).start()
+    try:
+        dispatcher.run(halt, ready=ready_local)
+    finally:
+        dispatcher.close()
+
+
+class Processes:
+    """A receiver and a dispatcher in their own processes, stopped together."""
+
+    def __init__(self, dsn: str, secret: str, delay: float = 0.0, per_subscription: int = 16) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        self.counters = ctx.Queue()
+        receiver_ready, dispatcher_ready = ctx.Event(), ctx.Event()
+        self.procs = [
+            ctx.Process(target=_w_receiver, args=(RECEIVER_PORT, secret, delay, receiver_ready, self.stop,
+                                                  self.counters), daemon=True),
+        ]
+        self.procs[0].start()
+        if not receiver_ready.wait(30):
+            raise RuntimeError("the webhook receiver did not start")
+        self.procs.append(ctx.Process(target=_w_dispatcher, args=(dsn, per_subscription, dispatcher_ready,
+                                                                  self.stop), daemon=True))
+        self.procs[1].start()
+        if not dispatcher_ready.wait(30):
+            raise RuntimeError("the dispatcher did not start")
+
+    def close(self) -> dict[str, int]:
+        self.stop.set()
+        counters = self.counters.get(timeout=30)
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        return counters
+
+
+def http_push(dsn: str, cfg: Config) -> list[Figure]:
+    url = f"http://127.0.0.1:{RECEIVER_PORT}/webhook"
+    per_subscription = 16
+    throughput = Figure("http.webhooks", "6. HTTP push", "Signed webhooks pushed to a verifying local receiver",
+                        "webhooks/s", "rate",
+                        note=f"one subscription, dispatcher with 16 workers and per_subscription={per_subscription}; "
+                             "the receiver (pgmsg.webhook_receiver) verifies each signature; backlog published "
+                             "first, timed from the dispatcher's start until none is left")
+    count = cfg.n(5000, 200)
+    for _ in range(cfg.repeat):
+        server.reset(dsn)
+        with Client(dsn, max_size=1) as c:
+            secret = c.subscribe("bench-hook", "http", message_type="bench.hook", webhook_url=url,
+                                 http_timeout_ms=10_000).signing_secret
+        prefill(dsn, "bench.hook", count)
+        start = time.monotonic()
+        procs = Processes(dsn, secret or "", per_subscription=per_subscription)
+        try:
+            deadline = time.monotonic() + 600
+            while pending(dsn) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            elapsed = time.monotonic() - start
+        finally:
+            counters = procs.close()
+        if counters["accepted"] != count:
+            raise RuntimeError(f"the receiver accepted {counters['accepted']} of {count} webhooks: {counters}")
+        throughput.rounds.append(rate(count, elapsed))
+
+    none = Figure("http.publish_p99.none", "6. HTTP push",
+                  "Publish p99, 3 async subscribers, no webhook subscriber", "ms", "latency")
+    slow = Figure("http.publish_p99.slow", "6. HTTP push",
+                  "Publish p99, 3 async subscribers plus a webhook whose endpoint takes 2 s", "ms", "latency",
+                  note="dispatcher running throughout; rounds alternate between the two cases")
+    server.reset(dsn)
+    subscribe_async(dsn)
+    with Client(dsn, max_size=1) as c:
+        secret = c.subscribe("bench-slow", "http", message_type=PUBLISH_TYPE, webhook_url=url,
+                             http_timeout_ms=5_000).signing_secret
+    procs = Processes(dsn, secret or "", delay=2.0, per_subscription=4)
+    try:
+        samples = cfg.n(2000, 100)
+        for _ in range(cfg.repeat):
+            for active, fig in ((False, none), (True, slow)):
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute("UPDATE subscriptions SET active = %s WHERE client_id = 'bench-slow'", (active,))
+                _, (lat,) = parallel(_w_publish, [(dsn, samples, PUBLISH_TYPE)])
+                fig.rounds.append(percentile(lat, 99) * 1000)
+    finally:
+        procs.close()
+    return [throughput, none, slow]
+
+
+# -- 7. growth -------------------------------------------------------------------------------
+
+def _grow_to(dsn: str, total: int) -> None:
+    """Add history until ``total`` messages (each with one delivery, delivered) exist."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        have = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        body = json.dumps(PAYLOAD)
+        while have < total:
+            step = min(100_000, total - have)
+            conn.execute("INSERT INTO messages (message_type, namespace, payload) "
+                         "SELECT %s, 'default', %s::jsonb FROM generate_series(1, %s)",
+                         (PUBLISH_TYPE, body, step))
+            conn.execute("UPDATE message_delivery SET status = 'delivered', delivered_at = now(), attempts = 1 "
+                         "WHERE status = 'pending'")
+            have += step
+        conn.execute("VACUUM ANALYZE messages")
+        conn.execute("VACUUM ANALYZE message_delivery")
+        conn.execute("CHECKPOINT")
+
+
+def _publish_and_claim(dsn: str, count: int, publish_fig: Figure, claim_fig: Figure) -> None:
+    elapsed, _ = parallel(_w_publish, [(dsn, count, PUBLISH_TYPE)])
+    publish_fig.rounds.append(rate(count, elapsed))
+    elapsed, (done,) = parallel(_w_consume, [(dsn, "bench-growth", 100)])
+    if done != count:
+        raise RuntimeError(f"claimed {done} of {count} deliveries")
+    claim_fig.rounds.append(rate(count, elapsed))
+
+
+def growth(dsn: str, cfg: Config) -> list[Figure]:
+    small, large = cfg.n(10_000, 1_000), cfg.n(1_000_000, 5_000)
+    count = cfg.n(3000, 100)
+    server.reset(dsn)
+    subscribe_async(dsn, ("bench-growth",))
+    figures = []
+    for size, label in ((small, "10k"), (large, "1m")):
+        _grow_to(dsn, size)
+        pub = Figure(f"growth.publish.{label}", "7. Growth",
+                     f"Publish, 1 client, with {size:,} messages and deliveries", "msg/s", "rate")
+        claim = Figure(f"growth.claim.{label}", "7. Growth",
+                       f"Claim + ack, batch 100, with {size:,} messages and deliveries", "deliveries/s", "rate")
+        for _ in range(cfg.repeat):
+            _publish_and_claim(dsn, count, pub, claim)
+        figures += [pub, claim]
+
+    pub = Figure("growth.publish.rr_held", "7. Growth",
+                 f"Publish while a REPEATABLE READ transaction is open (from {large:,} rows)", "msg/s", "rate")
+    claim = Figure("growth.claim.rr_held", "7. Growth",
+                   f"Claim + ack, batch 100, while a REPEATABLE READ transaction is open", "deliveries/s", "rate",
+                   note="the reader holds its snapshot through every round, so nothing it could see is "
+                        "vacuumed; rounds are consecutive, so later ones carry more dead rows")
+    with psycopg.connect(dsn) as reader:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT count(*) FROM message_delivery").fetchone()
+        for _ in range(cfg.repeat):
+            _publish_and_claim(dsn, count, pub, claim)
+        reader.rollback()
+    figures += [pub, claim]
+    return figures
