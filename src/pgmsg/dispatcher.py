@@ -80,6 +80,8 @@ class Dispatcher:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgmsg-push")
         self._inflight: Counter[int] = Counter()
         self._lock = threading.Lock()
+        # Set whenever a push finishes: a request slot is free again.
+        self._slot_freed = threading.Event()
         self._local = threading.local()
         self._http = urllib3.PoolManager(num_pools=64, maxsize=per_subscription, retries=False)
         self._allowlist: Allowlist | None = None
@@ -145,6 +147,12 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._inflight[row["subscription_id"]] -= 1
+            self._slot_freed.set()
+
+    def inflight(self) -> int:
+        """Requests being made right now."""
+        with self._lock:
+            return sum(self._inflight.values())
 
     def push(self, row: dict[str, Any]) -> tuple[int | None, str | None, float, float | None]:
         """POST one delivery; returns (status code, error, duration in ms, Retry-After seconds)."""
@@ -206,7 +214,17 @@ class Dispatcher:
                         if time.monotonic() - last_beat > 5:
                             self.heartbeat()
                             last_beat = time.monotonic()
+                        self._slot_freed.clear()
                         if self.dispatch_once():
+                            continue
+                        if self.inflight():
+                            # Nothing claimable, perhaps only because every due
+                            # delivery's subscription is at its cap: claim again
+                            # as soon as a push finishes (or shortly, for new
+                            # work announced meanwhile), not after idle_poll.
+                            self._slot_freed.wait(0.05)
+                            for _ in wake.notifications(timeout=0.001, raw=True):  # drain
+                                pass
                             continue
                         for _ in wake.notifications(timeout=self.idle_poll_seconds, limit=1, raw=True):
                             pass

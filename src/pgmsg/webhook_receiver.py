@@ -182,6 +182,12 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "pgmsg-webhook-receiver"
+    # Keep-alive: a dispatcher reuses its connections instead of opening one
+    # (and this server a thread) per webhook. Every answer has a Content-Length.
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm the
+    # body would wait for the client's delayed ACK on a kept-alive connection.
+    disable_nagle_algorithm = True
     # A client that stops sending must not hold a thread forever.
     timeout = 10
 
@@ -190,21 +196,26 @@ class _Handler(BaseHTTPRequestHandler):
         headers = dict(self.headers.items())
         raw_length = self.headers.get("Content-Length")
         if raw_length is None:
-            self._answer(*receiver._reject(411, "Content-Length header is required", headers))
+            self._refuse_unread(*receiver._reject(411, "Content-Length header is required", headers))
             return
         try:
             length = int(raw_length)
         except ValueError:
             length = -1
         if length < 0:
-            self._answer(*receiver._reject(400, "invalid Content-Length header", headers))
+            self._refuse_unread(*receiver._reject(400, "invalid Content-Length header", headers))
             return
         if length > receiver.max_body_bytes:
             reason = f"body larger than {receiver.max_body_bytes} bytes"
-            self._answer(*receiver._reject(413, reason, headers))
+            self._refuse_unread(*receiver._reject(413, reason, headers))
             return
         body = self.rfile.read(length)
         self._answer(*receiver.handle(headers, body))
+
+    def _refuse_unread(self, status: int, payload: dict[str, Any]) -> None:
+        # The body was not read, so the stream is not at the next request: close it.
+        self.close_connection = True
+        self._answer(status, payload)
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.split("?", 1)[0] == "/healthz":
