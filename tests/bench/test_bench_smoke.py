@@ -19,9 +19,8 @@ EXPECTED = {
     "reference.insert.start", "reference.insert.end",
     "publish.1_client", "publish.4_clients", "publish.batch_1000",
     *(f"consume.batch{b}.{n}" for b in (1, 10, 100) for n in ("1_consumer", "4_consumers")),
-    "latency.e2e.p50", "latency.e2e.p99",
-    "latency.notify_idle.p50", "latency.notify_idle.p99",
-    "latency.notify_load.p50", "latency.notify_load.p99",
+    *(f"latency.{kind}.{when}p{p}" for kind in ("e2e", "notify_idle", "notify_load")
+      for when in ("", "commit.") for p in (50, 99)),
     "http.webhooks", "http.publish_p99.none", "http.publish_p99.slow",
     "growth.publish.10k", "growth.publish.1m", "growth.claim.10k", "growth.claim.1m",
     "growth.publish.rr_held", "growth.claim.rr_held",
