@@ -7,6 +7,9 @@ into SQL text.
 from __future__ import annotations
 
 import json
+import logging
+import math
+import sys
 import threading
 import time
 import weakref
@@ -23,12 +26,18 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from pgmsg.config import conninfo_from_env
-from pgmsg.errors import InvalidInput, NotFound, translated
+from pgmsg.errors import ConnectionFailed, InvalidInput, NotFound, shown, translated
+
+log = logging.getLogger("pgmsg.client")
 
 DELIVERY_MODES = ("async", "http", "notify")
 
 #: A pooled connection idle for longer than this is checked before it is handed out.
 CHECK_AFTER_IDLE_SECONDS = 1.0
+
+#: Pause between attempts of a consumer or a Listener to reach the database again
+#: after its connection was lost (the database restarted).
+RECONNECT_PAUSE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -95,26 +104,73 @@ class ConsumeResult:
     failed: list[int]
 
 
+#: The ordering key's length, as the messages_message_key_valid constraint allows.
+MAX_KEY_LENGTH = 255
+#: Longest message_type or namespace filter of a subscription: the longest type or namespace
+#: a message can have (longer filters would also outgrow the subscriptions index).
+MAX_PATTERN_LENGTH = 255
+
+
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is too large for a JSON number PostgreSQL and Python share")
+    return value
+
+
 def parse_payload(text: str) -> Any:
     """Decode a JSON payload given as text, or raise InvalidInput saying where it is broken."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except RecursionError as exc:
+        raise InvalidInput(f"payload is nested too deeply to decode (Python's limit is about "
+                           f"{sys.getrecursionlimit()} levels)") from exc
+    except ValueError as exc:  # NaN, 1e999, integers of more digits than Python converts
+        raise InvalidInput(f"payload is not valid JSON: {exc}") from exc
 
 
-def _json_text(payload: Any) -> str:
+def _json_text(payload: Any, what: str = "payload") -> str:
     """The payload as JSON text, or InvalidInput when it cannot be (NaN, sets, objects...)."""
     try:
         return json.dumps(payload, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"payload cannot be encoded as JSON: {exc}") from exc
+        raise InvalidInput(f"{what} cannot be encoded as JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInput(f"{what} is nested too deeply to encode as JSON (Python's limit is about "
+                           f"{sys.getrecursionlimit()} levels)") from exc
 
 
-def _jsonb(payload: Any) -> Jsonb:
-    _json_text(payload)
+def _check_text(name: str, value: object, *, optional: bool = False) -> None:
+    """InvalidInput unless ``value`` is text (or None when optional)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be text, not {type(value).__name__}")
+
+
+def _check_int(name: str, value: object) -> None:
+    """InvalidInput unless ``value`` is an integer PostgreSQL's integer can hold (ranges: the database)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{name} must be an integer, not {type(value).__name__}")
+    if not -(2**31) <= value < 2**31:
+        raise InvalidInput(f"{name} is out of range (more than a 32-bit integer holds)")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{name} must be True or False, not {type(value).__name__}")
+
+
+def _jsonb(payload: Any, what: str = "payload") -> Jsonb:
+    _json_text(payload, what)
     return Jsonb(payload)
 
 
@@ -194,7 +250,9 @@ class Client:
         """
         # Encoded once here (which also validates it), cast by the server.
         body = _json_text({} if payload is None else payload)
-        with translated(f"publishing a {message_type!r} message"), self._connection() as conn:
+        if key is not None and not (isinstance(key, str) and 1 <= len(key) <= MAX_KEY_LENGTH):
+            raise InvalidInput(f"invalid message key {shown(key)}: give 1-{MAX_KEY_LENGTH} characters, or no key")
+        with translated(f"publishing a {shown(message_type)} message"), self._connection() as conn:
             row = conn.execute(
                 "INSERT INTO messages (message_type, namespace, payload, message_key) "
                 "VALUES (%s, %s, %s::jsonb, %s) RETURNING id",
@@ -210,12 +268,20 @@ class Client:
         a text array of JSON documents would need every quote escaped, which
         cost more than the insert itself. Ids come back in the order given.
         """
-        rows = [[t, {} if p is None else p, ns] for t, p, ns in messages]
+        rows = []
+        for message in messages:
+            if not isinstance(message, tuple | list) or len(message) != 3:
+                raise InvalidInput("each message must be a (message_type, payload, namespace) tuple, not "
+                                   + (f"{len(message)} values" if isinstance(message, tuple | list)
+                                      else f"{type(message).__name__}"))
+            t, p, ns = message
+            rows.append([t, {} if p is None else p, ns])
         if not rows:
             return []
         for row in rows:  # None is left for the database to refuse with its own message
             if not isinstance(row[0], (str, type(None))) or not isinstance(row[2], (str, type(None))):
-                raise InvalidInput(f"message_type and namespace must be text, not {row[0]!r} and {row[2]!r}")
+                raise InvalidInput(f"message_type and namespace must be text, not {shown(row[0])} "
+                                   f"and {shown(row[2])}")
         batch = _json_text(rows)
         with translated(f"publishing {len(rows)} messages"), self._connection() as conn:
             with conn.transaction(), conn.cursor() as cur:
@@ -254,7 +320,24 @@ class Client:
         http subscriptions get a generated Standard Webhooks secret unless
         ``signing_secret`` is given; it is in the returned Subscription.
         """
-        with translated(f"subscribing {client_id!r}"), self._connection() as conn:
+        for name, value in (("client_id", client_id), ("delivery_mode", delivery_mode),
+                            ("message_type", message_type), ("namespace", namespace), ("push_mode", push_mode)):
+            _check_text(name, value)
+        for name, value in (("webhook_url", webhook_url), ("notify_channel", notify_channel),
+                            ("signing_secret", signing_secret)):
+            _check_text(name, value, optional=True)
+        for name, value in (("message_type", message_type), ("namespace", namespace)):
+            if len(value) > MAX_PATTERN_LENGTH:
+                raise InvalidInput(f"{name} filter {shown(value)} is longer than {MAX_PATTERN_LENGTH} characters; "
+                                   f"no message has a longer {name}")
+        for name, value in (("http_timeout_ms", http_timeout_ms), ("max_attempts", max_attempts),
+                            ("lease_seconds", lease_seconds), ("retry_base_ms", retry_base_ms),
+                            ("retry_max_ms", retry_max_ms)):
+            _check_int(name, value)
+        _check_bool("ordered", ordered)
+        _check_bool("durable", durable)
+        filter_value = None if payload_filter is None else _jsonb(payload_filter, "payload_filter")
+        with translated(f"subscribing {shown(client_id)}"), self._connection() as conn:
             row = conn.execute(
                 f"""
                 INSERT INTO subscriptions (client_id, delivery_mode, message_type, namespace,
@@ -284,7 +367,7 @@ class Client:
                 """,
                 (client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel,
                  http_timeout_ms, push_mode, max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
-                 None if payload_filter is None else _jsonb(payload_filter), ordered, durable,
+                 filter_value, ordered, durable,
                  signing_secret, signing_secret is not None),
             ).fetchone()
         assert row is not None
@@ -410,11 +493,21 @@ class Client:
         An idle consumer sleeps on LISTEN pgmsg_deliveries and wakes within
         milliseconds of a commit that gives it work; ``idle_poll_seconds`` only
         bounds how late it notices nack delays and lapsed leases.
+
+        A lost connection (the database restarting) does not end it: it pauses
+        RECONNECT_PAUSE_SECONDS and goes on with new connections. Deliveries it
+        had claimed but not acked come back when their lease lapses.
         """
         done = 0
         with self.listener("pgmsg_deliveries") as wake:
             while not stop.is_set():
-                result = self.consume(client_id, handler, batch_size=batch_size, consumer=consumer)
+                try:
+                    result = self.consume(client_id, handler, batch_size=batch_size, consumer=consumer)
+                except ConnectionFailed as exc:
+                    # The pool replaces broken connections, the listener reconnects by itself.
+                    log.warning("consumer of %s lost the database (%s); retrying", client_id, exc)
+                    stop.wait(RECONNECT_PAUSE_SECONDS)
+                    continue
                 done += len(result.delivered)
                 if result.delivered or result.failed:
                     continue
@@ -502,6 +595,13 @@ class Listener:
 
     Use it as a context manager: notifications committed after ``__enter__``
     returns are received.
+
+    When its connection is lost (the database restarted), :meth:`notifications`
+    connects and LISTENs again by itself, every RECONNECT_PAUSE_SECONDS until it
+    succeeds or its timeout passes; ``reconnects`` counts how often it did.
+    Notifications sent while it was disconnected are lost (PostgreSQL queues them
+    only for sessions listening at the time): a durable subscriber catches up with
+    :meth:`Client.claim` when ``reconnects`` moves.
     """
 
     def __init__(self, conninfo: str, channels: Iterable[str]) -> None:
@@ -510,13 +610,43 @@ class Listener:
         if not self.channels:
             raise InvalidInput("listen to at least one channel")
         self._conn: psycopg.Connection[Any] | None = None
+        self.reconnects = 0
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.conninfo, autocommit=True)
+        try:
+            for channel in self.channels:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def __enter__(self) -> Listener:
         with translated(f"listening on {', '.join(self.channels)}"):
-            self._conn = psycopg.connect(self.conninfo, autocommit=True)
-            for channel in self.channels:
-                self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            self._conn = self._connect()
         return self
+
+    def _reconnect(self, deadline: float | None) -> bool:
+        """Replace the lost connection, trying until ``deadline`` (time.monotonic(); None:
+        no limit). True once listening again."""
+        assert self._conn is not None
+        self._conn.close()
+        while True:
+            try:
+                self._conn = self._connect()
+            except psycopg.OperationalError as exc:
+                pause = RECONNECT_PAUSE_SECONDS
+                if deadline is not None:
+                    pause = min(pause, deadline - time.monotonic())
+                if pause <= 0:
+                    return False
+                log.debug("listener on %s cannot reconnect yet (%s)", ", ".join(self.channels), exc)
+                time.sleep(pause)
+            else:
+                self.reconnects += 1
+                log.warning("listener on %s reconnected after losing its connection", ", ".join(self.channels))
+                return True
 
     def __exit__(self, *exc_info: object) -> None:
         if self._conn is not None:
@@ -538,8 +668,16 @@ class Listener:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
-            with translated(f"listening on {', '.join(self.channels)}"):
-                batch = list(self._conn.notifies(timeout=remaining, stop_after=1))
+            try:
+                with translated(f"listening on {', '.join(self.channels)}"):
+                    if self._conn.closed:  # lost before: listen again on a new connection
+                        if not self._reconnect(deadline):
+                            return  # still unreachable when the time was up; the next call tries again
+                        continue
+                    batch = list(self._conn.notifies(timeout=remaining, stop_after=1))
+            except ConnectionFailed:
+                self._conn.close()  # lost: reconnected at the top of the loop
+                continue
             for notify in batch:
                 received += 1
                 yield Notification(channel=notify.channel,

@@ -32,13 +32,25 @@ from psycopg.rows import dict_row
 
 from pgmsg import metrics
 from pgmsg.client import Listener
-from pgmsg.errors import PgmsgError, translated
+from pgmsg.errors import ConnectionFailed, PgmsgError, translated
 from pgmsg.signing import signature_headers
 from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
 
 log = logging.getLogger("pgmsg.dispatcher")
 
 USER_AGENT = "pgmsg-dispatcher/1"
+
+#: Pause between attempts to reach the database again from a push worker.
+RECONNECT_PAUSE_SECONDS = 0.5
+
+# Records an attempt only while the delivery is still claimed for it (processing,
+# same attempt number): used when the first try lost its connection, since that
+# try may have committed just before the answer was lost.
+RECORD_IF_STILL_CLAIMED = (
+    "SELECT pgmsg_record_http_attempt(d.id, %(code)s::integer, %(error)s::text, %(duration)s::numeric,"
+    " %(retry_after)s::float8) AS status FROM message_delivery d"
+    " WHERE d.id = %(id)s::bigint AND d.status = 'processing' AND d.attempts = %(attempt)s::integer"
+)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -79,6 +91,7 @@ class Dispatcher:
         self.resolve = resolve
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgmsg-push")
         self._inflight: Counter[int] = Counter()
+        self._inflight_ids: set[int] = set()   # deliveries handed to the workers, not yet recorded
         self._lock = threading.Lock()
         # Set whenever a push finishes: a request slot is free again.
         self._slot_freed = threading.Event()
@@ -98,10 +111,40 @@ class Dispatcher:
             self._local.conn = conn
         return conn
 
+    def _drop_conn(self) -> None:
+        conn, self._local.conn = getattr(self._local, "conn", None), None
+        if conn is not None:
+            conn.close()
+
+    def _fetch(self, action: str, query: str, params: dict[str, Any] | None = None, *,
+               retry_until: float = 0.0, retry_query: str | None = None) -> list[dict[str, Any]]:
+        """Run one statement on this thread's connection and return its rows.
+
+        A push worker's connection can die while the worker is idle (the database
+        restarted), which only shows when it is next used: the connection is then
+        replaced and the statement tried again at once, and after that every
+        RECONNECT_PAUSE_SECONDS until ``retry_until`` (time.monotonic()) while the
+        database is still unreachable; then ConnectionFailed is raised. Retries run
+        ``retry_query`` when given (for statements that must not be applied twice).
+        """
+        retries = 0
+        while True:
+            statement = retry_query if retries and retry_query else query
+            try:
+                with translated(action):
+                    return self._conn().execute(statement, params).fetchall()
+            except ConnectionFailed:
+                self._drop_conn()
+                retries += 1
+                if retries > 1:
+                    if time.monotonic() + RECONNECT_PAUSE_SECONDS > retry_until:
+                        raise
+                    time.sleep(RECONNECT_PAUSE_SECONDS)
+
     def allowlist(self) -> Allowlist:
         """The webhook allowlist from the database, re-read every 30 seconds."""
         if self._allowlist is None or time.monotonic() - self._allowlist_read > 30:
-            rows = self._conn().execute("SELECT entry FROM pgmsg_webhook_allowlist").fetchall()
+            rows = self._fetch("reading the webhook allowlist", "SELECT entry FROM pgmsg_webhook_allowlist")
             self._allowlist = Allowlist.parse([r["entry"] for r in rows])
             self._allowlist_read = time.monotonic()
         return self._allowlist
@@ -124,21 +167,32 @@ class Dispatcher:
                 "SELECT * FROM pgmsg_claim_http(%s, %s, %s, %s, %s)",
                 (self.batch, self.per_subscription, self.name, self.lease_seconds, busy),
             ).fetchall()
+        # The outcome of a push must be recorded while the claim holds: a push
+        # recorded after its lease lapsed could collide with another dispatcher's.
+        record_until = time.monotonic() + self.lease_seconds * 0.8
         for row in rows:
             with self._lock:
                 self._inflight[row["subscription_id"]] += 1
-            self._executor.submit(self._push_and_record, row)
+                self._inflight_ids.add(row["delivery_id"])
+            self._executor.submit(self._push_and_record, row, record_until)
         return len(rows)
 
-    def _push_and_record(self, row: dict[str, Any]) -> None:
+    def _push_and_record(self, row: dict[str, Any], record_until: float) -> None:
         try:
             code, error, duration_ms, retry_after = self.push(row)
-            with translated(f"recording the push of delivery {row['delivery_id']}"):
-                outcome = self._conn().execute(
-                    "SELECT pgmsg_record_http_attempt(%s::bigint, %s::integer, %s::text, %s::numeric, %s::float8)"
-                    " AS status",
-                    (row["delivery_id"], code, error, duration_ms, retry_after),
-                ).fetchone()
+            # The request was made: if its outcome is not recorded, the delivery
+            # waits for its whole lease and is pushed again. So a connection lost
+            # meanwhile (the database restarted) is replaced and the record retried
+            # until shortly before the lease lapses (see _fetch).
+            params = {"id": row["delivery_id"], "code": code, "error": error, "duration": duration_ms,
+                      "retry_after": retry_after, "attempt": row["attempts"]}
+            rows = self._fetch(
+                f"recording the push of delivery {row['delivery_id']}",
+                "SELECT pgmsg_record_http_attempt(%(id)s::bigint, %(code)s::integer, %(error)s::text,"
+                " %(duration)s::numeric, %(retry_after)s::float8) AS status",
+                params, retry_until=record_until, retry_query=RECORD_IF_STILL_CLAIMED,
+            )
+            outcome = rows[0] if rows else None
             metrics.webhooks_pushed.labels(outcome["status"] if outcome else "unknown").inc()
             with self._lock:
                 self.pushed += 1
@@ -147,7 +201,32 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._inflight[row["subscription_id"]] -= 1
+                self._inflight_ids.discard(row["delivery_id"])
             self._slot_freed.set()
+
+    def release_orphaned_claims(self) -> int:
+        """Give back the deliveries claimed under this dispatcher's name that it is not pushing.
+
+        When the connection breaks during a claim (the database restarted), the claim
+        may have committed without its rows ever reaching us: those deliveries would
+        wait for their whole lease (lease_seconds) before anyone pushed them. They were
+        never pushed, so they go back to pending with that attempt undone. Run when
+        the dispatcher (re)connects; names must be unique among running dispatchers
+        (the default, host:pid, is). Returns how many were given back.
+        """
+        with self._lock:
+            inflight = list(self._inflight_ids)
+        rows = self._fetch(
+            "releasing orphaned claims",
+            "UPDATE message_delivery SET status = 'pending', attempts = attempts - 1, lease_expires_at = NULL,"
+            " updated_at = now() WHERE delivery_mode = 'http' AND status = 'processing' AND claimed_by = %(name)s"
+            " AND NOT (id = ANY(%(inflight)s::bigint[])) RETURNING id",
+            {"name": self.name, "inflight": inflight},
+        )
+        if rows:
+            log.warning("released %d deliveries claimed by %s before its connection was lost",
+                        len(rows), self.name)
+        return len(rows)
 
     def inflight(self) -> int:
         """Requests being made right now."""
@@ -208,6 +287,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 with Listener(self.conninfo, ["pgmsg_http"]) as wake:
+                    self.release_orphaned_claims()
                     if ready is not None:
                         ready.set()
                     while not stop.is_set():

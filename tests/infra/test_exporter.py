@@ -32,6 +32,10 @@ CUSTOM_METRICS = [
     "pgmsg_dispatcher_pushed_total",
     "pgmsg_dispatcher_start_time_seconds",
     "pgmsg_http_attempts_last_5m",
+    "pgmsg_transactions_idle_in_transaction",
+    "pgmsg_transactions_idle_in_transaction_oldest_seconds",
+    "pgmsg_transactions_oldest_seconds",
+    "pgmsg_transactions_oldest_xmin_age",
 ]
 
 Sample = tuple[str, dict[str, str], float]

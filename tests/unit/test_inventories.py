@@ -83,6 +83,17 @@ def test_weak_or_local_password_is_refused_outside_local(password: str) -> None:
     assert "needs a strong, vaulted password" in run.stdout
 
 
+@pytest.mark.parametrize("password", ["admin", "PgAdmin4", "pgmsg-local-dev-only", "pgadmin-local-dev-only",
+                                      "tiny-pass"])
+def test_weak_pgadmin_password_is_refused_outside_local(password: str) -> None:
+    strong = {k: "Qm9v-long-random-secret-7731" for k in example_vault("production")}
+    run = validate("production", "-e", json.dumps({**strong, "vault_pgadmin_password": password}))
+    assert run.returncode != 0
+    assert "needs a strong, vaulted pgAdmin password (vault_pgadmin_password)" in run.stdout
+    if len(password) > 5:  # "admin" is in many a line; a distinctive password must not be shown
+        assert password not in run.stdout + run.stderr
+
+
 def test_weak_login_role_password_is_refused_and_named() -> None:
     strong = {k: "Qm9v-long-random-secret-7731" for k in example_vault("production")}
     run = validate("production", "-e", json.dumps({**strong, "vault_pgmsg_ops_password": "tiny"}))

@@ -123,15 +123,26 @@ def confirm(question: str, yes: bool) -> None:
         click.confirm(question, abort=True, err=True)
 
 
+def one_line(text: str) -> str:
+    """``text`` as one printable line: control and invisible characters it quotes from the
+    input (newlines, terminal escapes, bidi overrides, lone surrogates) are shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for ch in text)
+
+
 @contextlib.contextmanager
 def command_errors() -> Iterator[None]:
     """Turn library and database errors into ``Error: ...`` messages with exit code 1."""
     try:
         yield
-    except ConnectionFailed as exc:
-        raise CommandError(connection_failed_message(exc)) from exc
+    except ConnectionFailed as exc:  # libpq's own text, in lines: joined
+        raise CommandError(one_line(" ".join(connection_failed_message(exc).split()))) from exc
     except PgmsgError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandError(one_line(str(exc))) from exc
     except psycopg.Error as exc:
         message = describe(exc)
-        raise CommandError(connection_failed_message(message) if is_connection_error(exc) else message) from exc
+        if is_connection_error(exc):
+            raise CommandError(one_line(" ".join(connection_failed_message(message).split()))) from exc
+        raise CommandError(one_line(message)) from exc

@@ -59,7 +59,10 @@ def parse_duration(text: str) -> timedelta:
         pos = match.end()
     if seconds <= 0:
         raise ValueError(f"{raw!r} is zero: give a positive duration, {EXAMPLES}")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as exc:  # more than timedelta's 999999999 days (or infinite)
+        raise ValueError(f"{raw[:40]!r} is too long: give at most 999999999 days") from exc
 
 
 def parse_timestamp(text: str) -> datetime:

@@ -17,14 +17,20 @@ def read_payload(payload: str | None, file: str | None) -> Any:
     """The payload from the argument, a file, or stdin ('-'); an empty object when none."""
     if payload is not None and file is not None:
         raise click.UsageError("give the payload as an argument or with --file, not both")
-    if file is not None:
-        source, where = click.open_file(file, encoding="utf-8").read(), f"--file {file}"
-    elif payload == "-":
-        source, where = sys.stdin.read(), "stdin"
-    elif payload is not None:
-        source, where = payload, "PAYLOAD"
-    else:
-        return {}
+    try:
+        if file is not None:
+            where = f"--file {file}"
+            with click.open_file(file, encoding="utf-8") as stream:
+                source = stream.read()
+        elif payload == "-":
+            source, where = sys.stdin.read(), "stdin"
+        elif payload is not None:
+            source, where = payload, "PAYLOAD"
+        else:
+            return {}
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"the payload is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                 param_hint="--file" if file is not None else "stdin") from exc
     try:
         return parse_payload(source)
     except InvalidInput as exc:

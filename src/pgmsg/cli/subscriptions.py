@@ -91,6 +91,10 @@ def parse_filter(_ctx: click.Context, _param: click.Parameter, value: str | None
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise click.BadParameter("nested too deeply") from exc
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise click.BadParameter(f"not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise click.BadParameter('must be a JSON object, e.g. {"country": "DE"}')
     return parsed
