@@ -32,12 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for benchmarks.md and benchmarks.json (default docs/, or artifacts/bench-smoke/ with --smoke)")
     parser.add_argument("--keep", action="store_true", help="leave the bench server running afterwards")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite benchmarks.md from the benchmarks.json in --out")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
     cfg = Config(smoke=args.smoke, rounds=args.rounds)
     out = args.out or (server.ROOT / ("artifacts/bench-smoke" if args.smoke else "docs"))
+    if args.render:
+        print(f"bench: wrote {report.rerender(out)}", file=sys.stderr)
+        return 0
     started = time.monotonic()
     srv = server.start(args.image, args.port)
     figures: list[Figure] = []

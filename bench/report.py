@@ -216,3 +216,15 @@ def write(out: Path, figures: list[Figure], facts: dict[str, Any], cfg: Config,
     js = out / "benchmarks.json"
     js.write_text(json.dumps(data, indent=2, default=str) + "\n")
     return [md, js]
+
+
+def rerender(out: Path) -> Path:
+    """Rewrite benchmarks.md from benchmarks.json (after bench/analysis.md changed), same figures."""
+    data = json.loads((out / "benchmarks.json").read_text())
+    fields = ("key", "group", "title", "unit", "kind", "rounds", "note")
+    figures = [Figure(**{k: f[k] for k in fields}) for f in data["figures"]]
+    ref = add_ratios(figures)
+    cfg = Config(smoke=data["smoke"], rounds=data["rounds"])
+    md = out / "benchmarks.md"
+    md.write_text(markdown(figures, data["machine"], cfg, data["seconds"], ref, evaluate_targets(figures)))
+    return md
