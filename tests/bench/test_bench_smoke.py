@@ -43,8 +43,13 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
     for key in EXPECTED:
         figure = figures[key]
         assert figure["rounds"], f"{key} was not measured: {figure['note']}"
-        assert all(math.isfinite(v) and v > 0 for v in figure["rounds"]), (key, figure["rounds"])
-        assert figure["ratio"] is not None and figure["ratio"] > 0, key
+        assert all(math.isfinite(v) for v in figure["rounds"]), (key, figure["rounds"])
+        assert figure["ratio"] is not None, key
+        # A latency measured from the publish call's return (".commit.") can be slightly
+        # negative, a real reading: the notification arrived before the publisher saw its
+        # commit acknowledged. Everything else must be positive.
+        if ".commit." not in key:
+            assert all(v > 0 for v in figure["rounds"]), (key, figure["rounds"])
     assert data["reference"]["rows_per_second"] > 0
     assert all(t["value"] is not None for t in data["targets"]), data["targets"]
     assert data["machine"]["postgres_version"].startswith("17")
