@@ -104,11 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--junit", type=Path, default=ROOT / "artifacts" / "junit.xml")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
+    parser.add_argument("--commit", help="the commit the run tested (default: this checkout's HEAD)")
     args = parser.parse_args(argv)
     if not args.junit.exists():
         parser.error(f"{args.junit} does not exist: run ./scripts/test.sh first")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                           capture_output=True, text=True).stdout.strip() or "unknown"
     when = datetime.fromtimestamp(args.junit.stat().st_mtime, timezone.utc)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(outcomes(args.junit), when, commit))

@@ -157,6 +157,7 @@ before anything changes.
          "tests/unit/test_inventories.py::test_deploy_without_the_vault_password_is_refused",
          "tests/unit/test_inventories.py::test_deploy_with_the_example_secrets_is_refused",
          "tests/unit/test_inventories.py::test_weak_or_local_password_is_refused_outside_local",
-         "tests/unit/test_inventories.py::test_weak_login_role_password_is_refused_and_named"),
+         "tests/unit/test_inventories.py::test_weak_login_role_password_is_refused_and_named",
+         "tests/unit/test_inventories.py::test_weak_pgadmin_password_is_refused_outside_local"),
     ),
 )
