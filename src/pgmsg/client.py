@@ -410,11 +410,15 @@ class Client:
 
         Until :meth:`ack` or :meth:`nack`, or until the lease expires, no one
         else can claim them; after expiry they are claimable again.
+
+        The claim commits without waiting for the WAL flush (``p_durable =>
+        false``): a claim lost in a crash just after it only means the delivery
+        is delivered again, as at-least-once allows; :meth:`ack` is durable.
         """
         with translated(f"claiming deliveries of {client_id!r}"), self._connection() as conn:
             # In id order, i.e. publish order (UPDATE ... RETURNING has none of its own).
             rows = conn.execute(
-                "SELECT * FROM pgmsg_claim(%s, %s, %s, %s) ORDER BY delivery_id",
+                "SELECT * FROM pgmsg_claim(%s, %s, %s, %s, false) ORDER BY delivery_id",
                 (client_id, limit, consumer, lease_seconds),
             ).fetchall()
         return [

@@ -10,6 +10,11 @@ on. Retries, backoff, dead letters and 410 handling are decided in SQL
 (pgmsg_record_http_attempt), the same rules for every dispatcher. Claims are
 leases: a dispatcher that dies mid-request loses nothing, its deliveries are
 claimable again when the lease lapses.
+
+Outcomes are recorded by one thread, many per transaction
+(pgmsg_record_http_attempts): whatever finished while the previous batch was
+being written goes into the next, so an idle dispatcher records each push at
+once and a busy one pays one commit for many webhooks instead of one each.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,14 +49,30 @@ USER_AGENT = "pgmsg-dispatcher/1"
 #: Pause between attempts to reach the database again from a push worker.
 RECONNECT_PAUSE_SECONDS = 0.5
 
-# Records an attempt only while the delivery is still claimed for it (processing,
-# same attempt number): used when the first try lost its connection, since that
-# try may have committed just before the answer was lost.
-RECORD_IF_STILL_CLAIMED = (
-    "SELECT pgmsg_record_http_attempt(d.id, %(code)s::integer, %(error)s::text, %(duration)s::numeric,"
-    " %(retry_after)s::float8) AS status FROM message_delivery d"
-    " WHERE d.id = %(id)s::bigint AND d.status = 'processing' AND d.attempts = %(attempt)s::integer"
-)
+#: Most pushes recorded in one transaction.
+RECORD_BATCH = 500
+
+# Records finished pushes; the last argument says whether only deliveries still
+# claimed for that push (processing, same attempt number) are recorded. The first
+# try records unconditionally, as pgmsg_record_http_attempt always did; a retry
+# after a lost connection is conditional, since the first try may have committed
+# just before the answer was lost.
+_RECORD = ("SELECT delivery_id, status FROM pgmsg_record_http_attempts(%(ids)s::bigint[], %(attempts)s::integer[],"
+           " %(codes)s::integer[], %(errors)s::text[], %(durations)s::numeric[], %(retry_after)s::float8[], {})")
+RECORD = _RECORD.format("false")
+RECORD_IF_STILL_CLAIMED = _RECORD.format("true")
+
+
+@dataclass
+class _Finished:
+    """A push made, waiting for its outcome to be recorded."""
+
+    row: dict[str, Any]
+    code: int | None
+    error: str | None
+    duration_ms: float
+    retry_after: float | None
+    record_until: float          # time.monotonic() by which it must be recorded (the lease)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -90,13 +112,21 @@ class Dispatcher:
         self.idle_poll_seconds = idle_poll_seconds
         self.resolve = resolve
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgmsg-push")
+        # Per subscription, requests claimed and not yet finished: what the cap counts.
         self._inflight: Counter[int] = Counter()
-        self._inflight_ids: set[int] = set()   # deliveries handed to the workers, not yet recorded
+        self._inflight_ids: set[int] = set()   # deliveries claimed, not yet recorded
         self._lock = threading.Lock()
         # Set whenever a push finishes: a request slot is free again.
         self._slot_freed = threading.Event()
+        # Finished pushes for the recorder thread, which is started with the first.
+        self._finished: list[_Finished] = []
+        self._finished_ready = threading.Condition(self._lock)
+        self._recorder: threading.Thread | None = None
+        self._closing = False
         self._local = threading.local()
         self._http = urllib3.PoolManager(num_pools=64, maxsize=per_subscription, retries=False)
+        #: With requests in flight, how often new work is looked for (see _wait_for_work).
+        self.busy_poll_seconds = 0.05
         self._allowlist: Allowlist | None = None
         self._allowlist_read = 0.0
         self.pushed = 0
@@ -159,13 +189,18 @@ class Dispatcher:
     # -- dispatching ------------------------------------------------------------
 
     def dispatch_once(self) -> int:
-        """Claim due deliveries and hand them to the workers; returns how many were claimed."""
+        """Claim due deliveries and hand them to the workers; returns how many were claimed.
+
+        A subscription gets only the request slots it has free: per_subscription
+        minus the requests of this dispatcher already claimed for it.
+        """
         with self._lock:
-            busy = [sub for sub, n in self._inflight.items() if n >= self.per_subscription]
+            busy = {sub: n for sub, n in self._inflight.items() if n > 0}
         with translated("claiming HTTP deliveries"):
             rows = self._conn().execute(
-                "SELECT * FROM pgmsg_claim_http(%s, %s, %s, %s, %s)",
-                (self.batch, self.per_subscription, self.name, self.lease_seconds, busy),
+                "SELECT * FROM pgmsg_claim_http_slots(%s, %s, %s, %s, %s::bigint[], %s::integer[])",
+                (self.batch, self.per_subscription, self.name, self.lease_seconds,
+                 list(busy), list(busy.values())),
             ).fetchall()
         # The outcome of a push must be recorded while the claim holds: a push
         # recorded after its lease lapsed could collide with another dispatcher's.
@@ -178,31 +213,90 @@ class Dispatcher:
         return len(rows)
 
     def _push_and_record(self, row: dict[str, Any], record_until: float) -> None:
+        finished = None
         try:
             code, error, duration_ms, retry_after = self.push(row)
-            # The request was made: if its outcome is not recorded, the delivery
-            # waits for its whole lease and is pushed again. So a connection lost
-            # meanwhile (the database restarted) is replaced and the record retried
-            # until shortly before the lease lapses (see _fetch).
-            params = {"id": row["delivery_id"], "code": code, "error": error, "duration": duration_ms,
-                      "retry_after": retry_after, "attempt": row["attempts"]}
-            rows = self._fetch(
-                f"recording the push of delivery {row['delivery_id']}",
-                "SELECT pgmsg_record_http_attempt(%(id)s::bigint, %(code)s::integer, %(error)s::text,"
-                " %(duration)s::numeric, %(retry_after)s::float8) AS status",
-                params, retry_until=record_until, retry_query=RECORD_IF_STILL_CLAIMED,
-            )
-            outcome = rows[0] if rows else None
-            metrics.webhooks_pushed.labels(outcome["status"] if outcome else "unknown").inc()
-            with self._lock:
-                self.pushed += 1
+            finished = _Finished(row, code, error, duration_ms, retry_after, record_until)
         except Exception:  # the worker must survive; the lease returns the delivery
             log.exception("pushing delivery %s failed unexpectedly", row["delivery_id"])
         finally:
             with self._lock:
                 self._inflight[row["subscription_id"]] -= 1
-                self._inflight_ids.discard(row["delivery_id"])
+                if self._inflight[row["subscription_id"]] <= 0:
+                    del self._inflight[row["subscription_id"]]
+                if finished is None:
+                    self._inflight_ids.discard(row["delivery_id"])
+                else:
+                    # The request was made: if its outcome is not recorded, the
+                    # delivery waits for its whole lease and is pushed again.
+                    self._finished.append(finished)
+                    self._start_recorder()
+                    self._finished_ready.notify()
             self._slot_freed.set()
+
+    def _start_recorder(self) -> None:
+        """Start the recording thread if it is not running (called with the lock held)."""
+        if self._recorder is None or not self._recorder.is_alive():
+            self._recorder = threading.Thread(target=self._record_loop, name="pgmsg-record", daemon=True)
+            self._recorder.start()
+
+    def _record_loop(self) -> None:
+        """Record finished pushes, as many per transaction as finished meanwhile, until closed."""
+        while True:
+            with self._lock:
+                while not self._finished and not self._closing:
+                    self._finished_ready.wait()
+                if not self._finished:
+                    return
+                batch, self._finished = self._finished[:RECORD_BATCH], self._finished[RECORD_BATCH:]
+            try:
+                self.record(batch)
+            except Exception:  # the thread must survive; unrecorded pushes wait for their lease
+                log.exception("recording %d pushes failed unexpectedly", len(batch))
+                with self._lock:
+                    self._inflight_ids.difference_update(f.row["delivery_id"] for f in batch)
+
+    def record(self, batch: list[_Finished]) -> None:
+        """Record the outcomes of finished pushes in one transaction.
+
+        A connection lost meanwhile (the database restarted) is replaced and the
+        record retried until shortly before the first lease lapses (see _fetch);
+        the retry records only what is still claimed for that push. If the batch
+        fails for another reason, each push is recorded on its own, so one bad
+        row cannot hold back the others.
+        """
+        try:
+            outcomes = self._record_rows(batch)
+        except ConnectionFailed:
+            log.error("could not record %d pushes: the database is unreachable; they will be pushed "
+                      "again when their leases lapse", len(batch))
+            outcomes = {}
+        except PgmsgError:
+            if len(batch) == 1:
+                log.exception("recording the push of delivery %s failed", batch[0].row["delivery_id"])
+                outcomes = {}
+            else:
+                outcomes = {}
+                for one in batch:
+                    try:
+                        outcomes.update(self._record_rows([one]))
+                    except PgmsgError:
+                        log.exception("recording the push of delivery %s failed", one.row["delivery_id"])
+        for status in outcomes.values():
+            metrics.webhooks_pushed.labels(status or "unknown").inc()
+        with self._lock:
+            self.pushed += len(outcomes)
+            self._inflight_ids.difference_update(f.row["delivery_id"] for f in batch)
+
+    def _record_rows(self, batch: list[_Finished]) -> dict[int, str | None]:
+        params = {"ids": [f.row["delivery_id"] for f in batch], "attempts": [f.row["attempts"] for f in batch],
+                  "codes": [f.code for f in batch], "errors": [f.error for f in batch],
+                  "durations": [f.duration_ms for f in batch], "retry_after": [f.retry_after for f in batch]}
+        what = (f"recording the push of delivery {batch[0].row['delivery_id']}" if len(batch) == 1
+                else f"recording {len(batch)} pushes")
+        rows = self._fetch(what, RECORD, params, retry_until=min(f.record_until for f in batch),
+                           retry_query=RECORD_IF_STILL_CLAIMED)
+        return {r["delivery_id"]: r["status"] for r in rows}
 
     def release_orphaned_claims(self) -> int:
         """Give back the deliveries claimed under this dispatcher's name that it is not pushing.
@@ -229,7 +323,7 @@ class Dispatcher:
         return len(rows)
 
     def inflight(self) -> int:
-        """Requests being made right now."""
+        """Requests claimed and not finished yet (being made, or waiting for a worker)."""
         with self._lock:
             return sum(self._inflight.values())
 
@@ -295,27 +389,42 @@ class Dispatcher:
                             self.heartbeat()
                             last_beat = time.monotonic()
                         self._slot_freed.clear()
-                        if self.dispatch_once():
-                            continue
-                        if self.inflight():
-                            # Nothing claimable, perhaps only because every due
-                            # delivery's subscription is at its cap: claim again
-                            # as soon as a push finishes (or shortly, for new
-                            # work announced meanwhile), not after idle_poll.
-                            self._slot_freed.wait(0.05)
-                            for _ in wake.notifications(timeout=0.001, raw=True):  # drain
-                                pass
-                            continue
-                        for _ in wake.notifications(timeout=self.idle_poll_seconds, limit=1, raw=True):
-                            pass
+                        if self.dispatch_once() >= self.batch:
+                            continue  # the claim was full: more may be due already
+                        self._wait_for_work(wake, stop)
             except (PgmsgError, psycopg.Error) as exc:
                 # Database restarts are expected: reconnect after a pause.
                 log.warning("dispatcher lost the database (%s); reconnecting", exc)
                 self._local.conn = None
                 stop.wait(1.0)
 
+    def _wait_for_work(self, wake: Listener, stop: threading.Event) -> None:
+        """Wait until claiming again may find something: everything claimable was just claimed.
+
+        Idle, that is when work is announced (NOTIFY pgmsg_http) or, for retries
+        falling due and lapsed leases, after idle_poll_seconds. With requests in
+        flight, as soon as one finishes (its slot is free again) or after
+        busy_poll_seconds: a publish to a subscription with requests in flight
+        announces nothing (migration 011), since while an endpoint is slow and
+        at its cap a wake-up per publish only takes CPU from the publishers.
+        """
+        if not self.inflight():
+            for _ in wake.notifications(timeout=self.idle_poll_seconds, limit=1, raw=True):
+                pass
+            return
+        self._slot_freed.wait(self.busy_poll_seconds)
+        for _ in wake.notifications(timeout=0.001, raw=True):  # drain what came meanwhile
+            pass
+
     def close(self) -> None:
+        """Finish the pushes handed to the workers, record them, and release the connections."""
         self._executor.shutdown(wait=True, cancel_futures=False)
+        with self._lock:
+            self._closing = True
+            self._finished_ready.notify_all()
+            recorder = self._recorder
+        if recorder is not None:
+            recorder.join()
         self._http.clear()
 
 

@@ -185,8 +185,12 @@ class _Handler(BaseHTTPRequestHandler):
     # Keep-alive: a dispatcher reuses its connections instead of opening one
     # (and this server a thread) per webhook. Every answer has a Content-Length.
     protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; with Nagle's algorithm the
-    # body would wait for the client's delayed ACK on a kept-alive connection.
+    # The answer is buffered and sent in one write when the request is done
+    # (handle_one_request flushes), not headers and body apart: half the
+    # segments, and the client is woken once per answer.
+    wbufsize = -1
+    # Without Nagle's algorithm a write is not held back for the client's
+    # delayed ACK on a kept-alive connection.
     disable_nagle_algorithm = True
     # A client that stops sending must not hold a thread forever.
     timeout = 10

@@ -14,28 +14,21 @@ import pytest
 from pgmsg import Client
 from pgmsg.dispatcher import Dispatcher, parse_retry_after
 from pgmsg.webhook_receiver import WebhookReceiver
+from tests.support.dispatching import running
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
 
-
 @pytest.fixture
 def dispatcher(dsn: str) -> Iterator[Dispatcher]:
-    d = Dispatcher(dsn, name="test-dispatcher", workers=8, per_subscription=2, idle_poll_seconds=0.2)
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=d.run, args=(stop,), kwargs={"ready": ready}, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield d
-    stop.set()
-    thread.join(timeout=20)
-    d.close()
+    with running(dsn, name="test-dispatcher", workers=8, per_subscription=2, idle_poll_seconds=0.2) as d:
+        yield d
 
 
 class Scripted(BaseHTTPRequestHandler):
     """Answers with the next (status, headers) of the server's script; records each request."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         server: Any = self.server
         server.seen.append((time.monotonic(), dict(self.headers.items()), body))
@@ -228,3 +221,4 @@ def test_dispatcher_works_with_its_least_privilege_role(client: Client, dsn: str
     finally:
         limited.close()
         receiver.stop()
+

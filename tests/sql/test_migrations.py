@@ -4,8 +4,6 @@ has exactly the schema of the deployed one."""
 from __future__ import annotations
 
 import re
-import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,14 +11,10 @@ import psycopg
 import pytest
 
 from pgmsg import migrations
+from tests.support.scratch import deployed_image, docker, scratch_postgres
 
 SCRATCH = "pgmsg-test-scratch-postgres"
 SCRATCH_PORT = 55433
-SCRATCH_PASSWORD = "scratch-only-test-password"
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
 
 
 def schema_dump(container: str, port: int) -> str:
@@ -35,29 +29,9 @@ def schema_dump(container: str, port: int) -> str:
 @pytest.fixture(scope="module")
 def scratch_dsn(inventory_vars: dict[str, Any]) -> Iterator[str]:
     """A throwaway PostgreSQL from the deployed image, on 127.0.0.1 only."""
-    image = docker("inspect", "--format", "{{.Config.Image}}", inventory_vars.get(
-        "postgres_container_name", "postgres-messaging")).strip()
-    subprocess.run(["docker", "rm", "-f", "-v", SCRATCH], capture_output=True)
-    secret = subprocess.run(["mktemp"], check=True, capture_output=True, text=True).stdout.strip()
-    with open(secret, "w") as f:
-        f.write(SCRATCH_PASSWORD)
-    docker("run", "-d", "--name", SCRATCH, "--network", "host",
-           "-e", f"PGPORT={SCRATCH_PORT}", "-e", "POSTGRES_PASSWORD_FILE=/run/secret",
-           "-v", f"{secret}:/run/secret:ro", image,
-           "postgres", "-c", "listen_addresses=127.0.0.1", "-c", "shared_preload_libraries=pg_cron",
-           "-c", "cron.database_name=messaging")
-    dsn = f"host=127.0.0.1 port={SCRATCH_PORT} user=postgres password={SCRATCH_PASSWORD} dbname=messaging"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            psycopg.connect(dsn, connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise AssertionError("scratch PostgreSQL did not start:\n" + docker("logs", SCRATCH))
-            time.sleep(0.5)
-    yield dsn
-    subprocess.run(["docker", "rm", "-f", "-v", SCRATCH], capture_output=True)
+    image = deployed_image(inventory_vars.get("postgres_container_name", "postgres-messaging"))
+    with scratch_postgres(image, SCRATCH, SCRATCH_PORT) as dsn:
+        yield dsn
 
 
 def test_deployed_database_has_every_migration(db: psycopg.Connection[Any]) -> None:

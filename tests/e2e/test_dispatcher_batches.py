@@ -1,0 +1,172 @@
+"""Batched recording of pushes and the per-subscription cap, on a scratch server.
+
+The deployed dispatcher claims every due push on the deployed database, so a
+test there cannot tell which dispatcher pushed, recorded or capped what. Here
+the only dispatcher is the test's own."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from pgmsg import Client
+from pgmsg.dispatcher import Dispatcher
+from tests.support.dispatching import running
+from tests.support.scratch import migrated_scratch
+from tests.support.waiting import wait_until
+
+SCRATCH = "pgmsg-test-scratch-dispatch"
+SCRATCH_PORT = 55435
+
+
+@pytest.fixture(scope="module")
+def dsn(inventory_vars: dict[str, Any]) -> Iterator[str]:
+    """Overrides the deployed database's dsn for this module: a migrated scratch server."""
+    with migrated_scratch(inventory_vars, SCRATCH, SCRATCH_PORT) as scratch:
+        yield scratch
+
+
+@pytest.fixture
+def client(dsn: str) -> Iterator[Client]:
+    with Client(dsn, max_size=2) as c:
+        yield c
+
+
+@pytest.fixture
+def db(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def run_id() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def dispatcher(dsn: str) -> Iterator[Dispatcher]:
+    with running(dsn, name="test-dispatcher", workers=8, per_subscription=2, idle_poll_seconds=0.2) as d:
+        yield d
+
+
+def delivery(client: Client, message_id: int) -> dict[str, Any]:
+    [row] = client.deliveries(message_id)
+    return row
+
+
+class ByPayload(BaseHTTPRequestHandler):
+    """Answers the status a message asks for (payload "want") on its first request, 200 after;
+    counts the requests in flight at once."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        server: Any = self.server
+        webhook_id = self.headers["webhook-id"]
+        with server.lock:
+            server.active += 1
+            server.most_active = max(server.most_active, server.active)
+            first = webhook_id not in server.seen
+            server.seen.add(webhook_id)
+        try:
+            time.sleep(server.delay)
+            want = json.loads(body)["payload"]["want"]
+            self.send_response(want if first else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        finally:
+            with server.lock:
+                server.active -= 1
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def by_payload() -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), ByPayload)
+    server.lock, server.seen, server.active, server.most_active, server.delay = threading.Lock(), set(), 0, 0, 0.0
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_batched_recording_records_every_attempt(client: Client, dispatcher: Dispatcher, by_payload: Any,
+                                                 db: psycopg.Connection[Any], run_id: str) -> None:
+    """Many pushes finishing together are recorded in shared transactions, each exactly
+    as pgmsg_record_http_attempt decides: delivered, failed for good, retried, gone."""
+    by_payload.delay = 0.05
+    client.subscribe(run_id + "-many", "http", message_type=run_id + ".*", webhook_url=by_payload.url,
+                     retry_base_ms=20, retry_max_ms=50)
+    wants = [200, 404, 503, 201] * 10
+    ids = client.publish_many([(run_id + ".m", {"want": w}, "default") for w in wants])
+    expected = {200: ("delivered", [200]), 201: ("delivered", [201]), 404: ("failed", [404]),
+                503: ("delivered", [503, 200])}
+
+    def settled() -> bool:
+        rows = [delivery(client, m) for m in ids]
+        return all(r["status"] in ("delivered", "failed") for r in rows)
+
+    wait_until(settled, timeout=30)
+    for message_id, want in zip(ids, wants):
+        row = delivery(client, message_id)
+        status, codes = expected[want]
+        attempts = client.attempts(row["id"])
+        assert (row["status"], [a["status_code"] for a in attempts]) == (status, codes), (message_id, want)
+        assert [a["attempt"] for a in attempts] == list(range(1, len(codes) + 1))
+        assert row["attempts"] == len(codes) and row["push_status_code"] == codes[-1]
+        assert row["retry_count"] == (0 if want in (200, 201) else 1)
+        assert row["lease_expires_at"] is None
+    # per_subscription=2 in the fixture: the cap holds while 40 deliveries are due at once.
+    assert by_payload.most_active <= 2
+    recorded = db.execute("SELECT count(*) AS n FROM delivery_attempts a JOIN message_delivery d ON d.id = a.delivery_id "
+                          "WHERE d.client_id = %s", (run_id + "-many",)).fetchone()
+    assert recorded["n"] == sum(len(expected[w][1]) for w in wants)
+
+
+def test_recording_retried_after_a_lost_connection_records_once(client: Client, dsn: str,
+                                                                db: psycopg.Connection[Any], run_id: str) -> None:
+    """The recorder's connection dies: the batch is recorded on a new one, only for the
+    deliveries still claimed for those pushes, and a second try records nothing twice."""
+    from pgmsg.dispatcher import RECORD_IF_STILL_CLAIMED, _Finished
+
+    client.subscribe(run_id + "-lost", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook")
+    ids = client.publish_many([(run_id + ".x", {"n": i}, "default") for i in range(5)])
+    d = Dispatcher(dsn, name=run_id + "-recorder", workers=1)
+    try:
+        sub = db.execute("SELECT id FROM subscriptions WHERE client_id = %s", (run_id + "-lost",)).fetchone()["id"]
+        others = db.execute("SELECT array_agg(id) AS ids FROM subscriptions WHERE delivery_mode = 'http' "
+                            "AND id <> %s", (sub,)).fetchone()["ids"] or []
+        rows = d._conn().execute(
+            "SELECT * FROM pgmsg_claim_http_slots(100, 10, %s, 60, %s::bigint[], %s::integer[])",
+            (d.name, others, [10] * len(others))).fetchall()
+        assert sorted(r["message_id"] for r in rows) == sorted(ids)
+        batch = [_Finished(r, 200 if i % 2 else 503, None, 1.5, None, time.monotonic() + 30)
+                 for i, r in enumerate(rows)]
+        pid = d._conn().execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+        db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        d.record(batch)      # the first try fails, the retry (conditional) records on a new connection
+        # The retry's statement again, as after an answer lost behind a commit: nothing twice.
+        params = {"ids": [r["delivery_id"] for r in rows], "attempts": [r["attempts"] for r in rows],
+                  "codes": [200] * len(rows), "errors": [None] * len(rows), "durations": [1.0] * len(rows),
+                  "retry_after": [None] * len(rows)}
+        again = d._conn().execute(RECORD_IF_STILL_CLAIMED, params).fetchall()
+        assert [r["status"] for r in again] == [None] * len(rows)
+        for i, r in enumerate(rows):
+            row = delivery(client, r["message_id"])
+            assert row["status"] == ("delivered" if i % 2 else "pending")
+            assert [a["status_code"] for a in client.attempts(row["id"])] == [200 if i % 2 else 503]
+        assert d.pushed == len(rows)
+    finally:
+        d.close()

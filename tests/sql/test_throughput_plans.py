@@ -1,0 +1,114 @@
+"""What the benchmarks changed, held in place: claims stay on the claim index
+whatever the statistics say (009), and a publish wakes the HTTP dispatcher only
+when it is not already pushing to that subscription (011).
+
+These run on a scratch server from the deployed image, migrated from scratch,
+where the statistics and the deliveries are this test's alone (on the shared
+deployed database other tests' history would decide the plan)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from pgmsg import Client
+from tests.support.scratch import migrated_scratch
+
+SCRATCH = "pgmsg-test-scratch-plans"
+SCRATCH_PORT = 55434
+
+
+@pytest.fixture(scope="module")
+def scratch(inventory_vars: dict[str, Any]) -> Iterator[str]:
+    with migrated_scratch(inventory_vars, SCRATCH, SCRATCH_PORT) as dsn:
+        yield dsn
+
+
+def nested_plans(conn: psycopg.Connection[Any], statement: str) -> str:
+    """The plans of every statement ``statement`` runs, functions included (auto_explain)."""
+    plans: list[str] = []
+    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    conn.execute("LOAD 'auto_explain'")
+    for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_analyze = on",
+                    "log_level = notice"):
+        conn.execute(f"SET auto_explain.{setting}")
+    conn.execute(statement).fetchall()
+    conn.execute("SET auto_explain.log_min_duration = -1")
+    return "\n".join(plans)
+
+
+def test_claim_uses_the_claim_index_when_statistics_say_all_is_pending(scratch: str) -> None:
+    """ANALYZE during a backlog: the primary key and the claim index then cost the same to
+    the planner, and the plain `client_id = $1 ORDER BY id` walked the primary key past
+    every delivered row. The claim must read the claim index, and only pending rows."""
+    with Client(scratch, max_size=1) as client:
+        client.subscribe("plan-consumer", "async", message_type="plan.work")
+        for _ in range(3):
+            client.publish_many([("plan.work", {"n": i}, "default") for i in range(1000)])
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE message_delivery")
+        for _ in range(10):  # a third consumed after the statistics were taken
+            client.ack(d.id for d in client.claim("plan-consumer", 100))
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        plans = nested_plans(conn, "SELECT * FROM pgmsg_claim('plan-consumer', 100)")
+        assert conn.execute("SELECT count(*) FROM message_delivery WHERE status = 'processing'"
+                            ).fetchone()[0] == 100
+    assert "Index Scan using message_delivery_claim_idx" in plans, plans
+    assert "Index Scan using message_delivery_pkey on message_delivery d_" not in plans, plans
+    assert "Seq Scan on message_delivery" not in plans, plans
+
+
+def test_claim_waits_for_the_flush_unless_told_not_to(scratch: str) -> None:
+    """p_durable => false turns synchronous_commit off for the claim's transaction only."""
+    with Client(scratch, max_size=1) as client:
+        client.subscribe("flush-consumer", "async", message_type="flush.work")
+        client.publish_many([("flush.work", {}, "default")] * 2)
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        # Without parameters psycopg sends one simple query: one implicit transaction.
+        cur = conn.execute("SELECT count(*) FROM pgmsg_claim('flush-consumer', 1, NULL, NULL, false); "
+                           "SHOW synchronous_commit")
+        assert cur.fetchone() == (1,) and cur.nextset() and cur.fetchone() == ("off",)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)  # the next transaction
+        cur = conn.execute("SELECT count(*) FROM pgmsg_claim('flush-consumer', 1); SHOW synchronous_commit")
+        assert cur.fetchone() == (1,) and cur.nextset() and cur.fetchone() == ("on",)
+        with conn.transaction():
+            conn.execute("SELECT * FROM pgmsg_claim('flush-consumer', 1, NULL, NULL, true)").fetchall()
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+
+
+def http_wakeups(dsn: str, publisher: Client, count: int) -> int:
+    """Publish ``count`` messages to the http subscription; how many NOTIFY pgmsg_http arrived."""
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN pgmsg_http")
+        for _ in range(count):
+            publisher.publish("wake.hook", {})
+        return len(list(listener.notifies(timeout=0.5)))
+
+
+def test_publish_wakes_the_dispatcher_only_when_it_is_not_pushing_there(scratch: str) -> None:
+    with psycopg.connect(scratch, autocommit=True, row_factory=dict_row) as conn, \
+            Client(scratch, max_size=1) as client:
+        client.subscribe("wake-hook", "http", message_type="wake.hook",
+                         webhook_url="http://127.0.0.1:9/hook")
+        assert http_wakeups(scratch, client, 3) == 3  # idle: every publish announces work
+
+        # A dispatcher claims one (a live lease): further publishes announce nothing.
+        [claimed] = conn.execute("SELECT * FROM pgmsg_claim_http_slots(1, 1, 'probe', 60, '{}', '{}')"
+                                 ).fetchall()
+        assert http_wakeups(scratch, client, 3) == 0
+
+        # Its lease lapses (the dispatcher died): publishes announce work again.
+        conn.execute("UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' "
+                     "WHERE id = %s", (claimed["delivery_id"],))
+        assert http_wakeups(scratch, client, 2) == 2
+
+        # Pushed and recorded: nothing in flight, announced again.
+        conn.execute("UPDATE message_delivery SET lease_expires_at = now() + interval '60 seconds' "
+                     "WHERE id = %s", (claimed["delivery_id"],))
+        assert http_wakeups(scratch, client, 1) == 0
+        conn.execute("SELECT pgmsg_record_http_attempt(%s, 200, NULL, 1.0, NULL)", (claimed["delivery_id"],))
+        assert http_wakeups(scratch, client, 2) == 2

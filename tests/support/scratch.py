@@ -1,0 +1,66 @@
+"""Throwaway PostgreSQL servers from the deployed image, on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from pgmsg import migrations
+
+PASSWORD = "scratch-only-test-password"
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+def deployed_image(container: str) -> str:
+    """The image the deployed PostgreSQL container runs."""
+    return docker("inspect", "--format", "{{.Config.Image}}", container).strip()
+
+
+@contextmanager
+def scratch_postgres(image: str, name: str, port: int) -> Iterator[str]:
+    """Run ``image`` as container ``name`` on 127.0.0.1:``port`` (host network, like the
+    deployment), yield a superuser dsn for its empty messaging database, remove it after."""
+    subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
+    with tempfile.NamedTemporaryFile("w", prefix="pgmsg-scratch-", delete=False) as secret:
+        secret.write(PASSWORD)
+    docker("run", "-d", "--name", name, "--network", "host",
+           "-e", f"PGPORT={port}", "-e", "POSTGRES_PASSWORD_FILE=/run/secret",
+           "-v", f"{secret.name}:/run/secret:ro", image,
+           "postgres", "-c", "listen_addresses=127.0.0.1", "-c", "shared_preload_libraries=pg_cron",
+           "-c", "cron.database_name=messaging")
+    dsn = f"host=127.0.0.1 port={port} user=postgres password={PASSWORD} dbname=messaging"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                psycopg.connect(dsn, connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"scratch PostgreSQL {name} did not start:\n"
+                                         + docker("logs", name)) from None
+                time.sleep(0.5)
+        yield dsn
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
+
+
+@contextmanager
+def migrated_scratch(inventory_vars: dict[str, Any], name: str, port: int) -> Iterator[str]:
+    """A scratch server from the deployed PostgreSQL's image, migrated, webhooks allowed to
+    127.0.0.1: a database whose deliveries, statistics and dispatchers are the test's alone."""
+    image = deployed_image(inventory_vars.get("postgres_container_name", "postgres-messaging"))
+    with scratch_postgres(image, name, port) as dsn:
+        migrations.apply(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pgmsg_set_webhook_allowlist(ARRAY['127.0.0.1/32'])")
+        yield dsn
