@@ -403,18 +403,32 @@ class Dispatcher:
 
         Idle, that is when work is announced (NOTIFY pgmsg_http) or, for retries
         falling due and lapsed leases, after idle_poll_seconds. With requests in
-        flight, as soon as one finishes (its slot is free again) or after
-        busy_poll_seconds: a publish to a subscription with requests in flight
-        announces nothing (migration 011), since while an endpoint is slow and
-        at its cap a wake-up per publish only takes CPU from the publishers.
+        flight, also as soon as one finishes (its slot is free again). A publish
+        to a subscription with requests in flight announces nothing (migration
+        011): while an endpoint is slow and at its cap, a wake-up per publish
+        would only take CPU from the publishers. So while some subscription with
+        requests in flight still has free slots, new work for it is looked for
+        every busy_poll_seconds; while all are at their cap, nothing is claimed
+        until a slot frees or another subscription announces work.
         """
         if not self.inflight():
             for _ in wake.notifications(timeout=self.idle_poll_seconds, limit=1, raw=True):
                 pass
             return
-        self._slot_freed.wait(self.busy_poll_seconds)
-        for _ in wake.notifications(timeout=0.001, raw=True):  # drain what came meanwhile
-            pass
+        deadline = time.monotonic() + self.idle_poll_seconds
+        while not stop.is_set():
+            if self._slot_freed.wait(self.busy_poll_seconds):
+                return
+            announced = False
+            for _ in wake.notifications(timeout=0.001, raw=True):  # drain
+                announced = True
+            if announced or time.monotonic() >= deadline or not self._all_at_cap():
+                return
+
+    def _all_at_cap(self) -> bool:
+        """Whether every subscription with requests in flight has used all its slots."""
+        with self._lock:
+            return all(n >= self.per_subscription for n in self._inflight.values())
 
     def close(self) -> None:
         """Finish the pushes handed to the workers, record them, and release the connections."""
