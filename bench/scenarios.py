@@ -100,13 +100,6 @@ def _w_consume(dsn: str, client_id: str, batch: int) -> int:
             done += c.ack([d.id for d in claimed])
 
 
-def pending(dsn: str, client_id: str | None = None) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM message_delivery WHERE status IN ('pending', 'processing') "
-                           "AND (%s::text IS NULL OR client_id = %s)", (client_id, client_id)).fetchone()
-    return int(row[0]) if row else 0
-
-
 # -- 1. publish, 2. batch publish ---------------------------------------------------
 
 def publish(dsn: str, cfg: Config) -> list[Figure]:

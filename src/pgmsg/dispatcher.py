@@ -272,11 +272,10 @@ class Dispatcher:
                       "again when their leases lapse", len(batch))
             outcomes = {}
         except PgmsgError:
+            outcomes = {}
             if len(batch) == 1:
                 log.exception("recording the push of delivery %s failed", batch[0].row["delivery_id"])
-                outcomes = {}
             else:
-                outcomes = {}
                 for one in batch:
                     try:
                         outcomes.update(self._record_rows([one]))
