@@ -49,6 +49,29 @@ def test_four_consumers_ten_thousand_deliveries_each_exactly_once(
     assert statuses(db, consumer) == Counter({"delivered": 10_000})
 
 
+def test_claimed_payloads_come_back_exactly_as_published(client: Client, run_id: str) -> None:
+    """Claims decode payloads with orjson, and with the standard library what orjson refuses:
+    integers beyond 64 bits, numbers beyond a double; every value comes back unchanged."""
+    consumer = run_id + "-exact"
+    client.subscribe(consumer, "async", message_type=run_id + ".*")
+    payloads = [
+        {"order": 42, "amount": 129.95, "tags": ["a", "ü€😀"], "nested": {"none": None, "yes": True}},
+        {"big": 2**70, "negative": -(2**64) - 1},
+        [1, "two", 3.5e-300],
+        "just text",
+    ]
+    ids = client.publish_many([(run_id + ".job", p, "default") for p in payloads])
+    with client._connection() as conn:  # a number no double holds, which Python cannot publish
+        ids.append(conn.execute("INSERT INTO messages (message_type, payload) VALUES (%s, '{\"huge\": 1e400}') "
+                                "RETURNING id", (run_id + ".job",)).fetchone()["id"])
+    claimed = client.claim(consumer, 10)
+    assert [d.message_id for d in claimed] == ids
+    assert [d.payload for d in claimed[:4]] == payloads
+    assert claimed[4].payload == {"huge": float("inf")}  # what the standard library makes of it, as before
+    assert all(d.client_id == consumer and d.delivery_mode == "async" and d.attempts == 1
+               and d.lease_expires_at is not None for d in claimed)
+
+
 def test_claimed_delivery_is_invisible_until_its_lease_lapses(
     client: Client, db: psycopg.Connection[Any], run_id: str
 ) -> None:

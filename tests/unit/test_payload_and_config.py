@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from pgmsg.client import _jsonb, parse_payload
+from pgmsg.client import _jsonb, decode_json, parse_payload
 from pgmsg.config import conninfo_from_env
 from pgmsg.errors import InvalidInput
 
@@ -35,3 +36,13 @@ def test_dsn_comes_from_pgmsg_dsn_first() -> None:
 def test_without_pgmsg_dsn_libpq_variables_apply_and_database_defaults_to_messaging() -> None:
     assert conninfo_from_env({}) == "dbname=messaging"
     assert conninfo_from_env({"PGDATABASE": "events"}) == ""
+
+
+@pytest.mark.parametrize("text", ['{"a": [1, 2.5, "ü€", null, true]}', '12345678901234567890123', '-9223372036854775809',
+                                  '18446744073709551616', '{"id": "1234567890123456789012"}',
+                                  '1e400', '[1e-400]', '"text"'])
+def test_database_json_decodes_as_the_standard_library_does(text: str) -> None:
+    """orjson makes floats of integers beyond 64 bits and refuses numbers beyond a double."""
+    for data in (text, text.encode()):
+        decoded = decode_json(data)
+        assert decoded == json.loads(text) and type(decoded) is type(json.loads(text))
