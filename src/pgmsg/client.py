@@ -448,16 +448,16 @@ class Client:
         false``): a claim lost in a crash just after it only means the delivery
         is delivered again, as at-least-once allows; :meth:`ack` is durable.
         """
-        with translated(f"claiming deliveries of {client_id!r}"), self._connection() as conn:
-            # In id order, i.e. publish order (UPDATE ... RETURNING has none of its own).
-            # Tuples, not the pool's dicts: a claim of a hundred builds a hundred rows.
-            with conn.cursor(row_factory=tuple_row) as cur:
-                rows = cur.execute(
-                    "SELECT delivery_id, message_id, client_id, message_type, namespace, payload, created_at, "
-                    "attempts, delivery_mode, message_key, lease_expires_at "
-                    "FROM pgmsg_claim(%s, %s, %s, %s, false) ORDER BY delivery_id",
-                    (client_id, limit, consumer, lease_seconds),
-                ).fetchall()
+        # In id order, i.e. publish order (UPDATE ... RETURNING has none of its own).
+        # Tuples, not the pool's dicts: a claim of a hundred builds a hundred rows.
+        with (translated(f"claiming deliveries of {client_id!r}"), self._connection() as conn,
+              conn.cursor(row_factory=tuple_row) as cur):
+            rows = cur.execute(
+                "SELECT delivery_id, message_id, client_id, message_type, namespace, payload, created_at, "
+                "attempts, delivery_mode, message_key, lease_expires_at "
+                "FROM pgmsg_claim(%s, %s, %s, %s, false) ORDER BY delivery_id",
+                (client_id, limit, consumer, lease_seconds),
+            ).fetchall()
         return [Delivery(*row) for row in rows]
 
     def ack(self, delivery_ids: Iterable[int]) -> int:
