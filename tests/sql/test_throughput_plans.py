@@ -112,3 +112,36 @@ def test_publish_wakes_the_dispatcher_only_when_it_is_not_pushing_there(scratch:
         assert http_wakeups(scratch, client, 1) == 0
         conn.execute("SELECT pgmsg_record_http_attempt(%s, 200, NULL, 1.0, NULL)", (claimed["delivery_id"],))
         assert http_wakeups(scratch, client, 2) == 2
+
+
+def test_dispatcher_claim_reads_only_http_deliveries_being_pushed(scratch: str) -> None:
+    """Each dispatcher claim first turns lapsed last-attempt leases into dead letters. That
+    pass has its own index now (012): with some statistics (seen in the bench after a
+    TRUNCATE) it had read message_delivery sequentially on every claim. And the webhook id
+    is computed inline, no longer as a statement of its own per claimed row."""
+    with psycopg.connect(scratch, autocommit=True, row_factory=dict_row) as conn, \
+            Client(scratch, max_size=1) as client:
+        client.subscribe("lease-hook", "http", message_type="lease.hook", webhook_url="http://127.0.0.1:9/hook",
+                         max_attempts=1)
+        client.subscribe("lease-async", "async", message_type="lease.hook")
+        client.publish_many([("lease.hook", {"n": i}, "default") for i in range(200)])
+        conn.execute("UPDATE subscriptions SET active = false WHERE delivery_mode = 'http' "
+                     "AND client_id <> 'lease-hook'")  # other tests' webhooks: not claimed here
+        conn.execute("ANALYZE message_delivery")
+        [doomed] = conn.execute("SELECT * FROM pgmsg_claim_http_slots(1, 1, 'doomed', 60, '{}', '{}')").fetchall()
+        # Its dispatcher died mid-request on the last allowed attempt; an async lease lapsed too.
+        conn.execute("UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+                     (doomed["delivery_id"],))
+        [async_one] = client.claim("lease-async", 1)
+        conn.execute("UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+                     (async_one.id,))
+        plans = nested_plans(conn, "SELECT * FROM pgmsg_claim_http_slots(5, 5, 'next', 60, '{}', '{}')")
+        dead = conn.execute("SELECT id, status, last_error FROM message_delivery WHERE status = 'dead'").fetchall()
+        assert [(d["id"], d["last_error"]) for d in dead] == [
+            (doomed["delivery_id"], "dispatcher lease expired on the last attempt")]
+        assert conn.execute("SELECT status FROM message_delivery WHERE id = %s",
+                            (async_one.id,)).fetchone()["status"] == "processing"  # not the dispatcher's
+    assert "Index Scan using message_delivery_http_lease_idx" in plans, plans
+    assert "Seq Scan on message_delivery" not in plans, plans
+    # The webhook id is inlined into the claim, not run as a statement of its own per row.
+    assert "SELECT 'dlv_'" not in plans, plans
