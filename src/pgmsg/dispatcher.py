@@ -4,9 +4,9 @@ Why a service woken by LISTEN rather than a pg_cron job: pg_cron runs at most
 once a second and serially inside the database, so every webhook would wait up
 to a second and one slow endpoint would hold up the job. The dispatcher wakes
 on NOTIFY pgmsg_http within milliseconds of the commit, pushes concurrently
-from a thread pool, and caps the requests in flight per subscription, so a
-slow or dead endpoint occupies at most that many workers while the others go
-on. Retries, backoff, dead letters and 410 handling are decided in SQL
+(on one asyncio event loop, see pgmsg.webhook_http), and caps the requests in
+flight per subscription, so a slow or dead endpoint occupies at most that many
+request slots while the others go on. Retries, backoff, dead letters and 410 handling are decided in SQL
 (pgmsg_record_http_attempt), the same rules for every dispatcher. Claims are
 leases: a dispatcher that dies mid-request loses nothing, its deliveries are
 claimable again when the lease lapses.
@@ -19,7 +19,9 @@ once and a busy one pays one commit for many webhooks instead of one each.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import functools
 import logging
 import os
 import socket
@@ -27,13 +29,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
-import urllib3
 from psycopg.rows import dict_row
 
 from pgmsg import metrics
@@ -41,6 +41,7 @@ from pgmsg.client import Listener
 from pgmsg.errors import ConnectionFailed, PgmsgError, translated
 from pgmsg.signing import signature_headers
 from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
+from pgmsg.webhook_http import NoAnswer, WebhookClient
 
 log = logging.getLogger("pgmsg.dispatcher")
 
@@ -103,6 +104,7 @@ class Dispatcher:
         lease_seconds: int = 120,
         idle_poll_seconds: float = 1.0,
         resolve: Callable[[str, int], list[str]] | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -111,7 +113,14 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.idle_poll_seconds = idle_poll_seconds
         self.resolve = resolve
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgmsg-push")
+        # Every request runs on one event loop, in a thread of its own; at most
+        # ``workers`` at a time (the others wait for a slot, claimed).
+        self.workers = workers
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="pgmsg-push", daemon=True)
+        self._loop_thread.start()
+        self._requests = asyncio.Semaphore(workers)
+        self._pushes: set[Future[None]] = set()
         # Per subscription, requests claimed and not yet finished: what the cap counts.
         self._inflight: Counter[int] = Counter()
         self._inflight_ids: set[int] = set()   # deliveries claimed, not yet recorded
@@ -124,7 +133,7 @@ class Dispatcher:
         self._recorder: threading.Thread | None = None
         self._closing = False
         self._local = threading.local()
-        self._http = urllib3.PoolManager(num_pools=64, maxsize=per_subscription, retries=False)
+        self._http = WebhookClient(ca_file)
         #: With requests in flight, how often new work is looked for (see _wait_for_work).
         self.busy_poll_seconds = 0.05
         #: After a request finishes while others are still in flight, how long to let more
@@ -208,19 +217,29 @@ class Dispatcher:
         # The outcome of a push must be recorded while the claim holds: a push
         # recorded after its lease lapsed could collide with another dispatcher's.
         record_until = time.monotonic() + self.lease_seconds * 0.8
+        allowlist = self.allowlist() if rows else None
         for row in rows:
             with self._lock:
                 self._inflight[row["subscription_id"]] += 1
                 self._inflight_ids.add(row["delivery_id"])
-            self._executor.submit(self._push_and_record, row, record_until)
+            pushing = asyncio.run_coroutine_threadsafe(self._push_and_record(row, record_until, allowlist),
+                                                       self._loop)
+            with self._lock:
+                self._pushes.add(pushing)
+            pushing.add_done_callback(self._pushes_done)
         return len(rows)
 
-    def _push_and_record(self, row: dict[str, Any], record_until: float) -> None:
+    def _pushes_done(self, pushing: Future[None]) -> None:
+        with self._lock:
+            self._pushes.discard(pushing)
+
+    async def _push_and_record(self, row: dict[str, Any], record_until: float, allowlist: Allowlist | None) -> None:
         finished = None
         try:
-            code, error, duration_ms, retry_after = self.push(row)
+            async with self._requests:
+                code, error, duration_ms, retry_after = await self._push(row, allowlist)
             finished = _Finished(row, code, error, duration_ms, retry_after, record_until)
-        except Exception:  # the worker must survive; the lease returns the delivery
+        except Exception:  # the loop must go on; the lease returns the delivery
             log.exception("pushing delivery %s failed unexpectedly", row["delivery_id"])
         finally:
             with self._lock:
@@ -330,12 +349,18 @@ class Dispatcher:
             return sum(self._inflight.values())
 
     def push(self, row: dict[str, Any]) -> tuple[int | None, str | None, float, float | None]:
+        """POST one claimed delivery now (not recorded); see _push."""
+        allowlist = self.allowlist()
+        return asyncio.run_coroutine_threadsafe(self._push(row, allowlist), self._loop).result()
+
+    async def _push(self, row: dict[str, Any], allowlist: Allowlist | None
+                    ) -> tuple[int | None, str | None, float, float | None]:
         """POST one delivery; returns (status code, error, duration in ms, Retry-After seconds)."""
         started = time.monotonic()
         body = row["body"].encode()
         url = row["webhook_url"]
         try:
-            addresses = check_url(url, self.allowlist(), resolve=self.resolve)
+            addresses = await self._checked_addresses(url, self.allowlist() if allowlist is None else allowlist)
         except (BlockedTarget, PgmsgError) as exc:
             return None, f"refused: {exc}", 0.0, None
         headers = signature_headers(row["signing_secrets"], row["webhook_id"], body)
@@ -347,35 +372,24 @@ class Dispatcher:
             "pgmsg-message-type": row["message_type"],
             "pgmsg-client-id": row["client_id"],
         })
-        timeout = urllib3.Timeout(total=row["http_timeout_ms"] / 1000.0)
         try:
-            response = self._request(url, addresses[0], headers, body, timeout)
-        except urllib3.exceptions.HTTPError as exc:
-            reason = getattr(exc, "reason", None) or exc
-            return None, f"{type(exc).__name__}: {reason}"[:2000], _ms(started), None
+            # To the address just checked, not a new lookup of the name (DNS rebinding).
+            answer = await self._http.post(url, addresses[0], headers, body, row["http_timeout_ms"] / 1000.0)
+        except NoAnswer as exc:
+            return None, str(exc)[:2000], _ms(started), None
         duration = _ms(started)
         error = None
-        if not 200 <= response.status < 300:
-            error = f"HTTP {response.status}: {response.data[:500].decode(errors='replace')}"
-        return response.status, error, duration, parse_retry_after(response.headers.get("Retry-After"))
+        if not 200 <= answer.status < 300:
+            error = f"HTTP {answer.status}: {answer.body[:500].decode(errors='replace')}"
+        return answer.status, error, duration, parse_retry_after(answer.headers.get("retry-after"))
 
-    def _request(self, url: str, address: str, headers: dict[str, str], body: bytes,
-                 timeout: urllib3.Timeout) -> urllib3.BaseHTTPResponse:
-        """Connect to the address that passed the allowlist check, not a fresh lookup
-        of the name (which could answer differently: DNS rebinding)."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {**headers, "Host": parts.netloc.rsplit("@", 1)[-1]}
-        if parts.scheme == "https":
-            pool = self._http.connection_from_host(address, port, "https",
-                                                   pool_kwargs={"server_hostname": host,
-                                                                "assert_hostname": host})
-        else:
-            pool = self._http.connection_from_host(address, port, "http")
-        return pool.urlopen("POST", path, body=body, headers=headers, timeout=timeout,
-                            redirect=False, retries=False, preload_content=True)
+    async def _checked_addresses(self, url: str, allowlist: Allowlist) -> list[str]:
+        """check_url, on the loop when the host is an address, in a thread when it needs a lookup."""
+        try:
+            return check_url(url, allowlist, resolve=_lookup_elsewhere)
+        except _NeedsLookup:
+            return await self._loop.run_in_executor(
+                None, functools.partial(check_url, url, allowlist, resolve=self.resolve))
 
     def run(self, stop: threading.Event, *, ready: threading.Event | None = None) -> None:
         """Dispatch until ``stop`` is set, sleeping on LISTEN pgmsg_http when idle."""
@@ -441,15 +455,32 @@ class Dispatcher:
             return all(n >= self.per_subscription for n in self._inflight.values())
 
     def close(self) -> None:
-        """Finish the pushes handed to the workers, record them, and release the connections."""
-        self._executor.shutdown(wait=True, cancel_futures=False)
+        """Finish the pushes already claimed, record them, and release the connections."""
+        while True:
+            with self._lock:
+                pushes = list(self._pushes)
+            if not pushes:
+                break
+            wait(pushes)  # their failures are logged by _push_and_record
         with self._lock:
             self._closing = True
             self._finished_ready.notify_all()
             recorder = self._recorder
         if recorder is not None:
             recorder.join()
-        self._http.clear()
+        self._loop.call_soon_threadsafe(self._http.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(timeout=10)
+        if not self._loop_thread.is_alive():
+            self._loop.close()
+
+
+class _NeedsLookup(Exception):
+    """Raised by _lookup_elsewhere: the URL names a host, whose lookup must not block the loop."""
+
+
+def _lookup_elsewhere(host: str, port: int) -> list[str]:
+    raise _NeedsLookup(host)
 
 
 def _ms(started: float) -> float:
@@ -470,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="concurrent requests per subscription, so one slow endpoint cannot take every worker")
     parser.add_argument("--name", default=os.environ.get("PGMSG_DISPATCHER_NAME") or None,
                         help="name in pgmsg_dispatchers (default PGMSG_DISPATCHER_NAME, else host:pid)")
+    parser.add_argument("--ca-file", default=os.environ.get("PGMSG_WEBHOOK_CA_FILE") or None,
+                        help="PEM file of CAs trusted for https endpoints besides the system's "
+                             "(default PGMSG_WEBHOOK_CA_FILE)")
     parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("PGMSG_METRICS_PORT", "0") or 0),
                         help="serve Prometheus metrics on this port (default PGMSG_METRICS_PORT; 0 for none)")
     args = parser.parse_args(argv)
@@ -480,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     dispatcher = Dispatcher(conninfo_from_env(), name=args.name, workers=args.workers,
-                            per_subscription=args.per_subscription)
+                            per_subscription=args.per_subscription, ca_file=args.ca_file)
     log.info("dispatcher %s started", dispatcher.name)
     try:
         dispatcher.run(stop)

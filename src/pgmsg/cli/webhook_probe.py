@@ -10,19 +10,19 @@ of type ``pgmsg.test`` with id 0, which no message ever has.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
-import urllib3
 
 from pgmsg.errors import InvalidInput, NotFound, translated
 from pgmsg.signing import signature_headers
 from pgmsg.ssrf import Allowlist, Resolver, check_url
+from pgmsg.webhook_http import NoAnswer, post_once
 
 USER_AGENT = "pgmsg-cli/1"
 TEST_EVENT_TYPE = "pgmsg.test"
@@ -105,37 +105,15 @@ def send_test_event(conn: psycopg.Connection[dict[str, Any]], subscription_id: i
         "pgmsg-message-type": TEST_EVENT_TYPE,
         "pgmsg-client-id": target["client_id"],
     })
-    timeout = urllib3.Timeout(total=target["http_timeout_ms"] / 1000.0)
     started = time.monotonic()
     try:
-        response = _post(url, addresses[0], headers, body, timeout)
-    except urllib3.exceptions.HTTPError as exc:
-        reason = getattr(exc, "reason", None) or exc
-        return ProbeResult(subscription_id, url, webhook_id, None, _ms(started), "",
-                           f"{type(exc).__name__}: {reason}")
-    preview = response.data[:RESPONSE_PREVIEW_BYTES].decode("utf-8", errors="replace")
-    return ProbeResult(subscription_id, url, webhook_id, response.status, _ms(started), preview, None)
-
-
-def _post(url: str, address: str, headers: dict[str, str], body: bytes,
-          timeout: urllib3.Timeout) -> urllib3.BaseHTTPResponse:
-    """Connect to the checked address, naming the host in Host and (for https) SNI."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = {**headers, "Host": parts.netloc.rsplit("@", 1)[-1]}
-    manager = urllib3.PoolManager()
-    try:
-        if parts.scheme == "https":
-            pool = manager.connection_from_host(address, port, "https",
-                                                pool_kwargs={"server_hostname": host, "assert_hostname": host})
-        else:
-            pool = manager.connection_from_host(address, port, "http")
-        return pool.urlopen("POST", path, body=body, headers=headers, timeout=timeout,
-                            redirect=False, retries=False, preload_content=True)
-    finally:
-        manager.clear()
+        # To the address just checked, as the dispatcher does (no second lookup).
+        answer = post_once(url, addresses[0], headers, body, target["http_timeout_ms"] / 1000.0,
+                           ca_file=os.environ.get("PGMSG_WEBHOOK_CA_FILE") or None)
+    except NoAnswer as exc:
+        return ProbeResult(subscription_id, url, webhook_id, None, _ms(started), "", str(exc))
+    preview = answer.body[:RESPONSE_PREVIEW_BYTES].decode("utf-8", errors="replace")
+    return ProbeResult(subscription_id, url, webhook_id, answer.status, _ms(started), preview, None)
 
 
 def _ms(started: float) -> float:
