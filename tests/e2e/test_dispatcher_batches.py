@@ -128,6 +128,9 @@ def test_batched_recording_records_every_attempt(client: Client, dispatcher: Dis
         assert row["attempts"] == len(codes) and row["push_status_code"] == codes[-1]
         assert row["retry_count"] == (0 if want in (200, 201) else 1)
         assert row["lease_expires_at"] is None
+        if status == "delivered":  # 2xx answers are recorded in bulk (012): the same columns as one by one
+            assert row["last_error"] is None and row["dead_at"] is None
+            assert row["push_attempted_at"] <= row["delivered_at"], row
     # per_subscription=2 in the fixture: the cap holds while 40 deliveries are due at once.
     assert by_payload.most_active <= 2
     recorded = db.execute("SELECT count(*) AS n FROM delivery_attempts a JOIN message_delivery d ON d.id = a.delivery_id "
