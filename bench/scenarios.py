@@ -338,7 +338,7 @@ def _w_receiver(port: int, secret: str, delay: float, ready: Any, stop: Any, out
     out.put(dict(receiver.counters))
 
 
-def _w_dispatcher(dsn: str, per_subscription: int, ready: Any, stop: Any) -> None:
+def _w_dispatcher(dsn: str, per_subscription: int, workers: int, ready: Any, stop: Any) -> None:
     from pgmsg.dispatcher import Dispatcher
 
     halt = threading.Event()
@@ -348,7 +348,7 @@ def _w_dispatcher(dsn: str, per_subscription: int, ready: Any, stop: Any) -> Non
         halt.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    dispatcher = Dispatcher(dsn, name="bench", workers=16, per_subscription=per_subscription)
+    dispatcher = Dispatcher(dsn, name="bench", workers=workers, per_subscription=per_subscription)
     ready_local = threading.Event()
     threading.Thread(target=lambda: (ready_local.wait(), ready.set()), daemon=True).start()
     try:
@@ -360,7 +360,8 @@ def _w_dispatcher(dsn: str, per_subscription: int, ready: Any, stop: Any) -> Non
 class Processes:
     """A receiver and a dispatcher in their own processes, stopped together."""
 
-    def __init__(self, dsn: str, secret: str, port: int, delay: float = 0.0, per_subscription: int = 16) -> None:
+    def __init__(self, dsn: str, secret: str, port: int, delay: float = 0.0, per_subscription: int = 16,
+                 workers: int = 16) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
@@ -374,7 +375,7 @@ class Processes:
         self.procs[0].start()
         if not receiver_ready.wait(30):
             raise RuntimeError("the webhook receiver did not start")
-        self.procs.append(ctx.Process(target=_w_dispatcher, args=(dsn, per_subscription, dispatcher_ready,
+        self.procs.append(ctx.Process(target=_w_dispatcher, args=(dsn, per_subscription, workers, dispatcher_ready,
                                                                   self.stop), daemon=True))
         self.procs[1].start()
         if not dispatcher_ready.wait(30):
@@ -391,40 +392,49 @@ class Processes:
         return counters
 
 
+def _webhook_rate(dsn: str, url: str, port: int, count: int, slots: int) -> float:
+    """Webhooks/s of one dispatcher with ``slots`` requests in flight (workers and per_subscription),
+    timed from its readiness until none of a backlog of ``count`` is left."""
+    server.reset(dsn)
+    with Client(dsn, max_size=1) as c:
+        secret = c.subscribe("bench-hook", "http", message_type="bench.hook", webhook_url=url,
+                             http_timeout_ms=10_000).signing_secret
+    prefill(dsn, "bench.hook", count)
+    procs = Processes(dsn, secret or "", port, per_subscription=slots, workers=slots)
+    # From readiness: starting a Python process is not pushing (about a second here).
+    start = procs.dispatcher_ready_at
+    try:
+        deadline = time.monotonic() + 600
+        # One connection and an index-backed probe: a new connection per poll
+        # (password authentication, a backend started) every 20 ms cost the
+        # server about as much CPU as the claims did on this two-core machine.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while conn.execute(HTTP_UNFINISHED).fetchone() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        elapsed = time.monotonic() - start
+    finally:
+        counters = procs.close()
+    if counters["accepted"] != count:
+        raise RuntimeError(f"the receiver accepted {counters['accepted']} of {count} webhooks: {counters}")
+    return rate(count, elapsed)
+
+
 def http_push(dsn: str, cfg: Config) -> list[Figure]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/webhook"
-    per_subscription = 16
+    common = ("one subscription; the receiver (pgmsg.webhook_receiver) verifies each signature; backlog "
+              "published first, timed from the dispatcher's readiness (its process started, LISTEN open) "
+              "until none is left")
     throughput = Figure("http.webhooks", "6. HTTP push", "Signed webhooks pushed to a verifying local receiver",
                         "webhooks/s", "rate",
-                        note=f"one subscription, dispatcher with 16 workers and per_subscription={per_subscription}; "
-                             "the receiver (pgmsg.webhook_receiver) verifies each signature; backlog published "
-                             "first, timed from the dispatcher's readiness (its process started, LISTEN open) "
-                             "until none is left")
+                        note=f"dispatcher with 16 workers and per_subscription=16; {common}")
+    wide = Figure("http.webhooks.32_slots", "6. HTTP push",
+                  "Signed webhooks pushed to a verifying local receiver, 32 requests in flight",
+                  "webhooks/s", "rate", note="as above, with 32 workers and per_subscription=32")
     count = cfg.n(5000, 200)
     for _ in range(cfg.repeat):
-        server.reset(dsn)
-        with Client(dsn, max_size=1) as c:
-            secret = c.subscribe("bench-hook", "http", message_type="bench.hook", webhook_url=url,
-                                 http_timeout_ms=10_000).signing_secret
-        prefill(dsn, "bench.hook", count)
-        procs = Processes(dsn, secret or "", port, per_subscription=per_subscription)
-        # From readiness: starting a Python process is not pushing (about a second here).
-        start = procs.dispatcher_ready_at
-        try:
-            deadline = time.monotonic() + 600
-            # One connection and an index-backed probe: a new connection per poll
-            # (password authentication, a backend started) every 20 ms cost the
-            # server about as much CPU as the claims did on this two-core machine.
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                while conn.execute(HTTP_UNFINISHED).fetchone() and time.monotonic() < deadline:
-                    time.sleep(0.02)
-            elapsed = time.monotonic() - start
-        finally:
-            counters = procs.close()
-        if counters["accepted"] != count:
-            raise RuntimeError(f"the receiver accepted {counters['accepted']} of {count} webhooks: {counters}")
-        throughput.rounds.append(rate(count, elapsed))
+        throughput.rounds.append(_webhook_rate(dsn, url, port, count, 16))
+        wide.rounds.append(_webhook_rate(dsn, url, port, count, 32))
 
     none = Figure("http.publish_p99.none", "6. HTTP push",
                   "Publish p99, 3 async subscribers, no webhook subscriber", "ms", "latency")
@@ -447,7 +457,7 @@ def http_push(dsn: str, cfg: Config) -> list[Figure]:
                 fig.rounds.append(percentile(lat, 99) * 1000)
     finally:
         procs.close()
-    return [throughput, none, slow]
+    return [throughput, wide, none, slow]
 
 
 # -- 7. growth -------------------------------------------------------------------------------

@@ -174,6 +174,10 @@ class WebhookReceiver:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a dispatcher opening its connections
+    # at once (16 by default) overflowed it, and each dropped connection attempt was
+    # retried by the client's kernel a second later.
+    request_queue_size = 128
     # Lets a restarted receiver take its fixed port back while old sockets sit in TIME_WAIT.
     allow_reuse_address = True
     receiver: WebhookReceiver

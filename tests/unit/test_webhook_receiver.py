@@ -170,3 +170,37 @@ def test_log_lines_are_json(caplog: pytest.LogCaptureFixture, receiver: WebhookR
     entry = json.loads(lines[0])
     assert entry["level"] == "warning" and entry["status"] == 401
     assert entry["reason"] == "missing webhook-id header"
+
+
+def test_many_connections_opened_at_once_are_all_accepted_first_time(receiver: WebhookReceiver) -> None:
+    """A dispatcher opens its connections together (16 by default). socketserver's listen
+    backlog of 5 overflowed: the kernel dropped the connection attempts beyond it and the
+    client's kernel sent them again a second later (counted in TCP_INFO's total_retrans)."""
+    import selectors
+    import socket
+    import struct
+
+    sockets = []
+    with selectors.DefaultSelector() as selector:
+        for _ in range(64):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", receiver.port))
+            selector.register(s, selectors.EVENT_WRITE)
+            sockets.append(s)
+        pending = set(sockets)
+        while pending:
+            ready = selector.select(timeout=10)
+            assert ready, f"{len(pending)} connections not established"
+            for key, _ in ready:
+                selector.unregister(key.fileobj)
+                pending.discard(key.fileobj)
+    try:
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for s in sockets)
+        # struct tcp_info: 8 one-byte fields, then 32-bit ones; total_retrans is the 24th.
+        retransmitted = [struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 100)[0]
+                         for s in sockets]
+        assert sum(retransmitted) == 0, retransmitted
+    finally:
+        for s in sockets:
+            s.close()
