@@ -109,6 +109,12 @@ class Dispatcher:
         self.conninfo = conninfo
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.per_subscription = per_subscription
+        #: Deliveries claimed per subscription beyond its request slots: they wait in the
+        #: dispatcher, so a finished request is followed at once by the next instead of by a
+        #: claim's round trip (which, under load, took longer than a request).
+        self.claim_ahead = per_subscription
+        # Per subscription, its request slots (used on the event loop only).
+        self._slots: dict[int, asyncio.Semaphore] = {}
         self.batch = batch
         self.lease_seconds = lease_seconds
         self.idle_poll_seconds = idle_poll_seconds
@@ -203,15 +209,16 @@ class Dispatcher:
     def dispatch_once(self) -> int:
         """Claim due deliveries and hand them to the workers; returns how many were claimed.
 
-        A subscription gets only the request slots it has free: per_subscription
-        minus the requests of this dispatcher already claimed for it.
+        A subscription gets at most per_subscription + claim_ahead deliveries
+        claimed by this dispatcher and not finished; at most per_subscription of
+        them are being requested at a time.
         """
         with self._lock:
             busy = {sub: n for sub, n in self._inflight.items() if n > 0}
         with translated("claiming HTTP deliveries"):
             rows = self._conn().execute(
                 "SELECT * FROM pgmsg_claim_http_slots(%s, %s, %s, %s, %s::bigint[], %s::integer[])",
-                (self.batch, self.per_subscription, self.name, self.lease_seconds,
+                (self.batch, self.per_subscription + self.claim_ahead, self.name, self.lease_seconds,
                  list(busy), list(busy.values())),
             ).fetchall()
         # The outcome of a push must be recorded while the claim holds: a push
@@ -235,17 +242,24 @@ class Dispatcher:
 
     async def _push_and_record(self, row: dict[str, Any], record_until: float, allowlist: Allowlist | None) -> None:
         finished = None
+        subscription = row["subscription_id"]
+        slots = self._slots.get(subscription)
+        if slots is None:
+            slots = self._slots[subscription] = asyncio.Semaphore(self.per_subscription)
         try:
-            async with self._requests:
+            # The subscription's slot first: a delivery waiting for a slow endpoint
+            # must not hold one of the workers other endpoints need.
+            async with slots, self._requests:
                 code, error, duration_ms, retry_after = await self._push(row, allowlist)
             finished = _Finished(row, code, error, duration_ms, retry_after, record_until)
         except Exception:  # the loop must go on; the lease returns the delivery
             log.exception("pushing delivery %s failed unexpectedly", row["delivery_id"])
         finally:
             with self._lock:
-                self._inflight[row["subscription_id"]] -= 1
-                if self._inflight[row["subscription_id"]] <= 0:
-                    del self._inflight[row["subscription_id"]]
+                self._inflight[subscription] -= 1
+                if self._inflight[subscription] <= 0:
+                    del self._inflight[subscription]
+                    self._slots.pop(subscription, None)  # nothing of it left waiting
                 if finished is None:
                     self._inflight_ids.discard(row["delivery_id"])
                 else:
@@ -450,9 +464,9 @@ class Dispatcher:
                 return
 
     def _all_at_cap(self) -> bool:
-        """Whether every subscription with requests in flight has used all its slots."""
+        """Whether every subscription with requests in flight has all it may have claimed."""
         with self._lock:
-            return all(n >= self.per_subscription for n in self._inflight.values())
+            return all(n >= self.per_subscription + self.claim_ahead for n in self._inflight.values())
 
     def close(self) -> None:
         """Finish the pushes already claimed, record them, and release the connections."""
