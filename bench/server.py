@@ -25,7 +25,7 @@ from pgmsg import migrations
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINER = "pgmsg-bench-postgres"
 IMAGE_REPOSITORY = "pgmsg/postgres-bench"
-DEFAULT_PORT = 55440
+DEFAULT_PORT = 25440
 PASSWORD = "pgmsg-bench-only"
 DATABASE = "messaging"
 

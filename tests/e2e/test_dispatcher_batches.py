@@ -25,7 +25,7 @@ from tests.support.scratch import migrated_scratch
 from tests.support.waiting import wait_until
 
 SCRATCH = "pgmsg-test-scratch-dispatch"
-SCRATCH_PORT = 55435
+SCRATCH_PORT = 25435
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +79,14 @@ class ByPayload(BaseHTTPRequestHandler):
         try:
             time.sleep(server.delay)
             want = json.loads(body)["payload"]["want"]
-            self.send_response(want if first else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
         finally:
+            # Counted out before the answer leaves: the dispatcher may start its next
+            # request as soon as it has the answer, before this thread runs again.
             with server.lock:
                 server.active -= 1
+        self.send_response(want if first else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, *args: object) -> None:
         pass

@@ -14,7 +14,7 @@ from pgmsg import migrations
 from tests.support.scratch import deployed_image, docker, scratch_postgres
 
 SCRATCH = "pgmsg-test-scratch-postgres"
-SCRATCH_PORT = 55433
+SCRATCH_PORT = 25433
 
 
 def schema_dump(container: str, port: int) -> str:

@@ -19,7 +19,7 @@ from pgmsg import Client
 from tests.support.scratch import migrated_scratch
 
 SCRATCH = "pgmsg-test-scratch-plans"
-SCRATCH_PORT = 55434
+SCRATCH_PORT = 25434
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,10 @@ def deployed_image(container: str) -> str:
 @contextmanager
 def scratch_postgres(image: str, name: str, port: int) -> Iterator[str]:
     """Run ``image`` as container ``name`` on 127.0.0.1:``port`` (host network, like the
-    deployment), yield a superuser dsn for its empty messaging database, remove it after."""
+    deployment), yield a superuser dsn for its empty messaging database, remove it after.
+
+    Take ``port`` below the kernel's ephemeral range (32768 and up): a port in it can be
+    the local end of any client connection at the moment PostgreSQL tries to listen on it."""
     subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
     with tempfile.NamedTemporaryFile("w", prefix="pgmsg-scratch-", delete=False) as secret:
         secret.write(PASSWORD)
@@ -46,8 +49,11 @@ def scratch_postgres(image: str, name: str, port: int) -> Iterator[str]:
                 break
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"scratch PostgreSQL {name} did not start:\n"
-                                         + docker("logs", name)) from None
+                    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+                    state = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", name],
+                                           capture_output=True, text=True)
+                    raise AssertionError(f"scratch PostgreSQL {name} did not start: {state.stdout.strip()}\n"
+                                         f"{logs.stdout}{logs.stderr}") from None
                 time.sleep(0.5)
         yield dsn
     finally:
