@@ -49,9 +49,9 @@ def scratch_postgres(image: str, name: str, port: int) -> Iterator[str]:
                 break
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
-                    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+                    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=False)
                     state = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", name],
-                                           capture_output=True, text=True)
+                                           capture_output=True, text=True, check=False)
                     raise AssertionError(f"scratch PostgreSQL {name} did not start: {state.stdout.strip()}\n"
                                          f"{logs.stdout}{logs.stderr}") from None
                 time.sleep(0.5)
