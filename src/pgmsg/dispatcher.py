@@ -6,8 +6,9 @@ to a second and one slow endpoint would hold up the job. The dispatcher wakes
 on NOTIFY pgmsg_http within milliseconds of the commit, pushes concurrently
 (on one asyncio event loop, see pgmsg.webhook_http), and caps the requests in
 flight per subscription, so a slow or dead endpoint occupies at most that many
-request slots while the others go on. Retries, backoff, dead letters and 410 handling are decided in SQL
-(pgmsg_record_http_attempt), the same rules for every dispatcher. Claims are
+request slots while the others go on. Retries, backoff, dead letters and 410
+handling are decided in SQL (pgmsg_record_http_attempt), the same rules for
+every dispatcher. Claims are
 leases: a dispatcher that dies mid-request loses nothing, its deliveries are
 claimable again when the lease lapses.
 
@@ -121,7 +122,6 @@ class Dispatcher:
         self.resolve = resolve
         # Every request runs on one event loop, in a thread of its own; at most
         # ``workers`` at a time (the others wait for a slot, claimed).
-        self.workers = workers
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="pgmsg-push", daemon=True)
         self._loop_thread.start()
@@ -223,8 +223,10 @@ class Dispatcher:
             ).fetchall()
         # The outcome of a push must be recorded while the claim holds: a push
         # recorded after its lease lapsed could collide with another dispatcher's.
+        if not rows:
+            return 0
         record_until = time.monotonic() + self.lease_seconds * 0.8
-        allowlist = self.allowlist() if rows else None
+        allowlist = self.allowlist()
         for row in rows:
             with self._lock:
                 self._inflight[row["subscription_id"]] += 1
@@ -240,7 +242,7 @@ class Dispatcher:
         with self._lock:
             self._pushes.discard(pushing)
 
-    async def _push_and_record(self, row: dict[str, Any], record_until: float, allowlist: Allowlist | None) -> None:
+    async def _push_and_record(self, row: dict[str, Any], record_until: float, allowlist: Allowlist) -> None:
         finished = None
         subscription = row["subscription_id"]
         slots = self._slots.get(subscription)
@@ -367,14 +369,14 @@ class Dispatcher:
         allowlist = self.allowlist()
         return asyncio.run_coroutine_threadsafe(self._push(row, allowlist), self._loop).result()
 
-    async def _push(self, row: dict[str, Any], allowlist: Allowlist | None
+    async def _push(self, row: dict[str, Any], allowlist: Allowlist
                     ) -> tuple[int | None, str | None, float, float | None]:
         """POST one delivery; returns (status code, error, duration in ms, Retry-After seconds)."""
         started = time.monotonic()
         body = row["body"].encode()
         url = row["webhook_url"]
         try:
-            addresses = await self._checked_addresses(url, self.allowlist() if allowlist is None else allowlist)
+            addresses = await self._checked_addresses(url, allowlist)
         except (BlockedTarget, PgmsgError) as exc:
             return None, f"refused: {exc}", 0.0, None
         headers = signature_headers(row["signing_secrets"], row["webhook_id"], body)

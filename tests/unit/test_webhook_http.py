@@ -5,6 +5,7 @@ openssl for the test."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import subprocess
@@ -97,7 +98,6 @@ def post(server: Scripted, path: str = "/hook", timeout: float = 5.0, client: We
     url = f"http://127.0.0.1:{server.port}{path}"
     if client is None:
         return post_once(url, "127.0.0.1", headers or {"X-Test": "1"}, b'{"a":1}', timeout)
-    import asyncio
     return asyncio.run(client.post(url, "127.0.0.1", headers or {"X-Test": "1"}, b'{"a":1}', timeout))
 
 
@@ -115,7 +115,6 @@ def test_request_is_sent_whole_and_the_answer_read(serve: Callable[..., Scripted
 
 def test_connections_are_kept_alive_and_replaced_when_the_server_closed_them(
         serve: Callable[..., Scripted]) -> None:
-    import asyncio
 
     server = serve(lambda conn, req: ok())
     closing = serve(lambda conn, req: ok(extra="Connection: close\r\n"))
@@ -143,7 +142,6 @@ def test_connections_are_kept_alive_and_replaced_when_the_server_closed_them(
 
 
 def test_idle_connection_closed_by_the_server_is_not_reused(serve: Callable[..., Scripted]) -> None:
-    import asyncio
 
     def answer_then_hang_up_later(conn: socket.socket, req: bytes) -> bytes:
         threading.Timer(0.2, lambda: conn.shutdown(socket.SHUT_RDWR)).start()
@@ -183,7 +181,6 @@ def test_chunked_close_delimited_and_interim_answers(serve: Callable[..., Script
 
 
 def test_long_answers_are_cut_and_their_connection_not_reused(serve: Callable[..., Scripted]) -> None:
-    import asyncio
 
     big = b"x" * (MAX_KEPT_BODY * 3)
     server = serve(lambda conn, req: ok(big))
