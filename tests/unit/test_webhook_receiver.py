@@ -204,3 +204,110 @@ def test_many_connections_opened_at_once_are_all_accepted_first_time(receiver: W
     finally:
         for s in sockets:
             s.close()
+
+
+# -- the request head, parsed by the receiver itself (not the email package) ------
+
+def _raw(receiver: WebhookReceiver, data: bytes, answers: int = 1) -> tuple[list[tuple[int, dict[str, str], bytes]], bool]:
+    """Send raw bytes on one connection; return the parsed answers and whether the server closed it."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as s:
+        s.sendall(data)
+        buffered, parsed, closed = b"", [], False
+        while len(parsed) < answers:
+            while b"\r\n\r\n" not in buffered:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return parsed, True
+                buffered += chunk
+            head, _, buffered = buffered.partition(b"\r\n\r\n")
+            status_line, *lines = head.decode("latin-1").split("\r\n")
+            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+            length = int(headers["content-length"])
+            while len(buffered) < length:
+                chunk = s.recv(65536)
+                assert chunk, "connection closed mid-answer"
+                buffered += chunk
+            parsed.append((int(status_line.split()[1]), headers, buffered[:length]))
+            buffered = buffered[length:]
+        s.settimeout(0.5)
+        try:
+            closed = s.recv(1) == b""
+        except TimeoutError:
+            closed = False
+    return parsed, closed
+
+
+def _post_bytes(body: bytes, headers: dict[str, str], version: str = "HTTP/1.1") -> bytes:
+    lines = [f"POST /webhook {version}", "Host: 127.0.0.1", f"content-length: {len(body)}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def test_kept_alive_connection_carries_pipelined_webhooks(
+    receiver: WebhookReceiver, events: list[tuple[str, dict]]
+) -> None:
+    """Two webhooks written back to back on one connection (lower-case header names) are
+    both verified and answered in order, and the connection stays open."""
+    body = json.dumps(EVENT).encode()
+    data = b"".join(_post_bytes(body, {k.lower(): v for k, v in _signed([NEW], f"msg_pipe_{i}", body).items()})
+                    for i in range(2))
+    answers, closed = _raw(receiver, data, answers=2)
+    assert [(status, json.loads(payload)) for status, _, payload in answers] == [(200, {"ok": True})] * 2
+    assert answers[0][1]["content-type"] == "application/json" and "date" in answers[0][1]
+    assert "connection" not in answers[0][1] and not closed
+    assert [wid for wid, _ in events] == ["msg_pipe_0", "msg_pipe_1"]
+
+
+def test_http_1_0_request_is_answered_and_closed(receiver: WebhookReceiver) -> None:
+    body = json.dumps(EVENT).encode()
+    answers, closed = _raw(receiver, _post_bytes(body, _signed([NEW], "msg_10", body), "HTTP/1.0"))
+    assert answers[0][0] == 200 and answers[0][1]["connection"] == "close" and closed
+
+
+def test_connection_close_is_honoured(receiver: WebhookReceiver) -> None:
+    body = json.dumps(EVENT).encode()
+    answers, closed = _raw(receiver, _post_bytes(body, {**_signed([NEW], "msg_cl", body), "Connection": "close"}))
+    assert answers[0][0] == 200 and answers[0][1]["connection"] == "close" and closed
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"POST /webhook\r\n\r\n", 400),                                     # no version
+    (b"POST /webhook HTTP/2.0\r\ncontent-length: 0\r\n\r\n", 505),
+    (b"POST /webhook XTTP/1.1\r\ncontent-length: 0\r\n\r\n", 400),
+    (b"POST /webhook HTTP/1.1\r\nwebhook-id: a\r\n  folded\r\n\r\n", 400),
+    (b"POST /webhook HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"POST /webhook HTTP/1.1\r\ncontent-length : 2\r\n\r\n{}", 400),
+    (b"POST /webhook HTTP/1.1\r\ncontent-length: 2\r\nContent-Length: 30\r\n\r\n{}", 400),
+    (b"POST /webhook HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 501),
+    (b"POST /webhook HTTP/1.1\r\ncontent-length: +2\r\n\r\n{}", 400),
+    (b"POST /webhook HTTP/1.1\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+    (b"POST /webhook HTTP/1.1\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    (b"PUT /webhook HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 501),
+])
+def test_malformed_request_heads_are_refused_and_closed(receiver: WebhookReceiver, head: bytes,
+                                                        status: int) -> None:
+    """Each gets its own error status and a closed connection; nothing reaches the handler,
+    and the receiver goes on serving."""
+    answers, closed = _raw(receiver, head)
+    assert answers and answers[0][0] == status, answers
+    assert closed
+    assert receiver.accepted == []
+    body = json.dumps(EVENT).encode()
+    assert _send(receiver.url, body, _signed([NEW], "msg_after", body)) == (200, {"ok": True})
+
+
+def test_client_leaving_mid_body_is_not_handled(receiver: WebhookReceiver) -> None:
+    """A connection closed before its Content-Length was read is dropped, not verified."""
+    import socket
+
+    body = json.dumps(EVENT).encode()
+    data = _post_bytes(body, _signed([NEW], "msg_cut", body))
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as s:
+        s.sendall(data[:-5])
+    body2 = json.dumps(EVENT).encode()
+    assert _send(receiver.url, body2, _signed([NEW], "msg_whole", body2)) == (200, {"ok": True})
+    assert [a["webhook_id"] for a in receiver.accepted] == ["msg_whole"]
+    # A truncated body is not even checked (it would fail as a bad signature).
+    assert receiver.rejected == []
