@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import sys
 import threading
 import time
@@ -143,7 +142,11 @@ def parse_payload(text: str) -> Any:
 
 
 #: 19 digits in a row: maybe an integer beyond 64 bits, which orjson would turn into a float.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+#: Found by mapping every digit to "0" and everything else to a space, then looking for
+#: the run: about a quarter of what the regex [0-9]{19} took, which cost more than
+#: orjson's decoding of a typical payload (bench "3. Consume").
+_DIGIT_RUN = b"0" * 19
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 
 
 def decode_json(data: bytes | str) -> Any:
@@ -157,7 +160,7 @@ def decode_json(data: bytes | str) -> Any:
     beyond a double.
     """
     raw = data.encode() if isinstance(data, str) else data
-    if _LONG_DIGITS.search(raw) is None:
+    if _DIGIT_RUN not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -465,8 +468,14 @@ class Client:
         ids = list(delivery_ids)
         if not ids:
             return 0
+        for i in ids:
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise InvalidInput(f"delivery ids are integers, not {shown(i)}: pass Delivery.id values")
+        # As one array literal: psycopg's list dumper spends about 4 us of Python
+        # per element, more than the ack's share of the server's work.
+        literal = "{" + ",".join(map(str, map(int, ids))) + "}"
         with translated("acknowledging deliveries"), self._connection() as conn:
-            row = conn.execute("SELECT pgmsg_ack(%s) AS n", (ids,)).fetchone()
+            row = conn.execute("SELECT pgmsg_ack(%s::bigint[]) AS n", (literal,)).fetchone()
         assert row is not None
         return int(row["n"])
 

@@ -245,3 +245,19 @@ def test_claim_arguments_are_checked(client: Client) -> None:
         client.claim("anyone", 1, lease_seconds=0)
     with pytest.raises(NotFound, match="is not claimed"):
         client.nack(-1)
+
+
+@pytest.mark.parametrize("bad", [1.5, True, "7", None])
+def test_ack_refuses_ids_that_are_not_integers_and_acks_nothing(
+    client: Client, db: psycopg.Connection[Any], run_id: str, bad: object
+) -> None:
+    """A float must not be rounded to some other delivery's id; the good ids of the call stay claimed."""
+    consumer = run_id + "-acker"
+    client.subscribe(consumer, "async", message_type=run_id + ".*")
+    client.publish_many([(run_id + ".job", {"n": i}, "default") for i in range(2)])
+    claimed = client.claim(consumer, 2)
+    with pytest.raises(InvalidInput, match=f"delivery ids are integers, not {bad!r}"):
+        client.ack([claimed[0].id, bad])  # type: ignore[list-item]
+    assert statuses(db, consumer) == Counter({"processing": 2})
+    assert client.ack(d.id for d in claimed) == 2
+    assert statuses(db, consumer) == Counter({"delivered": 2})

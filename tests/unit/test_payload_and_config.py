@@ -40,7 +40,9 @@ def test_without_pgmsg_dsn_libpq_variables_apply_and_database_defaults_to_messag
 
 @pytest.mark.parametrize("text", ['{"a": [1, 2.5, "ü€", null, true]}', '12345678901234567890123', '-9223372036854775809',
                                   '18446744073709551616', '{"id": "1234567890123456789012"}',
-                                  '1e400', '[1e-400]', '"text"'])
+                                  '1e400', '[1e-400]', '"text"', '[123456789012345678, -123456789012345678]',
+                                  '{"a": "x", "n": 99999999999999999999}', '[0.5,1234567890123456789012345678901]',
+                                  '{"ids": [9223372036854775807, -9223372036854775808, 18446744073709551615]}'])
 def test_database_json_decodes_as_the_standard_library_does(text: str) -> None:
     """orjson makes floats of integers beyond 64 bits and refuses numbers beyond a double."""
     for data in (text, text.encode()):
