@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import signal
+import ssl
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -53,6 +55,8 @@ class WebhookReceiver:
         *,
         tolerance_seconds: int = signing.DEFAULT_TOLERANCE_SECONDS,
         on_event: Callable[[str, dict], None] | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         if isinstance(secrets, str):
             raise InvalidInput("webhook secrets must be a list of secrets, not a single string")
@@ -64,6 +68,7 @@ class WebhookReceiver:
             raise InvalidInput("at least one webhook secret is needed")
         self.host = host
         self.port = port
+        self.tls = _tls_context(tls_cert, tls_key)
         self.tolerance_seconds = tolerance_seconds
         self.on_event = on_event
         self.accepted: list[dict[str, Any]] = []
@@ -77,7 +82,7 @@ class WebhookReceiver:
     @property
     def url(self) -> str:
         """Where to POST webhooks (the bound port once started)."""
-        return f"http://{self.host}:{self.port}/webhook"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/webhook"
 
     def start(self) -> WebhookReceiver:
         """Bind and serve in a daemon thread."""
@@ -85,6 +90,11 @@ class WebhookReceiver:
             return self
         self._server = _Server((self.host, self.port), _Handler)
         self._server.receiver = self
+        if self.tls is not None:
+            # The handshake is left to each connection's thread (_Handler.setup), so a
+            # client that stalls in it holds up only its own connection.
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True,
+                                                       do_handshake_on_connect=False)
         self.port = self._server.server_address[1]
         # A short poll interval keeps stop() prompt; the default waits up to half a second.
         self._thread = threading.Thread(
@@ -184,6 +194,12 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     receiver: WebhookReceiver
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed TLS handshake or a reset connection is the client's problem: one log
+        # line, not socketserver's traceback on stderr.
+        exc = sys.exc_info()[1]
+        _log(logging.WARNING, "connection failed", client=client_address[0], error=str(exc)[:200])
+
 
 class _Headers(dict):
     """Request headers as sent (first of each name), read case-insensitively with get()."""
@@ -225,6 +241,11 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     # A client that stops sending must not hold a thread forever.
     timeout = 10
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # under the timeout set by super().setup()
 
     def parse_request(self) -> bool:
         """Read the request line and headers; False (answered) when they are malformed.
@@ -351,6 +372,21 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
+def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """A server context for the certificate chain and key (PEM files), or None for plain HTTP."""
+    if not cert and not key:
+        return None
+    if not cert:
+        raise InvalidInput("a TLS key was given without its certificate: give both, or neither")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(f"cannot load the TLS certificate {cert!r}"
+                           + (f" and key {key!r}" if key else "") + f": {exc}") from exc
+    return context
+
+
 def _log(level: int, msg: str, **fields: Any) -> None:
     logger.log(level, msg, extra={"fields": fields})
 
@@ -367,13 +403,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--tolerance", type=int, default=signing.DEFAULT_TOLERANCE_SECONDS)
+    parser.add_argument("--tls-cert", help="serve https with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM), unless it is in --tls-cert")
     args = parser.parse_args(argv)
     configure_logging()
     # Secrets are read from the environment because command lines are visible to every user.
     secrets = os.environ.get(SECRETS_VARIABLE, "").split()
     if not secrets:
         parser.error(f"set {SECRETS_VARIABLE} to one or more space-separated webhook secrets")
-    receiver = WebhookReceiver(secrets, args.host, args.port, tolerance_seconds=args.tolerance)
+    try:
+        receiver = WebhookReceiver(secrets, args.host, args.port, tolerance_seconds=args.tolerance,
+                                   tls_cert=args.tls_cert, tls_key=args.tls_key)
+    except InvalidInput as exc:
+        parser.error(str(exc))
     stopping = threading.Event()
     # Service managers stop processes with SIGTERM; treat it like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

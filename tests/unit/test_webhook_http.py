@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pgmsg.webhook_http import MAX_KEPT_BODY, NoAnswer, WebhookClient, post_once
+from tests.support.tls import make_certificates
 
 Handler = Callable[[socket.socket, bytes], bytes | None]   # (connection, request) -> answer, None: hang up
 
@@ -232,20 +232,7 @@ def test_header_injection_and_bad_paths_are_refused_before_connecting(serve: Cal
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A CA, and a certificate it signed for "localhost" (and, apart, one for another name)."""
-    d = tmp_path_factory.mktemp("tls")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=pgmsg test CA")
-    for name in ("localhost", "elsewhere.example"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={name}")
-        (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{name}\n")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
-    return {"ca": d / "ca.pem", **{name: d / name for name in ("localhost", "elsewhere.example")}}
+    return make_certificates(tmp_path_factory.mktemp("tls"), ("localhost", "elsewhere.example"))
 
 
 def tls_server(serve: Callable[..., Scripted], certs: dict[str, Path], name: str) -> Scripted:

@@ -311,3 +311,39 @@ def test_client_leaving_mid_body_is_not_handled(receiver: WebhookReceiver) -> No
     assert [a["webhook_id"] for a in receiver.accepted] == ["msg_whole"]
     # A truncated body is not even checked (it would fail as a bad signature).
     assert receiver.rejected == []
+
+
+# -- https ------------------------------------------------------------------------------
+
+def test_receiver_serves_https_with_the_given_certificate(tmp_path: Any) -> None:
+    """Verified webhooks over TLS; a client that does not trust the CA is refused in the
+    handshake and the receiver goes on serving."""
+    import socket
+    import ssl
+
+    from pgmsg.webhook_http import NoAnswer, post_once
+    from tests.support.tls import make_certificates
+
+    certs = make_certificates(tmp_path)
+    with WebhookReceiver([NEW], tls_cert=f"{certs['localhost']}.pem", tls_key=f"{certs['localhost']}.key") as r:
+        assert r.url.startswith("https://127.0.0.1:")
+        url = r.url.replace("127.0.0.1", "localhost")
+        body = json.dumps(EVENT).encode()
+        with pytest.raises(NoAnswer, match="CERTIFICATE_VERIFY_FAILED"):
+            post_once(url, "127.0.0.1", _signed([NEW], "msg_untrusted", body), body, 5)
+        answer = post_once(url, "127.0.0.1", _signed([NEW], "msg_tls", body), body, 5, ca_file=str(certs["ca"]))
+        assert (answer.status, json.loads(answer.body)) == (200, {"ok": True})
+        assert [a["webhook_id"] for a in r.accepted] == ["msg_tls"]
+        # A name the certificate is not for is refused in the handshake.
+        with socket.create_connection(("127.0.0.1", r.port), timeout=5) as raw, pytest.raises(ssl.SSLError):
+            ssl.create_default_context(cafile=str(certs["ca"])).wrap_socket(raw, server_hostname="elsewhere.example")
+        assert r.counters["accepted"] == 1 and r.rejected == []
+
+
+@pytest.mark.parametrize(("cert", "key", "message"), [
+    (None, "x.key", "a TLS key was given without its certificate"),
+    ("/nonexistent.pem", None, "cannot load the TLS certificate '/nonexistent.pem'"),
+])
+def test_bad_tls_settings_fail_at_construction(cert: str | None, key: str | None, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        WebhookReceiver([NEW], tls_cert=cert, tls_key=key)
