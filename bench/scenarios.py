@@ -189,18 +189,23 @@ def _w_notify_listener(dsn: str, channel: str, expected: int, ready: Any, done: 
     out.put(seen)
 
 
-def _w_paced_publisher(dsn: str, per_second: float, stop: Any, out: Any) -> None:
-    """Publish one message per transaction at a steady pace until stopped; put the count sent."""
+def _w_paced_publisher(dsn: str, per_second: float, batch: int, stop: Any, out: Any) -> None:
+    """Publish ``batch`` messages per transaction at a steady ``per_second`` messages until
+    stopped; put the count sent and the seconds it took."""
     sent = 0
+    rows = [("bench.load", PAYLOAD, "default")] * batch
     with Client(dsn, max_size=1) as c:
         start = time.monotonic()
         while not stop.is_set():
-            c.publish("bench.load", PAYLOAD)
-            sent += 1
+            if batch == 1:
+                c.publish("bench.load", PAYLOAD)
+            else:
+                c.publish_many(rows)
+            sent += batch
             ahead = start + sent / per_second - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-    out.put(sent)
+        out.put((sent, time.monotonic() - start))
 
 
 @dataclass
@@ -264,6 +269,10 @@ def _latency_figures(key: str, group: str, title: str, rounds: list[LatencyRun])
     return figures
 
 
+#: The publish load of the loaded NOTIFY run: messages per second, messages per transaction.
+LOAD_PER_SECOND, LOAD_BATCH = 1000, 10
+
+
 def latency(dsn: str, cfg: Config) -> list[Figure]:
     import multiprocessing
 
@@ -282,25 +291,28 @@ def latency(dsn: str, cfg: Config) -> list[Figure]:
         [_latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
          for _ in range(cfg.repeat)])
 
+    # The load is 1,000 messages/s in transactions of 10: one message per transaction
+    # tops out below 1,000/s on a small machine (see 1. Publish), and the load must be
+    # the rate the issue names, or the figure would say less than its title.
     loaded: list[LatencyRun] = []
     achieved = Figure("latency.notify_load.rate", "5. NOTIFY latency",
                       "Background publish rate during the loaded NOTIFY run", "msg/s", "rate",
-                      note="target load 1,000 msg/s, one message per transaction, one client")
+                      note=f"target load {LOAD_PER_SECOND:,} msg/s in transactions of {LOAD_BATCH} "
+                           f"({LOAD_PER_SECOND // LOAD_BATCH} commits/s), one client, to an async subscriber")
     ctx = multiprocessing.get_context("spawn")
     for _ in range(cfg.repeat):
         stop, sent = ctx.Event(), ctx.Queue()
-        load = ctx.Process(target=_w_paced_publisher, args=(dsn, 1000.0, stop, sent), daemon=True)
+        load = ctx.Process(target=_w_paced_publisher, args=(dsn, float(LOAD_PER_SECOND), LOAD_BATCH, stop, sent),
+                           daemon=True)
         load.start()
         time.sleep(1.0)
-        started = time.monotonic()
         try:
             loaded.append(_latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01))
         finally:
             stop.set()
-            total = sent.get(timeout=60)
+            total, seconds = sent.get(timeout=60)
             load.join(timeout=10)
-        # The pace holds from the start, so the count over the whole life approximates the rate.
-        achieved.rounds.append(total / (time.monotonic() - started + 1.0))
+        achieved.rounds.append(total / seconds)
     figures += _latency_figures("latency.notify_load", "5. NOTIFY latency",
                                 "NOTIFY subscription, under a 1,000 msg/s publish load", loaded)
     figures.append(achieved)
