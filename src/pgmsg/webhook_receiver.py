@@ -14,6 +14,7 @@ import email.utils
 import json
 import logging
 import os
+import re
 import signal
 import ssl
 import sys
@@ -196,9 +197,12 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A failed TLS handshake or a reset connection is the client's problem: one log
-        # line, not socketserver's traceback on stderr.
+        # line, not socketserver's traceback on stderr. Anything else is ours: logged whole.
         exc = sys.exc_info()[1]
-        _log(logging.WARNING, "connection failed", client=client_address[0], error=str(exc)[:200])
+        if isinstance(exc, OSError):  # ssl.SSLError and TimeoutError included
+            _log(logging.WARNING, "connection failed", client=client_address[0], error=str(exc)[:200])
+        else:
+            logger.exception("request failed", extra={"fields": {"client": client_address[0]}})
 
 
 class _Headers(dict):
@@ -224,6 +228,9 @@ class _Headers(dict):
 #: Limits on a request's head, as http.server's (lines of 64 KiB, 100 headers).
 MAX_HEADER_LINE = 65536
 MAX_HEADERS = 100
+#: A header name (RFC 9110 token), and what may not appear in a request line or header value.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -242,6 +249,13 @@ class _Handler(BaseHTTPRequestHandler):
     # A client that stops sending must not hold a thread forever.
     timeout = 10
 
+    def handle_expect_100(self) -> bool:
+        # The answer buffer (wbufsize) would hold the 100 back until the final answer,
+        # and the client waits for it before sending the body.
+        answered = super().handle_expect_100()
+        self.wfile.flush()
+        return answered
+
     def setup(self) -> None:
         super().setup()
         if isinstance(self.connection, ssl.SSLSocket):
@@ -259,10 +273,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.command = None  # type: ignore[assignment]
         self.request_version = "HTTP/1.0"  # for error answers sent before the version is known
         self.close_connection = True
+        if self.raw_requestline in (b"\r\n", b"\n"):  # RFC 9112 2.2: an empty line before it is ignored
+            self.raw_requestline = self.rfile.readline(MAX_HEADER_LINE + 1)
         requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
         self.requestline = requestline
-        words = requestline.split()
-        if len(words) != 3:
+        # Split on spaces only, and no control characters anywhere in the head: str.split()
+        # and strip() also take \x0b, \x0c, \x1c-\x1f, \x85 and \xa0 for blanks, which a
+        # proxy in front would read differently.
+        words = requestline.split(" ")
+        if len(words) != 3 or _CONTROL.search(requestline):
             self.send_error(400, f"Bad request line {requestline[:100]!r}")
             return False
         command, path, version = words
@@ -287,11 +306,11 @@ class _Handler(BaseHTTPRequestHandler):
             if line[:1] in (b" ", b"\t"):
                 self.send_error(400, "Folded header lines are not accepted")
                 return False
-            name, colon, value = str(line, "iso-8859-1").partition(":")
-            if not colon or not name or name != name.strip():
+            name, colon, value = str(line, "iso-8859-1").rstrip("\r\n").partition(":")
+            if not colon or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
                 self.send_error(400, f"Malformed header line {line[:100]!r}")
                 return False
-            if not headers.add(name, value.strip()) and name.lower() == "content-length":
+            if not headers.add(name, value.strip(" \t")) and name.lower() == "content-length":
                 self.send_error(400, "More than one Content-Length header")
                 return False
         else:
@@ -307,6 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = "close" in connection
         else:
             self.close_connection = "keep-alive" not in connection
+        if command != "POST" and headers.get("Content-Length", "0") != "0":
+            # Only a POST's body is read: any other body would be taken for the next request.
+            self.close_connection = True
         if version == "HTTP/1.1" and headers.get("Expect", "").lower() == "100-continue":
             return self.handle_expect_100()
         return True
@@ -318,7 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
         if raw_length is None:
             self._refuse_unread(*receiver._reject(411, "Content-Length header is required", headers))
             return
-        length = int(raw_length) if raw_length.isdigit() and raw_length.isascii() else -1
+        # At most 18 digits: int() refuses over 4,300, and nothing near that is a size.
+        length = int(raw_length) if raw_length.isdigit() and raw_length.isascii() and len(raw_length) <= 18 else -1
         if length < 0:
             self._refuse_unread(*receiver._reject(400, "invalid Content-Length header", headers))
             return

@@ -47,6 +47,7 @@ def test_dispatcher_pushes_to_an_endpoint_of_the_inventory_ca(
     secret = signing.generate_secret()
     receiver = WebhookReceiver([secret], "127.0.0.1", 0,
                                tls_cert=f"{certs['localhost']}.pem", tls_key=f"{certs['localhost']}.key")
+    ca_on_host = inventory_vars.get("pgmsg_services_webhook_ca_host_path", "/etc/pgmsg/services/webhook-ca.pem")
     with receiver:
         client.subscribe(run_id + "-tls", "http", message_type=run_id + ".*", signing_secret=secret,
                          webhook_url=f"https://localhost:{receiver.port}/webhook", max_attempts=1)
@@ -61,8 +62,8 @@ def test_dispatcher_pushes_to_an_endpoint_of_the_inventory_ca(
             env, mounts = _dispatcher(host)
             target = env["PGMSG_WEBHOOK_CA_FILE"]
             (mount,) = [m for m in mounts if m["Destination"] == target]
-            assert mount["RW"] is False
-            assert host.file(mount["Source"]).content_string == certs["ca"].read_text()
+            assert mount["RW"] is False and mount["Source"] == ca_on_host
+            assert host.file(ca_on_host).content_string == certs["ca"].read_text()
             assert client.redrive(run_id + "-tls") == 1
             wait_until(lambda: receiver.accepted, timeout=90, message="the webhook delivered through the CA")
             (delivery,) = client.deliveries(message_id)
@@ -72,5 +73,5 @@ def test_dispatcher_pushes_to_an_endpoint_of_the_inventory_ca(
             _deploy_services({})
     env, mounts = _dispatcher(host)
     assert "PGMSG_WEBHOOK_CA_FILE" not in env
-    assert not [m for m in mounts if m["Source"] == mount["Source"]]
-    assert not host.file(mount["Source"]).exists
+    assert not [m for m in mounts if m["Source"] == ca_on_host]
+    assert not host.file(ca_on_host).exists

@@ -174,6 +174,10 @@ def test_ack_and_nack_read_the_primary_key_whatever_the_lease_index_holds(scratc
     a bitmap scan: every version a claim ever made there until vacuum, which is never killed
     by a bitmap scan (bench "7. Growth": an ack of 100 read 2,600 buffers after 30,000
     claims, and each round took longer). 014: ack and nack find their deliveries by id."""
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        # This test's statistics alone: earlier tests' deliveries gone, no autoanalyze midway.
+        conn.execute("TRUNCATE delivery_attempts, message_delivery, messages, subscriptions CASCADE")
+        conn.execute("ALTER TABLE message_delivery SET (autovacuum_enabled = false)")
     with Client(scratch, max_size=1) as client:
         client.subscribe("ack-plan", "async", message_type="ackplan.work")
         client.publish_many([("ackplan.work", {"n": i}, "default") for i in range(2000)])
@@ -187,11 +191,23 @@ def test_ack_and_nack_read_the_primary_key_whatever_the_lease_index_holds(scratc
         claimed = client.claim("ack-plan", 100)
     ids = "{" + ",".join(str(d.id) for d in claimed) + "}"
     with psycopg.connect(scratch, autocommit=True) as conn:
+        # The trap is set: the conditions as 013 wrote them, planned generically, read the lease index.
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE old_ack(bigint[]) AS UPDATE message_delivery SET status = 'delivered' "
+                     "WHERE id = ANY ($1) AND (status = 'processing' OR status = 'pending' AND delivery_mode = 'notify')")
+        conn.execute("PREPARE old_nack(bigint) AS UPDATE message_delivery SET status = 'pending' "
+                     "WHERE id = $1 AND status = 'processing'")
+        for old in (f"old_ack('{ids}')", f"old_nack({claimed[0].id})"):
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {old}").fetchall())
+            assert "message_delivery_lease_idx" in plan, plan
+        conn.execute("RESET plan_cache_mode")
         nacked = nested_plans(conn, f"SELECT pgmsg_nack({claimed[0].id}, 0, 'try again')")
         acked = nested_plans(conn, f"SELECT pgmsg_ack('{ids}'::bigint[])")
         statuses = dict(conn.execute("SELECT status, count(*) FROM message_delivery "
                                      "WHERE client_id = 'ack-plan' GROUP BY status").fetchall())
     assert statuses == {"delivered": 3599, "pending": 401}
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        conn.execute("ALTER TABLE message_delivery RESET (autovacuum_enabled)")
     for plans in (acked, nacked):
         assert "message_delivery_pkey" in plans, plans
         assert "message_delivery_lease_idx" not in plans and "Seq Scan on message_delivery" not in plans, plans

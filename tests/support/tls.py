@@ -7,8 +7,8 @@ from pathlib import Path
 
 
 def make_certificates(directory: Path, names: tuple[str, ...] = ("localhost",)) -> dict[str, Path]:
-    """A CA (``ca`` -> ca.pem) and, per name, a certificate it signed for that DNS name and
-    127.0.0.1 (``name`` -> the path without suffix: add ``.pem`` or ``.key``)."""
+    """A CA (``ca`` -> ca.pem) and, per name, a certificate it signed for that DNS name (and
+    127.0.0.1 for "localhost"): ``name`` -> the path without suffix, add ``.pem`` or ``.key``."""
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
 
@@ -22,7 +22,7 @@ def make_certificates(directory: Path, names: tuple[str, ...] = ("localhost",)) 
         run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
             "-subj", f"/CN={name}")
         (directory / f"{name}.ext").write_text(
-            f"subjectAltName=DNS:{name},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+            f"subjectAltName=DNS:{name}{',IP:127.0.0.1' if name == 'localhost' else ''}\nbasicConstraints=CA:FALSE\n"
             "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
             "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",

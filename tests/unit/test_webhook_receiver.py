@@ -285,6 +285,11 @@ def test_connection_close_is_honoured(receiver: WebhookReceiver) -> None:
     (b"POST /webhook HTTP/1.1\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
     (b"POST /webhook HTTP/1.1\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
     (b"PUT /webhook HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 501),
+    (b"POST /webhook HTTP/1.1\r\ncontent-length: " + b"9" * 5000 + b"\r\n\r\n", 400),  # beyond int()'s digits
+    (b"POST /webhook HTTP/1.1\r\ncontent-length: \x0c2\r\n\r\n{}", 400),     # not a blank to HTTP
+    (b"POST /webhook HTTP/1.1\r\nx-a: 1\rx-b: 2\r\n\r\n", 400),             # a bare CR inside a line
+    (b"POST /webhook HTTP/1.1\r\nx(a): 1\r\n\r\n", 400),                      # not a token
+    (b"POST  /webhook HTTP/1.1\r\n\r\n", 400),                                 # two spaces
 ])
 def test_malformed_request_heads_are_refused_and_closed(receiver: WebhookReceiver, head: bytes,
                                                         status: int) -> None:
@@ -306,6 +311,8 @@ def test_client_leaving_mid_body_is_not_handled(receiver: WebhookReceiver) -> No
     data = _post_bytes(body, _signed([NEW], "msg_cut", body))
     with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as s:
         s.sendall(data[:-5])
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(1024) == b""  # the receiver is done with it: closed, nothing answered
     body2 = json.dumps(EVENT).encode()
     assert _send(receiver.url, body2, _signed([NEW], "msg_whole", body2)) == (200, {"ok": True})
     assert [a["webhook_id"] for a in receiver.accepted] == ["msg_whole"]
@@ -347,3 +354,32 @@ def test_receiver_serves_https_with_the_given_certificate(tmp_path: Any) -> None
 def test_bad_tls_settings_fail_at_construction(cert: str | None, key: str | None, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         WebhookReceiver([NEW], tls_cert=cert, tls_key=key)
+
+
+def test_get_with_a_body_is_answered_then_closed(receiver: WebhookReceiver) -> None:
+    """A GET's body is not read, so it must not be taken for a second request on the connection."""
+    body = json.dumps(EVENT).encode()
+    inner = _post_bytes(body, _signed([NEW], "msg_smuggled", body))
+    head = f"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: {len(inner)}\r\n\r\n".encode()
+    answers, closed = _raw(receiver, head + inner, answers=2)
+    assert [status for status, _, _ in answers] == [200] and closed
+    assert receiver.accepted == []
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(receiver: WebhookReceiver) -> None:
+    import socket
+
+    body = json.dumps(EVENT).encode()
+    head, _, _ = _post_bytes(body, {**_signed([NEW], "msg_100", body), "Expect": "100-continue"}).partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as s:
+        s.sendall(head + b"\r\n\r\n")
+        assert s.recv(1024).startswith(b"HTTP/1.1 100 ")  # within the timeout, before any body
+        s.sendall(body)
+        assert b" 200 " in s.recv(4096).split(b"\r\n", 1)[0]
+    assert [a["webhook_id"] for a in receiver.accepted] == ["msg_100"]
+
+
+def test_empty_line_before_the_request_is_ignored(receiver: WebhookReceiver) -> None:
+    body = json.dumps(EVENT).encode()
+    answers, _ = _raw(receiver, b"\r\n" + _post_bytes(body, _signed([NEW], "msg_blank", body)))
+    assert answers[0][0] == 200
