@@ -97,8 +97,14 @@ def _relative(numerator: str, denominator: str, check: Callable[[float], bool]) 
 
 
 TARGETS = [
-    Target("publish >= 0.80 x reference", _at_least("publish.1_client", 0.80)),
-    Target("batch publish >= 15 x reference", _at_least("publish.batch_1000", 15)),
+    # Deferred fan-out (message_inbox) is the publish mode made for these two; the fan-out in
+    # the publishing transaction, the default, is measured against the same lines.
+    Target("publish >= 0.80 x reference (deferred fan-out)", _at_least("publish.deferred.1_client", 0.80)),
+    Target("batch publish >= 15 x reference (deferred fan-out)", _at_least("publish.deferred.batch_1000", 15)),
+    Target("publish >= 0.80 x reference (fan-out in the publishing transaction)",
+           _at_least("publish.1_client", 0.80)),
+    Target("batch publish >= 15 x reference (fan-out in the publishing transaction)",
+           _at_least("publish.batch_1000", 15)),
     Target("consume, batch 100, full semantics >= 8 x reference", _consume_ratio),
     Target("consume, batch 100 >= 2 x PgQueuer's best configuration", _consume_vs_pgqueuer),
     # Latency targets are taken from the commit (the publish call's return) to the consumer:

@@ -72,21 +72,80 @@ def prefill(dsn: str, message_type: str, count: int, batch: int = 1000) -> None:
             c.publish_many([(message_type, PAYLOAD, "default")] * min(batch, count - start))
 
 
-def _w_publish(dsn: str, count: int, message_type: str) -> list[float]:
+def _w_publish(dsn: str, count: int, message_type: str, deferred: bool = False) -> list[float]:
     latencies = []
     with Client(dsn, max_size=1) as c:
         for _ in range(count):
             start = time.perf_counter()
-            c.publish(message_type, PAYLOAD)
+            c.publish(message_type, PAYLOAD, deferred=deferred)
             latencies.append(time.perf_counter() - start)
     return latencies
 
 
-def _w_publish_batches(dsn: str, batches: int, size: int) -> None:
+def _w_publish_batches(dsn: str, batches: int, size: int, deferred: bool = False) -> None:
     rows = [(PUBLISH_TYPE, PAYLOAD, "default")] * size
     with Client(dsn, max_size=1) as c:
         for _ in range(batches):
-            c.publish_many(rows)
+            c.publish_many(rows, deferred=deferred)
+
+
+def _halted_by(stop: Any) -> threading.Event:
+    """A thread event set once the multiprocessing event ``stop`` is (polled: see _w_idle_consumer)."""
+    halt = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            time.sleep(0.05)
+        halt.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return halt
+
+
+def _w_fan_out(dsn: str, ready: Any, stop: Any, out: Any) -> None:
+    """The deferred fan-out worker (pgmsg-fan-out's loop, its default batch and poll interval)."""
+    from pgmsg.fan_out import FanOutWorker
+
+    halt = _halted_by(stop)
+    worker = FanOutWorker(dsn)
+    ready.set()
+    worker.run(halt)
+    out.put(worker.moved)
+
+
+class FanOut:
+    """A deferred fan-out worker in its own process while the block runs, as deployed."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def __enter__(self) -> FanOut:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.stop, self.out, ready = ctx.Event(), ctx.Queue(), ctx.Event()
+        self.proc = ctx.Process(target=_w_fan_out, args=(self.dsn, ready, self.stop, self.out), daemon=True)
+        self.proc.start()
+        if not ready.wait(30):
+            raise RuntimeError("the fan-out worker did not start")
+        return self
+
+    def drained(self, timeout: float = 120) -> float:
+        """Seconds until no deferred message waits."""
+        start = time.monotonic()
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while conn.execute("SELECT EXISTS (SELECT 1 FROM message_inbox WHERE error IS NULL)").fetchone()[0]:
+                if time.monotonic() - start > timeout:
+                    raise RuntimeError("the fan-out worker did not drain message_inbox")
+                time.sleep(0.002)
+        return time.monotonic() - start
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self.moved = self.out.get(timeout=30)
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
 
 
 def _w_consume(dsn: str, client_id: str, batch: int) -> int:
@@ -124,6 +183,42 @@ def publish(dsn: str, cfg: Config) -> list[Figure]:
         elapsed, _ = parallel(_w_publish_batches, [(dsn, batches, 1000)])
         fig.rounds.append(rate(batches * 1000, elapsed))
     figures.append(fig)
+    return figures + _publish_deferred(dsn, cfg)
+
+
+def _publish_deferred(dsn: str, cfg: Config) -> list[Figure]:
+    """1. and 2. with deferred fan-out, the fan-out worker running beside the publishers.
+
+    Each rate has a companion: the same messages until the worker has fanned
+    all of them out (the last delivery row written), which is what the
+    publishers' rate costs the system as a whole."""
+    figures = []
+    with FanOut(dsn) as worker:
+        for clients in (1, 4, "batch"):
+            plural = "s" if clients == 4 else ""
+            if clients == "batch":
+                key, group, title = ("publish.deferred.batch_1000", "2. Batch publish",
+                                     "Batch publish, deferred fan-out, 1,000 messages per transaction, 1 client")
+                count = cfg.n(20, 2) * 1000
+                args = [(dsn, count // 1000, 1000, True)]
+                target: Callable[..., Any] = _w_publish_batches
+            else:
+                key, group, title = (f"publish.deferred.{clients}_client{plural}", "1. Publish",
+                                     f"Publish, deferred fan-out, 1 message per transaction, {clients} "
+                                     f"client{plural}")
+                count = cfg.n(3000, 200) // int(clients) * int(clients)
+                args = [(dsn, count // int(clients), PUBLISH_TYPE, True)] * int(clients)
+                target = _w_publish
+            fig = Figure(key, group, title + ", 3 async subscribers", "msg/s", "rate",
+                         note="the commit returns before the deliveries exist; the fan-out worker "
+                              "(pgmsg-fan-out, batches of 1,000, 10 ms poll) runs beside the publishers")
+            whole = Figure(key + ".fanned_out", group, title + ", until every delivery is written", "msg/s",
+                           "rate")
+            for _ in range(cfg.repeat):
+                elapsed, _ = parallel(target, args)
+                fig.rounds.append(rate(count, elapsed))
+                whole.rounds.append(rate(count, elapsed + worker.drained()))
+            figures += [fig, whole]
     return figures
 
 
@@ -218,7 +313,7 @@ class LatencyRun:
 
 
 def _latency_run(dsn: str, listener: Callable[..., None], listener_args: tuple[Any, ...],
-                 message_type: str, samples: int, gap: float) -> LatencyRun:
+                 message_type: str, samples: int, gap: float, deferred: bool = False) -> LatencyRun:
     """Publish ``samples`` messages ``gap`` seconds apart while a listener process records when
     each reaches it. The monotonic clock is system-wide on Linux, so the processes compare."""
     import multiprocessing
@@ -235,7 +330,7 @@ def _latency_run(dsn: str, listener: Callable[..., None], listener_args: tuple[A
         with Client(dsn, max_size=1) as c:
             for seq in range(samples):
                 called = time.monotonic_ns()
-                c.publish(message_type, {**PAYLOAD, "seq": seq})
+                c.publish(message_type, {**PAYLOAD, "seq": seq}, deferred=deferred)
                 sent[seq] = (called, time.monotonic_ns())
                 time.sleep(gap)
         # What has not arrived within ten seconds of the last publish counts as lost.
@@ -286,6 +381,12 @@ def latency(dsn: str, cfg: Config) -> list[Figure]:
         "latency.e2e", "4. End-to-end latency", "Publish to idle consumer woken by LISTEN (claim returned)",
         [_latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01)
          for _ in range(cfg.repeat)])
+    with FanOut(dsn):
+        figures += _latency_figures(
+            "latency.e2e_deferred", "4. End-to-end latency",
+            "Deferred publish to idle consumer woken by LISTEN (fan-out worker polling every 10 ms)",
+            [_latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01, deferred=True)
+             for _ in range(cfg.repeat)])
     figures += _latency_figures(
         "latency.notify_idle", "5. NOTIFY latency", "NOTIFY subscription, idle server",
         [_latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
@@ -353,13 +454,7 @@ def _w_receiver(port: int, secret: str, delay: float, ready: Any, stop: Any, out
 def _w_dispatcher(dsn: str, per_subscription: int, workers: int, ready: Any, stop: Any) -> None:
     from pgmsg.dispatcher import Dispatcher
 
-    halt = threading.Event()
-    def watch() -> None:  # polled: see _w_idle_consumer
-        while not stop.is_set():
-            time.sleep(0.05)
-        halt.set()
-
-    threading.Thread(target=watch, daemon=True).start()
+    halt = _halted_by(stop)
     dispatcher = Dispatcher(dsn, name="bench", workers=workers, per_subscription=per_subscription)
     ready_local = threading.Event()
     threading.Thread(target=lambda: (ready_local.wait(), ready.set()), daemon=True).start()

@@ -67,3 +67,4 @@ def run_id(dsn: str) -> Iterator[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM subscriptions WHERE client_id LIKE %s", (tag + "%",))
         conn.execute("DELETE FROM messages WHERE message_type LIKE %s", (tag + "%",))
+        conn.execute("DELETE FROM message_inbox WHERE message_type LIKE %s", (tag + "%",))

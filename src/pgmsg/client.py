@@ -114,6 +114,12 @@ MAX_KEY_LENGTH = 255
 #: a message can have (longer filters would also outgrow the subscriptions index).
 MAX_PATTERN_LENGTH = 255
 
+#: A publish writes the message to messages (fanned out in the same transaction) or,
+#: deferred, to message_inbox (fanned out by pgmsg_fan_out_deferred after the commit).
+_PUBLISH = ("INSERT INTO messages (message_type, namespace, payload, message_key) "
+            "VALUES (%s, %s, %s::jsonb, %s) RETURNING id")
+_PUBLISH_DEFERRED = _PUBLISH.replace("INTO messages ", "INTO message_inbox ", 1)
+
 
 def _not_json_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity)")
@@ -278,31 +284,34 @@ class Client:
     # -- publishing -----------------------------------------------------------
 
     def publish(self, message_type: str, payload: Any = None, namespace: str = "default",
-                *, key: str | None = None) -> int:
+                *, key: str | None = None, deferred: bool = False) -> int:
         """Insert one message (which fans it out) and return its id.
 
         ``key`` is the ordering key: ordered subscriptions get messages with the
-        same key one at a time, in publish order.
+        same key one at a time, in publish order. ``deferred`` writes it to
+        message_inbox instead: the commit no longer waits for the deliveries,
+        which the fan-out worker creates moments later (same id, same checks).
         """
         # Encoded once here (which also validates it), cast by the server.
         body = _json_text({} if payload is None else payload)
         if key is not None and not (isinstance(key, str) and 1 <= len(key) <= MAX_KEY_LENGTH):
             raise InvalidInput(f"invalid message key {shown(key)}: give 1-{MAX_KEY_LENGTH} characters, or no key")
         with translated(f"publishing a {shown(message_type)} message"), self._connection() as conn:
-            row = conn.execute(
-                "INSERT INTO messages (message_type, namespace, payload, message_key) "
-                "VALUES (%s, %s, %s::jsonb, %s) RETURNING id",
+            # A tuple row: the dict row's names are built for every statement.
+            row = conn.cursor(row_factory=tuple_row).execute(
+                _PUBLISH_DEFERRED if deferred else _PUBLISH,
                 (message_type, namespace, body, key),
             ).fetchone()
         assert row is not None
-        return int(row["id"])
+        return int(row[0])
 
-    def publish_many(self, messages: Iterable[tuple[str, Any, str]]) -> list[int]:
+    def publish_many(self, messages: Iterable[tuple[str, Any, str]], *, deferred: bool = False) -> list[int]:
         """Insert (message_type, payload, namespace) tuples in one transaction; all or none.
 
         The batch travels as one JSON array, [[type, payload, namespace], ...]:
         a text array of JSON documents would need every quote escaped, which
         cost more than the insert itself. Ids come back in the order given.
+        ``deferred`` as for publish.
         """
         rows = []
         for message in messages:
@@ -322,12 +331,51 @@ class Client:
         with translated(f"publishing {len(rows)} messages"), self._connection() as conn:
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(
-                    "INSERT INTO messages (message_type, namespace, payload) "
+                    f"INSERT INTO {'message_inbox' if deferred else 'messages'} (message_type, namespace, payload) "
                     "SELECT e->>0, e->>2, e->1 FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS b(e, n) "
                     "ORDER BY n RETURNING id",
                     (batch,),
                 )
                 return [int(r["id"]) for r in cur.fetchall()]
+
+    # -- deferred fan-out -------------------------------------------------------
+
+    def fan_out_deferred(self, limit: int = 1000) -> int:
+        """Move up to ``limit`` deferred messages into messages (fanning them out); how many moved.
+
+        0 when none waits, or when another worker is moving them at that moment.
+        """
+        _check_int("limit", limit)
+        with translated("fanning out deferred messages"), self._connection() as conn:
+            row = conn.execute("SELECT pgmsg_fan_out_deferred(%s) AS moved", (limit,)).fetchone()
+        assert row is not None
+        return int(row["moved"])
+
+    def deferred_status(self) -> dict[str, Any]:
+        """How many deferred messages wait, how many failed, and when the oldest waiting was published."""
+        with translated("reading the deferred messages"), self._connection() as conn:
+            row = conn.execute("SELECT * FROM pgmsg_deferred_status()").fetchone()
+        assert row is not None
+        return dict(row)
+
+    def deferred_failures(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Deferred messages the worker could not move, oldest first, with the error."""
+        _check_int("limit", limit)
+        with translated("listing failed deferred messages"), self._connection() as conn:
+            return conn.execute(
+                "SELECT id, message_type, namespace, created_at, failed_at, error FROM message_inbox "
+                "WHERE error IS NOT NULL ORDER BY id LIMIT %s", (limit,)).fetchall()
+
+    def retry_deferred(self, message_ids: Iterable[int] | None = None) -> int:
+        """Give failed deferred messages (all, or these ids) back to the worker; how many."""
+        ids = None if message_ids is None else list(message_ids)
+        for i in ids or ():
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise InvalidInput(f"message ids are integers, not {shown(i)}")
+        with translated("retrying failed deferred messages"), self._connection() as conn:
+            row = conn.execute("SELECT pgmsg_retry_deferred(%s::bigint[]) AS retried", (ids,)).fetchone()
+        assert row is not None
+        return int(row["retried"])
 
     # -- subscriptions --------------------------------------------------------
 

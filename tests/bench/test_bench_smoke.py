@@ -18,8 +18,10 @@ from tests.conftest import ROOT
 EXPECTED = {
     "reference.insert.start", "reference.insert.end",
     "publish.1_client", "publish.4_clients", "publish.batch_1000",
+    *(f"publish.deferred.{kind}{whole}" for kind in ("1_client", "4_clients", "batch_1000")
+      for whole in ("", ".fanned_out")),
     *(f"consume.batch{b}.{n}" for b in (1, 10, 100) for n in ("1_consumer", "4_consumers")),
-    *(f"latency.{kind}.{when}p{p}" for kind in ("e2e", "notify_idle", "notify_load")
+    *(f"latency.{kind}.{when}p{p}" for kind in ("e2e", "e2e_deferred", "notify_idle", "notify_load")
       for when in ("", "commit.") for p in (50, 99)),
     "http.webhooks", "http.publish_p99.none", "http.publish_p99.slow",
     "growth.publish.10k", "growth.publish.1m", "growth.claim.10k", "growth.claim.1m",

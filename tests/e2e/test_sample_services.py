@@ -38,13 +38,16 @@ def processed(service: str) -> float:
                   client_id=entry["client_id"], delivery_mode=mode[entry["command"][0]])
 
 
-def test_publisher_flow_reaches_every_sample_service(db: psycopg.Connection[Any]) -> None:
+@pytest.mark.parametrize("deferred", [False, True], ids=["in-transaction", "deferred"])
+def test_publisher_flow_reaches_every_sample_service(db: psycopg.Connection[Any], deferred: bool) -> None:
+    """Both publish modes; deferred messages reach the services through the deployed fan-out worker."""
     services = ["webhook-server", "analytics-service", "reporting-service", "dashboard-service", "admin-portal"]
     before = {s: processed(s) for s in services}
     dispatched = metric(CATALOG["http-dispatcher"]["metrics_port"], "pgmsg_webhooks_pushed_total", outcome="delivered")
+    fanned_out = metric(CATALOG["fan-out"]["metrics_port"], "pgmsg_deferred_fanned_out_total")
 
-    run = subprocess.run([PUBLISHER, "-f", "order_created.json", "-f", "user_registered.json"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run([PUBLISHER, "-f", "order_created.json", "-f", "user_registered.json"]
+                         + (["--deferred"] if deferred else []), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     ids = [int(i) for i in re.findall(r"published \S+ as message (\d+)", run.stdout)]
     assert len(ids) == 2
@@ -70,6 +73,9 @@ def test_publisher_flow_reaches_every_sample_service(db: psycopg.Connection[Any]
     wait_until(lambda: all(processed(s) >= before[s] + n for s, n in increments.items()), timeout=20)
     assert metric(CATALOG["http-dispatcher"]["metrics_port"], "pgmsg_webhooks_pushed_total",
                   outcome="delivered") >= dispatched + 1
+    moved = metric(CATALOG["fan-out"]["metrics_port"], "pgmsg_deferred_fanned_out_total") - fanned_out
+    if deferred:
+        assert moved >= 2
 
 
 def test_webhook_server_verified_the_signature(db: psycopg.Connection[Any]) -> None:

@@ -28,6 +28,9 @@ CUSTOM_METRICS = [
     "pgmsg_dead_letters_count",
     "pgmsg_messages_published_total",
     "pgmsg_messages_published_last_hour",
+    "pgmsg_deferred_waiting",
+    "pgmsg_deferred_failed",
+    "pgmsg_deferred_oldest_waiting_age_seconds",
     "pgmsg_dispatcher_last_seen_age_seconds",
     "pgmsg_dispatcher_pushed_total",
     "pgmsg_dispatcher_start_time_seconds",
@@ -197,3 +200,16 @@ def test_deliveries_count_follows_published_messages(metrics_url: str, client: C
     assert value(samples, "pgmsg_dead_letters_count", client_id=client_id) == 0
     published = value(samples, "pgmsg_messages_published_total")
     assert published is not None and published >= max(ids)
+
+
+def test_deferred_messages_are_reported_while_they_wait(metrics_url: str, client: Client, dsn: str,
+                                                        run_id: str) -> None:
+    """Held back from the deployed fan-out worker by its lock, a deferred message shows as waiting,
+    with its age; once the lock is gone the worker moves it and the gauge returns to 0."""
+    with psycopg.connect(dsn, autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(hashtext('pgmsg_fan_out_deferred'))")
+        client.publish(run_id + ".deferred", {}, deferred=True)
+        wait_for_scrape(metrics_url, lambda s: (value(s, "pgmsg_deferred_waiting") or 0) >= 1
+                        and (value(s, "pgmsg_deferred_oldest_waiting_age_seconds") or 0) > 0,
+                        "a deferred message waits")
+    wait_for_scrape(metrics_url, lambda s: value(s, "pgmsg_deferred_waiting") == 0, "the worker moved it")

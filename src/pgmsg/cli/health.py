@@ -42,6 +42,7 @@ class Thresholds:
     heartbeat: float = 60
     idle_in_transaction: float = 60
     transaction: float = 300
+    deferred: float = 60
 
 
 def check_extensions(conn: Conn, _limits: Thresholds, _client: str | None) -> list[Check]:
@@ -155,6 +156,29 @@ def check_dead_letters(conn: Conn, _limits: Thresholds, client_id: str | None) -
                                            "see pgmsg dead-letters list, then redrive")]
 
 
+def check_deferred(conn: Conn, limits: Thresholds, _client: str | None) -> list[Check]:
+    row = conn.execute(
+        "SELECT waiting, failed, extract(epoch FROM now() - oldest_waiting)::float8 AS oldest_age "
+        "FROM pgmsg_deferred_status()").fetchone()
+    assert row is not None
+    checks = []
+    age = row["oldest_age"]
+    if not row["waiting"]:
+        checks.append(Check("deferred", OK, "no deferred message waits for the fan-out"))
+    elif age > limits.deferred:
+        status = CRITICAL if age > limits.pending_critical else WARNING
+        checks.append(Check("deferred", status,
+                            f"{row['waiting']} deferred message(s) waiting, the oldest {format_seconds(age)} "
+                            f"(over {format_seconds(limits.deferred)}): is pgmsg-fan-out running?"))
+    else:
+        checks.append(Check("deferred", OK, f"{row['waiting']} waiting, the oldest {format_seconds(age)}"))
+    if row["failed"]:
+        checks.append(Check("deferred-failed", WARNING,
+                            f"{row['failed']} deferred message(s) could not be fanned out; "
+                            "see pgmsg deferred failed, then retry"))
+    return checks
+
+
 def check_transactions(conn: Conn, limits: Thresholds, _client: str | None) -> list[Check]:
     row = conn.execute(
         """
@@ -198,6 +222,7 @@ CHECKS: dict[str, Callable[[Conn, Thresholds, str | None], list[Check]]] = {
     "dispatcher": check_dispatcher,
     "pending": check_pending,
     "dead-letters": check_dead_letters,
+    "deferred": check_deferred,
     "transactions": check_transactions,
 }
 
@@ -238,6 +263,8 @@ def _when(value: Any) -> str:
               help="Warn about sessions idle in a transaction for longer than this (seconds).")
 @click.option("--max-transaction-age", type=click.FloatRange(min=0), default=300, show_default=True,
               help="Warn when a transaction has been open longer than this (seconds).")
+@click.option("--max-deferred-age", type=click.FloatRange(min=0), default=60, show_default=True,
+              help="Warn when a deferred message has waited for the fan-out longer than this (seconds).")
 @click.option("--client", "client_id",
               help="Limit the pending, dead-letter and dispatcher checks to this client.")
 @click.option("--check", "only", type=click.Choice(list(CHECKS)), multiple=True,
@@ -245,7 +272,8 @@ def _when(value: Any) -> str:
 @json_option
 @pass_app
 def health(app: AppContext, max_pending_age: float, critical_pending_age: float, heartbeat_age: float,
-           idle_transaction_age: float, max_transaction_age: float, client_id: str | None,
+           idle_transaction_age: float, max_transaction_age: float, max_deferred_age: float,
+           client_id: str | None,
            only: tuple[str, ...]) -> None:
     """Check the messaging system; exit 0 ok, 1 warning, 2 critical, 3 database unreachable.
 
@@ -256,6 +284,7 @@ def health(app: AppContext, max_pending_age: float, critical_pending_age: float,
       dispatcher    a dispatcher reported in recently, if http subscriptions need one
       pending       age of each client's oldest pending/processing delivery
       dead-letters  no dead letters are waiting
+      deferred      deferred messages reach the fan-out in time, and none failed
       transactions  no session idles in a transaction, no transaction runs too long
 
     \b
@@ -268,7 +297,7 @@ def health(app: AppContext, max_pending_age: float, critical_pending_age: float,
     if critical_pending_age < max_pending_age:
         raise click.BadParameter("must not be lower than --max-pending-age", param_hint="--critical-pending-age")
     limits = Thresholds(max_pending_age, critical_pending_age, heartbeat_age, idle_transaction_age,
-                        max_transaction_age)
+                        max_transaction_age, max_deferred_age)
     try:
         checks = run_checks(app.connection(), limits, client_id=client_id, only=only)
     except ConnectionFailed as exc:

@@ -45,10 +45,12 @@ def read_payload(payload: str | None, file: str | None) -> Any:
 @click.option("--namespace", "-n", default="default", show_default=True,
               help="Namespace of the message (subscriptions filter on it).")
 @click.option("--key", help="Ordering key: ordered subscriptions get messages with one key one at a time.")
+@click.option("--deferred", is_flag=True,
+              help="Fan out after the commit (pgmsg-fan-out creates the deliveries moments later).")
 @json_option
 @pass_app
 def publish(app: AppContext, message_type: str, payload: str | None, file: str | None,
-            namespace: str, key: str | None) -> None:
+            namespace: str, key: str | None, deferred: bool) -> None:
     """Publish a message of type TYPE with a JSON PAYLOAD and print its id.
 
     PAYLOAD is JSON text; '-' reads it from stdin, --file from a file. Without
@@ -58,13 +60,14 @@ def publish(app: AppContext, message_type: str, payload: str | None, file: str |
     Examples:
       pgmsg publish order.created '{"order_id": 1001, "total": 19.99}' --namespace shop
       pgmsg publish order.created --file order.json --key customer-42
+      pgmsg publish metrics.sample '{"cpu": 0.4}' --deferred
       echo '{"order_id": 1002}' | pgmsg publish order.created -
       pgmsg --json publish user.signed_up '{"user": 7}'
     """
     body = read_payload(payload, file)
-    message_id = app.client().publish(message_type, body, namespace, key=key)
+    message_id = app.client().publish(message_type, body, namespace, key=key, deferred=deferred)
     if app.json:
-        emit({"id": message_id, "message_type": message_type, "namespace": namespace, "message_key": key},
-             True)
+        emit({"id": message_id, "message_type": message_type, "namespace": namespace, "message_key": key,
+              "deferred": deferred}, True)
     else:
         click.echo(message_id)

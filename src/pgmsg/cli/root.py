@@ -13,6 +13,7 @@ import click
 
 from pgmsg.cli.context import AppContext, command_errors, with_connect_timeout
 from pgmsg.cli.dead_letters import dead_letters
+from pgmsg.cli.deferred import deferred
 from pgmsg.cli.deliveries import deliveries
 from pgmsg.cli.health import health
 from pgmsg.cli.maintenance import archive, purge
@@ -60,7 +61,8 @@ def cli(ctx: click.Context, dsn: str | None, json_output: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-for command in (publish, subscriptions, deliveries, retry, dead_letters, replay, archive, purge, health, migrate):
+for command in (publish, subscriptions, deliveries, retry, dead_letters, replay, deferred, archive, purge, health,
+                migrate):
     cli.add_command(command)
 
 

@@ -47,8 +47,10 @@ def load_message(path: Path) -> dict[str, Any]:
 @click.option("--linger", type=float, default=0.0, help="Seconds to keep serving metrics after publishing.")
 @click.option("--wait", type=float, default=2.0, show_default=True,
               help="Seconds to let deliveries progress before printing the stats.")
+@click.option("--deferred", is_flag=True,
+              help="Publish with deferred fan-out (the pgmsg-fan-out service creates the deliveries).")
 def main(files: tuple[str, ...], directory: str, dsn: str | None, metrics_port: int | None,
-         linger: float, wait: float) -> None:
+         linger: float, wait: float, deferred: bool) -> None:
     configure_logging()
     if metrics_port:
         metrics.serve(metrics_port, os.environ.get("PGMSG_METRICS_ADDRESS", "127.0.0.1"))
@@ -62,7 +64,8 @@ def main(files: tuple[str, ...], directory: str, dsn: str | None, metrics_port: 
             ids = []
             for path, msg in zip(paths, messages):
                 namespace = msg.get("namespace", "default")
-                message_id = client.publish(msg["message_type"], msg.get("payload"), namespace, key=msg.get("key"))
+                message_id = client.publish(msg["message_type"], msg.get("payload"), namespace, key=msg.get("key"),
+                                            deferred=deferred)
                 metrics.published_messages.labels(msg["message_type"], namespace).inc()
                 log.info("published", extra={"fields": {"file": path.name, "message_id": message_id,
                                                         "message_type": msg["message_type"]}})
