@@ -98,9 +98,12 @@ def _relative(numerator: str, denominator: str, check: Callable[[float], bool]) 
 
 TARGETS = [
     # Deferred fan-out (message_inbox) is the publish mode made for these two; the fan-out in
-    # the publishing transaction, the default, is measured against the same lines.
-    Target("publish >= 0.80 x reference (deferred fan-out)", _at_least("publish.deferred.1_client", 0.80)),
-    Target("batch publish >= 15 x reference (deferred fan-out)", _at_least("publish.deferred.batch_1000", 15)),
+    # the publishing transaction, the default, is measured against the same lines. Deferred rates are
+    # judged against the reference measured beside the fan-out worker, as they were.
+    Target("publish >= 0.80 x reference (deferred fan-out)",
+           _relative("publish.deferred.1_client", "reference.beside_fan_out.insert", lambda r: r >= 0.8)),
+    Target("batch publish >= 15 x reference (deferred fan-out)",
+           _relative("publish.deferred.batch_1000", "reference.beside_fan_out.insert", lambda r: r >= 15)),
     Target("publish >= 0.80 x reference (fan-out in the publishing transaction)",
            _at_least("publish.1_client", 0.80)),
     Target("batch publish >= 15 x reference (fan-out in the publishing transaction)",

@@ -182,7 +182,7 @@ def reset(dsn: str) -> None:
     autovacuum analyzes again; after TRUNCATE the planner assumes a few pages,
     as on a fresh deployment."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE delivery_attempts, message_delivery, messages, subscriptions "
+        conn.execute("TRUNCATE delivery_attempts, message_delivery, messages, message_inbox, subscriptions "
                      "RESTART IDENTITY CASCADE")
         conn.execute("DROP TABLE IF EXISTS bench_raw")
         conn.execute("CHECKPOINT")

@@ -189,6 +189,33 @@ def _json_text(payload: Any, what: str = "payload") -> str:
                            f"{sys.getrecursionlimit()} levels)") from exc
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+#: What orjson would encode differently from the standard library goes to the standard library:
+#: datetimes, dataclasses and subclasses of str, int, dict and list (through _refuse).
+_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _payload_text(payload: Any) -> str:
+    """A payload as JSON text, as _json_text makes it, about ten times sooner (bench "2. Batch
+    publish": the standard library's encoding was a fifth of a batch publish's time).
+
+    orjson writes NaN and infinities as null and refuses integers beyond 64 bits, keys that
+    are not text, and nesting past 254 levels: output with a null in it, and whatever orjson
+    refuses, is encoded again by _json_text, which refuses what it refused before. The only
+    difference left: orjson also encodes enum members (as their value) and UUIDs (as text).
+    """
+    try:
+        encoded = orjson.dumps(payload, default=_refuse, option=_ORJSON_STRICT)
+    except TypeError:
+        return _json_text(payload)
+    if b"null" in encoded:
+        return _json_text(payload)
+    return encoded.decode()
+
+
 def _check_text(name: str, value: object, *, optional: bool = False) -> None:
     """InvalidInput unless ``value`` is text (or None when optional)."""
     if value is None and optional:
@@ -293,7 +320,7 @@ class Client:
         which the fan-out worker creates moments later (same id, same checks).
         """
         # Encoded once here (which also validates it), cast by the server.
-        body = _json_text({} if payload is None else payload)
+        body = _payload_text({} if payload is None else payload)
         if key is not None and not (isinstance(key, str) and 1 <= len(key) <= MAX_KEY_LENGTH):
             raise InvalidInput(f"invalid message key {shown(key)}: give 1-{MAX_KEY_LENGTH} characters, or no key")
         with translated(f"publishing a {shown(message_type)} message"), self._connection() as conn:
@@ -327,16 +354,18 @@ class Client:
             if not isinstance(row[0], (str, type(None))) or not isinstance(row[2], (str, type(None))):
                 raise InvalidInput(f"message_type and namespace must be text, not {shown(row[0])} "
                                    f"and {shown(row[2])}")
-        batch = _json_text(rows)
+        batch = _payload_text(rows)
+        # One statement, so all or none without a BEGIN and a COMMIT of its own (two round
+        # trips); ids as tuples, since a dict per row cost more than the JSON encoding.
         with translated(f"publishing {len(rows)} messages"), self._connection() as conn:
-            with conn.transaction(), conn.cursor() as cur:
+            with conn.cursor(row_factory=tuple_row) as cur:
                 cur.execute(
                     f"INSERT INTO {'message_inbox' if deferred else 'messages'} (message_type, namespace, payload) "
                     "SELECT e->>0, e->>2, e->1 FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS b(e, n) "
                     "ORDER BY n RETURNING id",
                     (batch,),
                 )
-                return [int(r["id"]) for r in cur.fetchall()]
+                return [r[0] for r in cur.fetchall()]
 
     # -- deferred fan-out -------------------------------------------------------
 

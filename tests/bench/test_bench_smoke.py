@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 #: Every figure the report promises (issue #6's list), by key.
 EXPECTED = {
     "reference.insert.start", "reference.insert.end",
-    "publish.1_client", "publish.4_clients", "publish.batch_1000",
+    "publish.1_client", "publish.4_clients", "publish.batch_1000", "reference.beside_fan_out.insert",
     *(f"publish.deferred.{kind}{whole}" for kind in ("1_client", "4_clients", "batch_1000")
       for whole in ("", ".fanned_out")),
     *(f"consume.batch{b}.{n}" for b in (1, 10, 100) for n in ("1_consumer", "4_consumers")),

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pgmsg.client import _jsonb, decode_json, parse_payload
+from pgmsg.client import _json_text, _jsonb, _payload_text, decode_json, parse_payload
 from pgmsg.config import conninfo_from_env
 from pgmsg.errors import InvalidInput
 
@@ -26,6 +26,35 @@ def test_parse_payload_rejects_malformed_text_with_position(text: str) -> None:
 def test_unencodable_payloads_are_refused_before_the_database(payload: object) -> None:
     with pytest.raises(InvalidInput, match="payload cannot be encoded as JSON"):
         _jsonb(payload)
+
+
+class Text(str):
+    pass
+
+
+@pytest.mark.parametrize("payload", [
+    {"order": 42, "items": [{"sku": "A", "qty": 2}], "total": 129.95, "ok": True}, {"big": 2**70, "neg": -2**64},
+    {1: "int key", None: "none key"}, {"none": None}, [[[]]], "text", -0.0, 1e300, {"lone": "\ud800"},
+    {"sub": Text("v")}, {"ü€": "ü€"}, [1] * 3,
+])
+def test_fast_payload_encoding_gives_the_standard_librarys_json(payload: object) -> None:
+    assert json.loads(_payload_text(payload)) == json.loads(_json_text(payload))
+
+
+def test_fast_payload_encoding_handles_what_orjson_cannot_as_before() -> None:
+    deep: list = []
+    inner = deep
+    for _ in range(300):   # orjson stops at 254 levels
+        inner.append([])
+        inner = inner[0]
+    assert json.loads(_payload_text(deep)) == deep
+
+
+@pytest.mark.parametrize("payload", [{"x": math.nan}, {"x": [math.inf]}, {1j}, {"when": object()}])
+def test_fast_payload_encoding_refuses_what_was_refused(payload: object) -> None:
+    """orjson would write NaN and infinity as null: they are refused, as the standard library does."""
+    with pytest.raises(InvalidInput, match="payload cannot be encoded as JSON"):
+        _payload_text(payload)
 
 
 def test_dsn_comes_from_pgmsg_dsn_first() -> None:
