@@ -55,8 +55,10 @@ class FanOutWorker:
                 with Client(self.conninfo, min_size=1, max_size=1) as client:
                     self._drain(client, stop)
             except (PgmsgError, psycopg.Error) as exc:
-                # A database restart is routine: what waits stays in message_inbox.
-                log.warning("database unavailable, reconnecting", extra={"fields": {"error": str(exc)}})
+                # A database restart is routine, and so is a deadlock or a lock timeout, which
+                # roll the move back whole: what waits stays in message_inbox, for the next try.
+                log.warning("fan-out failed, trying again", extra={"fields": {
+                    "error": str(exc), "retry_in_seconds": self.reconnect_seconds}})
                 stop.wait(self.reconnect_seconds)
 
     def _drain(self, client: Client, stop: threading.Event) -> None:

@@ -146,6 +146,26 @@ def test_a_message_that_cannot_move_is_set_aside_with_its_error_and_the_rest_mov
         {"message_type": run_id + ".clash"}
 
 
+def test_a_transient_error_is_raised_and_the_message_stays_waiting(
+        dsn: str, client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+    """A lock timeout says nothing about the message: the call fails, nothing is set aside."""
+    move(paused, 100000)
+    message_id = client.publish(run_id + ".blocked", {}, deferred=True)
+    with psycopg.connect(dsn) as blocker:
+        blocker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        paused.execute("SET lock_timeout = '200ms'")
+        try:
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                move(paused)
+        finally:
+            paused.execute("RESET lock_timeout")
+        blocker.rollback()
+    waiting = inbox(paused, [message_id])[message_id]
+    assert waiting["error"] is None and waiting["failed_at"] is None
+    assert move(paused) == 1
+    assert inbox(paused, [message_id]) == {}
+
+
 def test_one_worker_moves_at_a_time(dsn: str, client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
     message_id = client.publish(run_id + ".locked", {}, deferred=True)
     with psycopg.connect(dsn, autocommit=True) as other:
@@ -183,8 +203,10 @@ def test_publisher_may_publish_deferred_but_not_read_or_move(  # type: ignore[no
                   "UPDATE message_inbox SET error = 'x'"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             publisher.execute(query)
-    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        publisher.execute("INSERT INTO message_inbox (message_type, error) VALUES (%s, 'x')", (run_id + ".e",))
+    for column, value in (("error", "'x'"), ("id", "1"), ("created_at", "now()")):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            publisher.execute(f"INSERT INTO message_inbox (message_type, {column}) VALUES (%s, {value})",
+                              (run_id + ".e",))
     dispatcher = login("pgmsg_dispatcher_local")
     assert dispatcher.execute("SELECT pgmsg_fan_out_deferred(10) AS n").fetchone()["n"] == 0  # paused
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
