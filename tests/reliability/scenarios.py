@@ -59,6 +59,17 @@ lapsed (not before), completes them, and each counts one extra attempt.
         ("tests/reliability/test_consumer_killed.py::test_killed_consumer_batch_is_completed_by_another",),
     ),
     Scenario(
+        FAULTS, "The fan-out worker killed while deferred messages stream in",
+        """
+A publisher publishes deferred messages (`message_inbox`) in batches to two async subscribers
+while the `pgmsg-fan-out` process in the `fan-out` container is killed with SIGKILL. Docker
+restarts it; publishing goes on throughout. Every message whose publish returned is moved into
+`messages` and has exactly one delivery per subscription (none lost, none doubled by a move
+interrupted halfway), and a consumer receives every one of them.
+""",
+        ("tests/reliability/test_fan_out_killed.py::test_killed_fan_out_worker_loses_and_repeats_nothing",),
+    ),
+    Scenario(
         FAULTS, "A session idle in a transaction, and a long REPEATABLE READ reader",
         """
 One session sits idle inside an open transaction and another holds a REPEATABLE READ snapshot
