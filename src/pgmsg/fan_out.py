@@ -23,7 +23,7 @@ import time
 import psycopg
 from prometheus_client import Counter
 
-from pgmsg import Client, metrics
+from pgmsg import Client
 from pgmsg.errors import InvalidInput, PgmsgError
 
 log = logging.getLogger("pgmsg.fan_out")
@@ -86,10 +86,9 @@ def _setting(value: str | None, option: str, env: str, default: str, kind: type)
 def main(argv: list[str] | None = None) -> int:
     """pgmsg-fan-out: fan out deferred messages until SIGTERM/SIGINT. Connection from PGMSG_DSN or PG*."""
     import argparse
-    import signal
+    import dataclasses
 
-    from pgmsg.config import conninfo_from_env
-    from pgmsg.logs import configure_logging
+    from pgmsg.services import runtime
 
     parser = argparse.ArgumentParser(prog="pgmsg-fan-out", description=main.__doc__)
     parser.add_argument("--batch", help="messages moved per transaction (default PGMSG_FAN_OUT_BATCH, else 1000)")
@@ -97,24 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port",
                         help="serve Prometheus metrics on this port (default PGMSG_METRICS_PORT; 0 for none)")
     args = parser.parse_args(argv)
-    configure_logging()
     try:
         batch = int(_setting(args.batch, "--batch", "PGMSG_FAN_OUT_BATCH", "1000", int))
         poll_ms = _setting(args.poll_ms, "--poll-ms", "PGMSG_FAN_OUT_POLL_MS", "10", float)
         metrics_port = int(_setting(args.metrics_port, "--metrics-port", "PGMSG_METRICS_PORT", "0", int))
-        worker = FanOutWorker(conninfo_from_env(), batch=batch, poll_seconds=poll_ms / 1000)
+        config = dataclasses.replace(runtime.settings(needs_client=False), metrics_port=metrics_port or None)
+        worker = FanOutWorker(config.conninfo, batch=batch, poll_seconds=poll_ms / 1000)
     except InvalidInput as exc:
         parser.error(str(exc))
-    if metrics_port:
-        metrics.serve(metrics_port, os.environ.get("PGMSG_METRICS_ADDRESS", "127.0.0.1"))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # The sample services' start: JSON logs, metrics, and the event SIGTERM / SIGINT set.
+    stop = runtime.start("fan-out", config)
     log.info("fan-out worker started", extra={"fields": {"batch": worker.batch, "poll_ms": poll_ms}})
     worker.run(stop)
     log.info("fan-out worker stopped", extra={"fields": {"moved": worker.moved}})
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

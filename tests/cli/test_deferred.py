@@ -15,7 +15,7 @@ import psycopg
 from click.testing import Result
 
 from pgmsg import Client
-from tests.sql.test_deferred import move, paused  # noqa: F401  (fixture)
+from tests.sql.test_deferred import clashing, move, paused  # noqa: F401  (fixture)
 from tests.support.waiting import wait_until
 
 Run = Callable[..., Result]
@@ -42,8 +42,7 @@ def test_status_failed_retry_and_fan_out(run: Run, client: Client, paused: psyco
     state = json.loads(status.stdout)
     assert state["waiting"] == 1 and state["oldest_waiting_age_seconds"] >= 0
 
-    taken = client.publish(run_id + ".taken", {})
-    paused.execute("INSERT INTO message_inbox (id, message_type) VALUES (%s, %s)", (taken, run_id + ".clash"))
+    taken = clashing(client, paused, run_id)
     # pgmsg deferred fan-out is another session: the worker's lock (held here) makes it move nothing.
     assert run("deferred", "fan-out").stdout.strip() == "moved 0 message(s)"
     move(paused)
@@ -73,8 +72,7 @@ def test_status_failed_retry_and_fan_out(run: Run, client: Client, paused: psyco
 
 def test_health_reports_failed_deferred_messages(run: Run, client: Client, paused: psycopg.Connection[Any],  # noqa: F811
                                                  run_id: str) -> None:
-    taken = client.publish(run_id + ".taken", {})
-    paused.execute("INSERT INTO message_inbox (id, message_type) VALUES (%s, %s)", (taken, run_id + ".clash"))
+    taken = clashing(client, paused, run_id)
     healthy = run("health", "--check", "deferred")
     assert "ok       deferred  1 waiting, the oldest" in healthy.stdout
     old = run("health", "--check", "deferred", "--max-deferred-age", "0")

@@ -38,6 +38,14 @@ def inbox(conn: psycopg.Connection[Any], ids: list[int]) -> dict[int, dict[str, 
     return {r["id"]: r for r in rows}
 
 
+def clashing(client: Client, paused: psycopg.Connection[Any], run_id: str) -> int:
+    """A deferred message whose move must fail: its id is one messages already has (only a
+    role that may write ids can make one). Returns that id."""
+    taken = client.publish(run_id + ".taken", {})
+    paused.execute("INSERT INTO message_inbox (id, message_type) VALUES (%s, %s)", (taken, run_id + ".clash"))
+    return taken
+
+
 def test_a_deferred_message_is_fanned_out_when_moved_with_its_id(
         client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
     client.subscribe(run_id + "-a", "async", message_type=run_id + ".*")
@@ -121,9 +129,7 @@ def test_a_message_that_cannot_move_is_set_aside_with_its_error_and_the_rest_mov
         client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
     client.subscribe(run_id + "-s", "async", message_type=run_id + ".*")
     first = client.publish(run_id + ".ok", {"i": 1}, deferred=True)
-    # An id messages already has (only a role that may write ids can do this): its move must fail.
-    taken = client.publish(run_id + ".taken", {})
-    paused.execute("INSERT INTO message_inbox (id, message_type) VALUES (%s, %s)", (taken, run_id + ".clash"))
+    taken = clashing(client, paused, run_id)
     last = client.publish(run_id + ".ok", {"i": 2}, deferred=True)
     move(paused)
     assert inbox(paused, [first, last]) == {}
