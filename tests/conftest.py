@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -34,10 +35,11 @@ def inventory_vars() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def dsn(inventory_vars: dict[str, Any]) -> str:
-    """Superuser connection string of the deployed messaging database."""
+    """Superuser connection string of the deployed messaging database, or of a developer's
+    private copy on port PGMSG_TEST_PGPORT (tests/support/devdb.py)."""
     return psycopg.conninfo.make_conninfo(
         host=inventory_vars.get("postgres_listen_addresses", "127.0.0.1"),
-        port=inventory_vars.get("postgres_port", 5432),
+        port=os.environ.get("PGMSG_TEST_PGPORT") or inventory_vars.get("postgres_port", 5432),
         user="postgres",
         password=inventory_vars["postgres_superuser_password"],
         dbname=inventory_vars.get("postgres_database", "messaging"),

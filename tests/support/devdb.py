@@ -1,0 +1,100 @@
+"""A private copy of the deployed database for one developer's work in progress.
+
+    python -m tests.support.devdb up --port 25501 [--sql-dir path/to/sql]
+    PGMSG_TEST_PGPORT=25501 .venv/bin/python -m pytest tests/sql ...
+    python -m tests.support.devdb down --port 25501
+
+``up`` runs the deployed PostgreSQL image on 127.0.0.1:PORT (container ``pgmsg-dev-PORT``),
+applies the migrations of ``--sql-dir``, and adds what the messaging_schema role adds on a
+deploy: the inventory's webhook allowlist, login roles in their groups and the client map.
+The tests' ``dsn`` fixture points at it when ``PGMSG_TEST_PGPORT`` is set. Tests that need
+the deployed containers (sample services, exporter, infra) still need the real deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from pgmsg import migrations
+from tests.support.scratch import deployed_image, docker
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUPS = {"messaging_schema_publishers": "pgmsg_publisher", "messaging_schema_clients": "pgmsg_client",
+          "messaging_schema_dispatchers": "pgmsg_dispatcher", "messaging_schema_admins": "pgmsg_admin",
+          "messaging_schema_monitors": "pgmsg_monitor"}
+
+
+def inventory() -> dict:
+    out = subprocess.run([str(Path(sys.executable).with_name("ansible-inventory")), "-i",
+                          str(ROOT / "inventory/local/hosts.yml"), "--host", "localhost"],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out)
+
+
+def up(port: int, sql_dir: Path) -> str:
+    name = f"pgmsg-dev-{port}"
+    variables = inventory()
+    subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
+    secret = Path(tempfile.gettempdir()) / f"pgmsg-dev-{port}.secret"
+    secret.write_text(variables["postgres_superuser_password"])
+    docker("run", "-d", "--name", name, "--network", "host", "-e", f"PGPORT={port}",
+           "-e", "POSTGRES_PASSWORD_FILE=/run/secret", "-v", f"{secret}:/run/secret:ro",
+           deployed_image("postgres-messaging"),
+           *json.loads(docker("inspect", "--format", "{{json .Config.Cmd}}", "postgres-messaging")))
+    dsn = (f"host=127.0.0.1 port={port} user=postgres dbname=messaging "
+           f"password={variables['postgres_superuser_password']}")
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            psycopg.connect(dsn, connect_timeout=2).close()
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    migrations.apply(dsn, sql_dir)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pgmsg_set_webhook_allowlist(%s)",
+                     (variables["messaging_schema_webhook_allowlist"],))
+        for key, group in GROUPS.items():
+            for role in variables.get(key, []):
+                conn.execute(f'CREATE ROLE "{role["name"]}" LOGIN PASSWORD %s IN ROLE {group}'
+                             .replace("%s", "'" + role["password"].replace("'", "''") + "'"))
+                if "client_id" in role:
+                    conn.execute("INSERT INTO pgmsg_client_roles (role_name, client_id) VALUES (%s, %s)",
+                                 (role["name"], role["client_id"]))
+        # The housekeeping jobs as the deployment scheduled them.
+        with psycopg.connect(deployed_dsn(variables)) as deployed:
+            jobs = deployed.execute("SELECT jobname, schedule, command FROM cron.job").fetchall()
+        for job in jobs:
+            conn.execute("SELECT pgmsg_ensure_cron_job(%s, %s, %s)", job)
+    return dsn
+
+
+def deployed_dsn(variables: dict) -> str:
+    return (f"host=127.0.0.1 port={variables.get('postgres_port', 5432)} user=postgres dbname=messaging "
+            f"password={variables['postgres_superuser_password']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--port", type=int, required=True, help="a port below 32768")
+    parser.add_argument("--sql-dir", type=Path, default=ROOT / "sql", help="the sql/ directory to migrate from")
+    args = parser.parse_args()
+    if args.action == "down":
+        subprocess.run(["docker", "rm", "-f", "-v", f"pgmsg-dev-{args.port}"], check=False)
+        return
+    print(up(args.port, args.sql_dir))
+
+
+if __name__ == "__main__":
+    main()
