@@ -16,10 +16,21 @@ from typing import Any
 
 import jinja2
 import psycopg
+import psycopg.sql
 
 from pgmsg.errors import InvalidInput, translated
 
 MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql\.j2$")
+
+# Everything after this line of a migration runs after its transaction has committed,
+# one statement at a time: index builds and drops that must not hold a lock on a busy
+# table for their whole duration (CREATE INDEX CONCURRENTLY cannot run in a transaction).
+CONCURRENTLY_MARKER = "-- pgmsg:concurrently"
+# The only statements allowed there: each is idempotent, so a deploy interrupted between
+# them finishes the work on its next run.
+CONCURRENT_STATEMENT = re.compile(
+    r"^(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS|"
+    r"DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS)\s+([a-z_][a-z0-9_]*)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,30 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def transactional(self) -> str:
+        """What pgmsg_apply_migration runs and records in one transaction."""
+        return self.sql.split(CONCURRENTLY_MARKER, 1)[0]
+
+    @property
+    def concurrent(self) -> list[tuple[str, str]]:
+        """(index name, statement) pairs to run after the commit, in order."""
+        _, marker, rest = self.sql.partition(CONCURRENTLY_MARKER)
+        if not marker:
+            return []
+        found = []
+        for statement in (s.strip() for s in rest.split(";")):
+            body = "\n".join(line for line in statement.splitlines() if not line.lstrip().startswith("--")).strip()
+            if not body:
+                continue
+            match = CONCURRENT_STATEMENT.match(body)
+            if not match:
+                raise InvalidInput(f"{self.name}: after '{CONCURRENTLY_MARKER}' only CREATE [UNIQUE] INDEX "
+                                   f"CONCURRENTLY IF NOT EXISTS and DROP INDEX CONCURRENTLY IF EXISTS may "
+                                   f"stand, found: {body[:80]}")
+            found.append((match.group(1), body))
+        return found
 
 
 def default_sql_dir() -> Path:
@@ -69,8 +104,27 @@ def apply(conninfo: str, sql_dir: Path | None = None,
         for migration in load(directory, variables):
             row = conn.execute(
                 "SELECT pgmsg_apply_migration(%s, %s, %s, %s)",
-                (migration.version, migration.name, migration.checksum, migration.sql),
+                (migration.version, migration.name, migration.checksum, migration.transactional),
             ).fetchone()
             if row and row[0]:
                 applied.append(migration.name)
+            for index, statement in migration.concurrent:
+                complete_concurrently(conn, index, statement)
     return applied
+
+
+def complete_concurrently(conn: psycopg.Connection[Any], index: str, statement: str) -> bool:
+    """Run one statement of a migration's concurrent section unless its effect is already
+    there. A build that was interrupted leaves an invalid index behind: it is dropped and
+    built again. Returns whether anything was done."""
+    row = conn.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+                       (index,)).fetchone()
+    creating = statement.upper().startswith("CREATE")
+    if creating and row is not None and row[0]:
+        return False
+    if not creating and row is None:
+        return False
+    if creating and row is not None:
+        conn.execute(psycopg.sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(psycopg.sql.Identifier(index)))
+    conn.execute(statement)  # type: ignore[arg-type]  # from the project's own migration file
+    return True
