@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.reliability.promises import PROMISES, Promise  # noqa: E402
 from tests.reliability.scenarios import SCENARIOS, Scenario  # noqa: E402
 
 
@@ -51,12 +52,12 @@ def outcomes(junit: Path) -> list[Outcome]:
     return found
 
 
-def matching(scenario: Scenario, results: list[Outcome]) -> list[Outcome]:
+def matching(scenario: Scenario | Promise, results: list[Outcome]) -> list[Outcome]:
     return [r for r in results if any(r.nodeid == t or r.nodeid.startswith(t + "[") or
                                        r.nodeid.startswith(t + "::") for t in scenario.tests)]
 
 
-def verdict(found: list[Outcome], scenario: Scenario) -> str:
+def verdict(found: list[Outcome], scenario: Scenario | Promise) -> str:
     if not found:
         return "**not run**"
     failed = [r for r in found if r.status != "passed"]
@@ -95,7 +96,24 @@ def render(results: list[Outcome], when: datetime, commit: str) -> str:
         details += [f"### {scenario.title}", "", f'<a id="{scenario.anchor}"></a>', "",
                     scenario.checks.strip(), ""]
     lines += rows + [""]
-    lines.insert(9, f"**{all_found} of {len(SCENARIOS)} scenarios passed.**\n")
+    kept = 0
+    section = None
+    lines += ["## README promises", "",
+              "Each bullet of the README's delivery-semantics and security sections, and the tests that attack",
+              "it from outside (listed in `tests/reliability/promises.py`; a bullet without tests fails",
+              "`tests/unit/test_promises.py`)."]
+    for promise in PROMISES:
+        if promise.section != section:
+            section = promise.section
+            lines += ["", f"### README, {section}", "", "| Promise | Latest result | Tests |", "|---|---|---|"]
+        found = matching(promise, results)
+        kept += bool(found) and all(r.status == "passed" for r in found)
+        lead = promise.lead.replace("|", "\\|")
+        tests = "<br>".join(f"`{t}`" for t in promise.tests)
+        lines.append(f"| {lead} | {verdict(found, promise)} | {tests} |")
+    lines.append("")
+    lines.insert(9, f"**{all_found} of {len(SCENARIOS)} scenarios passed; {kept} of {len(PROMISES)} README "
+                    "promises held.**\n")
     lines += ["## What each scenario checks", ""] + details
     return "\n".join(lines).rstrip() + "\n"
 

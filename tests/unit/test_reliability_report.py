@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.reliability.promises import PROMISES
 from tests.reliability.scenarios import SCENARIOS
 
 spec = importlib.util.spec_from_file_location("reliability_report", ROOT / "scripts" / "reliability-report.py")
@@ -55,4 +56,4 @@ def test_report_verdicts(tmp_path: Path) -> None:
     assert "passed (1 test, 4 s)" in text
     assert "**1 of 1 not passed** (failed)" in text
     assert "**not run**" in text  # every other scenario
-    assert f"**1 of {len(SCENARIOS)} scenarios passed.**" in text
+    assert f"**1 of {len(SCENARIOS)} scenarios passed; 0 of {len(PROMISES)} README promises held.**" in text
