@@ -560,7 +560,7 @@ class Client:
         return str(row["secret"])
 
     def remove_subscriptions(self, client_id: str) -> int:
-        """Delete a client's subscriptions (its deliveries stay for the audit trail)."""
+        """Delete a client's subscriptions; their open deliveries end as cancelled, all stay for the audit trail."""
         with translated(f"removing the subscriptions of {client_id!r}"), self._connection() as conn:
             cur = conn.execute("DELETE FROM subscriptions WHERE client_id = %s", (client_id,))
         if cur.rowcount == 0:
