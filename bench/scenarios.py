@@ -160,7 +160,7 @@ def _w_consume(dsn: str, client_id: str, batch: int) -> int:
             claimed = c.claim(client_id, batch, consumer="bench")
             if not claimed:
                 return done
-            done += c.ack([d.id for d in claimed])
+            done += c.ack([d for d in claimed])
 
 
 # -- 1. publish, 2. batch publish ---------------------------------------------------

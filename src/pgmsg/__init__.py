@@ -8,15 +8,17 @@ operator CLI and the tests share.
 
 from __future__ import annotations
 
-from pgmsg.client import Client, ConsumeResult, Delivery, Listener, Notification, Subscription
-from pgmsg.errors import ConnectionFailed, InvalidInput, NotFound, PgmsgError
+from pgmsg.client import Acked, Client, ConsumeResult, Delivery, Listener, Notification, Subscription
+from pgmsg.errors import ConnectionFailed, InvalidInput, LeaseLost, NotFound, PgmsgError
 
 __all__ = [
+    "Acked",
     "Client",
     "ConnectionFailed",
     "ConsumeResult",
     "Delivery",
     "InvalidInput",
+    "LeaseLost",
     "Listener",
     "NotFound",
     "Notification",

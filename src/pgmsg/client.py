@@ -12,9 +12,11 @@ import math
 import sys
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +29,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import ConnectionPool
 
 from pgmsg.config import conninfo_from_env
-from pgmsg.errors import ConnectionFailed, InvalidInput, NotFound, shown, translated
+from pgmsg.errors import ConnectionFailed, InvalidInput, LeaseLost, NotFound, shown, translated
 
 log = logging.getLogger("pgmsg.client")
 
@@ -89,6 +91,26 @@ class Delivery:
     delivery_mode: str = "async"
     message_key: str | None = None
     lease_expires_at: datetime | None = None
+    #: The claim's lease: :meth:`Client.ack` and :meth:`Client.nack` name it, and apply only
+    #: while the delivery is still held under it.
+    lease_token: uuid.UUID | None = None
+
+
+#: What :meth:`Client.ack` and :meth:`Client.nack` take: a claimed :class:`Delivery`, or an
+#: ``(id, lease token)`` pair (token ``None`` for a durable NOTIFY delivery a listener received).
+DeliveryRef = Delivery | tuple[int, "uuid.UUID | str | None"]
+
+
+class Acked(int):
+    """How many deliveries :meth:`Client.ack` acknowledged, with the ids it did not (sorted):
+    leases that lapsed and passed on, deliveries already completed, released or cancelled."""
+
+    not_acked: tuple[int, ...]
+
+    def __new__(cls, acked: int, not_acked: Iterable[int] = ()) -> Acked:
+        self = super().__new__(cls, acked)
+        self.not_acked = tuple(not_acked)
+        return self
 
 
 @dataclass(frozen=True)
@@ -106,6 +128,9 @@ class ConsumeResult:
 
     delivered: list[int]
     failed: list[int]
+    #: Handled, but not acknowledged or given back: the lease ran out and the delivery passed
+    #: on (claimed again, released or cancelled). Its next holder delivers it again.
+    stale: list[int] = dataclasses.field(default_factory=list)
 
 
 #: The ordering key's length, as the messages_message_key_valid constraint allows.
@@ -119,6 +144,33 @@ MAX_PATTERN_LENGTH = 255
 _PUBLISH = ("INSERT INTO messages (message_type, namespace, payload, message_key) "
             "VALUES (%s, %s, %s::jsonb, %s) RETURNING id")
 _PUBLISH_DEFERRED = _PUBLISH.replace("INTO messages ", "INTO message_inbox ", 1)
+
+
+def _ids_and_tokens(deliveries: Iterable[DeliveryRef]) -> tuple[list[int], list[str]]:
+    """Delivery ids and their lease tokens as array-literal elements ("NULL" for none)."""
+    ids: list[int] = []
+    tokens: list[str] = []
+    for ref in deliveries:
+        if isinstance(ref, Delivery):
+            delivery_id, token = ref.id, ref.lease_token
+        elif isinstance(ref, tuple) and len(ref) == 2:
+            delivery_id, token = ref
+        else:
+            raise InvalidInput(f"an ack or nack names each delivery with its lease token, not {shown(ref)}: "
+                               "pass the Delivery objects claim returned, or (id, lease_token) pairs "
+                               "((id, None) for a durable NOTIFY delivery a listener received)")
+        # Checked, not cast: a float would be rounded to another delivery's id.
+        if not isinstance(delivery_id, int) or isinstance(delivery_id, bool):
+            raise InvalidInput(f"delivery ids are integers, not {shown(delivery_id)}: pass Delivery.id values")
+        if token is None:
+            tokens.append("NULL")
+        else:
+            try:
+                tokens.append(str(token if isinstance(token, uuid.UUID) else uuid.UUID(str(token))))
+            except ValueError:
+                raise InvalidInput(f"{shown(token)} is not a lease token (a UUID) of delivery {delivery_id}") from None
+        ids.append(int(delivery_id))
+    return ids, tokens
 
 
 def _not_json_constant(name: str) -> Any:
@@ -508,7 +560,7 @@ class Client:
         return str(row["secret"])
 
     def remove_subscriptions(self, client_id: str) -> int:
-        """Delete a client's subscriptions (its deliveries stay for the audit trail)."""
+        """Delete a client's subscriptions; their open deliveries end as cancelled, all stay for the audit trail."""
         with translated(f"removing the subscriptions of {client_id!r}"), self._connection() as conn:
             cur = conn.execute("DELETE FROM subscriptions WHERE client_id = %s", (client_id,))
         if cur.rowcount == 0:
@@ -534,37 +586,46 @@ class Client:
               conn.cursor(row_factory=tuple_row) as cur):
             rows = cur.execute(
                 "SELECT delivery_id, message_id, client_id, message_type, namespace, payload, created_at, "
-                "attempts, delivery_mode, message_key, lease_expires_at "
+                "attempts, delivery_mode, message_key, lease_expires_at, lease_token "
                 "FROM pgmsg_claim(%s, %s, %s, %s, false) ORDER BY delivery_id",
                 (client_id, limit, consumer, lease_seconds),
             ).fetchall()
         return [Delivery(*row) for row in rows]
 
-    def ack(self, delivery_ids: Iterable[int]) -> int:
-        """Mark claimed deliveries delivered; returns how many were."""
-        ids = list(delivery_ids)
-        if not ids:
-            return 0
-        for i in ids:
-            if not isinstance(i, int) or isinstance(i, bool):
-                raise InvalidInput(f"delivery ids are integers, not {shown(i)}: pass Delivery.id values")
-        # As one array literal: psycopg's list dumper spends about 4 us of Python
-        # per element, more than the ack's share of the server's work.
-        literal = "{" + ",".join(map(str, map(int, ids))) + "}"
-        with translated("acknowledging deliveries"), self._connection() as conn:
-            row = conn.execute("SELECT pgmsg_ack(%s::bigint[]) AS n", (literal,)).fetchone()
-        assert row is not None
-        return int(row["n"])
+    def ack(self, deliveries: Iterable[DeliveryRef]) -> Acked:
+        """Mark claimed deliveries delivered, each under the lease it was claimed with.
 
-    def nack(self, delivery_id: int, *, delay_seconds: float = 0.0, error: str | None = None) -> str:
+        Takes :class:`Delivery` objects from :meth:`claim`, or ``(id, lease_token)`` pairs
+        (``(id, None)`` for a durable NOTIFY delivery a listener received and nobody claimed).
+        Returns how many were acknowledged (an ``int``); ``.not_acked`` lists the others: their
+        lease lapsed and passed on, or they were completed, released or cancelled meanwhile.
+        Those are left as they are.
+        """
+        ids, tokens = _ids_and_tokens(deliveries)
+        if not ids:
+            return Acked(0)
+        # As array literals: psycopg's list dumper spends about 4 us of Python per element,
+        # more than the ack's share of the server's work.
+        with translated("acknowledging deliveries"), self._connection() as conn:
+            row = conn.execute("SELECT acked, not_acked FROM pgmsg_ack(%s::bigint[], %s::uuid[])",
+                               ("{" + ",".join(map(str, ids)) + "}",
+                                "{" + ",".join(tokens) + "}")).fetchone()
+        assert row is not None
+        return Acked(row["acked"], row["not_acked"])
+
+    def nack(self, delivery: DeliveryRef, *, delay_seconds: float = 0.0, error: str | None = None) -> str:
         """Give a claimed delivery back, claimable again after ``delay_seconds``.
 
         Returns the new status: ``pending``, or ``dead`` once the subscription's
-        max_attempts are used up.
+        max_attempts are used up. Raises :class:`~pgmsg.LeaseLost` (nothing changed) when
+        the delivery is no longer held under its lease.
         """
+        [delivery_id], [token] = _ids_and_tokens([delivery])
+        if token == "NULL":
+            raise InvalidInput(f"a nack of delivery {delivery_id} needs the lease token its claim returned")
         with translated(f"rejecting delivery {delivery_id}"), self._connection() as conn:
-            row = conn.execute("SELECT pgmsg_nack(%s, %s, %s) AS status",
-                               (delivery_id, delay_seconds, error)).fetchone()
+            row = conn.execute("SELECT pgmsg_nack(%s, %s::uuid, %s, %s) AS status",
+                               (delivery_id, token, delay_seconds, error)).fetchone()
         assert row is not None
         return str(row["status"])
 
@@ -585,19 +646,34 @@ class Client:
         """
         if batch_size < 1:
             raise InvalidInput("batch_size must be at least 1")
-        delivered: list[int] = []
+        handled: list[Delivery] = []
         failed: list[int] = []
+        stale: list[int] = []
         for delivery in self.claim(client_id, batch_size, consumer=consumer):
             try:
                 handler(delivery)
             except Exception as exc:  # the handler's failure is data: recorded on the delivery
-                failed.append(delivery.id)
                 delay = retry_delay(delivery) if retry_delay else min(300.0, 2.0 ** delivery.attempts)
-                self.nack(delivery.id, delay_seconds=delay, error=f"{type(exc).__name__}: {exc}"[:2000])
+                try:
+                    self.nack(delivery, delay_seconds=delay, error=f"{type(exc).__name__}: {exc}"[:2000])
+                except LeaseLost:
+                    stale.append(delivery.id)
+                else:
+                    failed.append(delivery.id)
             else:
-                delivered.append(delivery.id)
-        self.ack(delivered)
-        return ConsumeResult(delivered=delivered, failed=failed)
+                handled.append(delivery)
+        acked = self.ack(handled)
+        stale += acked.not_acked
+        if stale:
+            # Not an error of this consumer's code, but work that will be done twice: the
+            # handler took longer than the lease (or the subscription was removed).
+            log.warning("%d deliveries of %s were handled after their lease ran out and not "
+                        "acknowledged (%s); their next holder delivers them again: give the "
+                        "subscription a longer lease_seconds than the handler takes",
+                        len(stale), client_id, ", ".join(map(str, sorted(stale))))
+        lost = set(acked.not_acked)
+        return ConsumeResult(delivered=[d.id for d in handled if d.id not in lost], failed=failed,
+                             stale=sorted(stale))
 
     def run_consumer(
         self,

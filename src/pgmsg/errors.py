@@ -26,6 +26,18 @@ class NotFound(PgmsgError):
     """The named message, delivery or subscription does not exist."""
 
 
+class LeaseLost(PgmsgError):
+    """An ack or nack named a lease that no longer holds: it lapsed and the delivery was
+    claimed again or released (or cancelled). Nothing was changed; the current holder, or
+    the next claim, completes the delivery."""
+
+
+#: SQLSTATE of pgmsg_nack's refusal of a lease that no longer holds (019). A class of its
+#: own ("PM"), not 55000: psycopg counts class 55 as an OperationalError, read as a lost
+#: connection.
+LEASE_LOST_SQLSTATE = "PM001"
+
+
 _INPUT_ERRORS = (
     pgerrors.CheckViolation,
     pgerrors.NotNullViolation,
@@ -81,7 +93,12 @@ def describe(exc: psycopg.Error) -> str:
 def translated(action: str) -> Iterator[None]:
     """Turn psycopg and pool errors raised while doing ``action`` into pgmsg errors."""
     try:
-        yield
+        try:
+            yield
+        except psycopg.Error as exc:
+            if exc.sqlstate == LEASE_LOST_SQLSTATE:
+                raise LeaseLost(f"{action}: {describe(exc)}") from exc
+            raise
     except PoolTimeout as exc:
         raise ConnectionFailed(
             f"{action}: no database connection could be made ({exc}); "

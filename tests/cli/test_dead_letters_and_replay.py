@@ -24,7 +24,7 @@ def make_dead(client: Client, client_id: str, message_type: str, count: int = 1)
         client.publish(message_type, {"n": n})
     ids = []
     for delivery in client.claim(client_id, count):
-        assert client.nack(delivery.id, error="handler exploded") == "dead"
+        assert client.nack(delivery, error="handler exploded") == "dead"
         ids.append(delivery.id)
     return sorted(ids)
 
@@ -106,7 +106,7 @@ def test_redrive_argument_errors(run: Run, client: Client, run_id: str) -> None:
 def test_replay_from_id(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
     client.subscribe(run_id + "-rp", "async", message_type=run_id + ".*")
     first, second = client.publish(run_id + ".e", {"n": 1}), client.publish(run_id + ".e", {"n": 2})
-    client.ack(d.id for d in client.claim(run_id + "-rp", 10))
+    client.ack(d for d in client.claim(run_id + "-rp", 10))
     client.subscribe(run_id + "-late", "async", message_type=run_id + ".*")   # never had them
 
     declined = run("replay", run_id + "-rp", "--from-id", str(first), input="n\n")
@@ -127,7 +127,7 @@ def test_replay_from_id(run: Run, client: Client, db: psycopg.Connection[Any], r
 def test_replay_time_window(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
     client.subscribe(run_id + "-tw", "async", message_type=run_id + ".*")
     old, recent = client.publish(run_id + ".e", {}), client.publish(run_id + ".e", {})
-    client.ack(d.id for d in client.claim(run_id + "-tw", 10))
+    client.ack(d for d in client.claim(run_id + "-tw", 10))
     db.execute("UPDATE messages SET created_at = now() - interval '3 days' WHERE id = %s", (old,))
 
     assert "replayed 1 deliveries" in run("replay", run_id + "-tw", "--since", "1h", "--yes").output

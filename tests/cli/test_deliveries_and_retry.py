@@ -28,7 +28,7 @@ def test_list_filters(run: Run, client: Client, db: psycopg.Connection[Any], run
     client.subscribe(run_id + "-a", "async", message_type=run_id + ".*")
     client.subscribe(run_id + "-b", "async", message_type=run_id + ".*")
     old, new = client.publish(run_id + ".e", {"n": 1}), client.publish(run_id + ".e", {"n": 2})
-    client.ack(d.id for d in client.claim(run_id + "-a", 10) if d.message_id == new)
+    client.ack(d for d in client.claim(run_id + "-a", 10) if d.message_id == new)
     db.execute("UPDATE message_delivery SET created_at = now() - interval '3 hours' WHERE message_id = %s", (old,))
 
     def listed(*args: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ def test_archive_moves_finished_messages_in_batches(run: Run, client: Client, db
     client.subscribe(run_id + "-arch", "async", message_type=run_id + ".*")
     done = [client.publish(run_id + ".e", {"n": n}) for n in range(3)]
     waiting = client.publish(run_id + ".e", {"n": "waiting"})
-    client.ack(d.id for d in client.claim(run_id + "-arch", 10) if d.message_id in done)
+    client.ack(d for d in client.claim(run_id + "-arch", 10) if d.message_id in done)
     everything = [*done, waiting]
     db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = ANY(%s)", (everything,))
     try:
@@ -58,7 +58,7 @@ def test_purge_asks_then_deletes_old_finished_deliveries(run: Run, client: Clien
                                                          run_id: str) -> None:
     client.subscribe(run_id + "-purge", "async", message_type=run_id + ".*")
     old, fresh = client.publish(run_id + ".e", {}), client.publish(run_id + ".e", {})
-    client.ack(d.id for d in client.claim(run_id + "-purge", 10))
+    client.ack(d for d in client.claim(run_id + "-purge", 10))
     db.execute("UPDATE message_delivery SET delivered_at = now() - interval '3650 days' WHERE message_id = %s",
                (old,))
 

@@ -99,7 +99,7 @@ def seeded(client: Client, dsn: str) -> Iterator[dict[str, Any]]:
     client.subscribe(client_id, "async", message_type=tag + ".*", max_attempts=1)
     client.publish(tag + ".seed", {})
     [delivery] = client.claim(client_id, 1)
-    assert client.nack(delivery.id, error="seeded dead letter") == "dead"
+    assert client.nack(delivery, error="seeded dead letter") == "dead"
     last_id = client.publish(tag + ".seed", {})
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(

@@ -78,16 +78,17 @@ def test_killed_consumer_batch_is_completed_by_another(client: Client, dsn: str,
     before = rows(dsn, doomed_ids)
     assert {(r["status"], r["claimed_by"]) for r in before.values()} == {("processing", "doomed")}
     others = sorted(r["delivery_id"] for r in early)
+    tokens = {r["delivery_id"]: r["lease_token"] for r in early}
     assert not set(others) & set(doomed_ids)
     assert len(others) == 3
-    assert client.ack(others) == 3
+    assert client.ack((i, tokens[i]) for i in others) == 3
 
     # After the lease, the survivor gets exactly the killed consumer's batch, one attempt more.
     again = wait_until(lambda: client.claim(consumer, 10, consumer="survivor"), timeout=LEASE_SECONDS + 30)
     assert sorted(d.id for d in again) == doomed_ids
     assert {d.attempts for d in again} == {2}
     assert client.claim(consumer, 10, consumer="survivor") == []
-    assert client.ack(d.id for d in again) == 5
+    assert client.ack(d for d in again) == 5
 
     after = rows(dsn, doomed_ids)
     for delivery_id, row in after.items():

@@ -85,5 +85,5 @@ def test_killed_fan_out_worker_loses_and_repeats_nothing(client: Client, dsn: st
     claimed: set[int] = set()
     while batch := client.claim(f"{run_id}-a", 1000):
         claimed |= {d.message_id for d in batch}
-        client.ack(d.id for d in batch)
+        client.ack(d for d in batch)
     assert claimed == set(published)

@@ -113,7 +113,7 @@ def test_system_works_and_reports_long_transactions(
             batch = client.claim(consumer, 20)
             assert batch, "claim found nothing while deliveries are pending"
             claimed += batch
-            assert client.ack([d.id for d in batch]) == len(batch)
+            assert client.ack([d for d in batch]) == len(batch)
         assert sorted(d.message_id for d in claimed) == sorted(ids)
 
 

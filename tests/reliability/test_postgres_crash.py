@@ -27,7 +27,8 @@ import pytest
 import yaml
 from psycopg.rows import dict_row
 
-from pgmsg import Client, Delivery, PgmsgError
+from pgmsg import Acked, Client, Delivery, PgmsgError
+from pgmsg.client import DeliveryRef
 from pgmsg.dispatcher import Dispatcher
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
@@ -108,11 +109,13 @@ class RecordingClient(Client):
 
     journal: Journal
 
-    def ack(self, delivery_ids: Iterable[int]) -> int:
-        ids = list(delivery_ids)
-        done = super().ack(ids)
+    def ack(self, deliveries: Iterable[DeliveryRef]) -> Acked:
+        claimed = list(deliveries)
+        done = super().ack(claimed)
         now = time.monotonic()
-        self.journal.acked.extend((i, now) for i in ids)
+        lost = set(done.not_acked)
+        self.journal.acked.extend((i, now) for i in (d.id if isinstance(d, Delivery) else d[0] for d in claimed)
+                                  if i not in lost)
         return done
 
 

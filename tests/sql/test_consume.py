@@ -87,7 +87,7 @@ def test_claimed_delivery_is_invisible_until_its_lease_lapses(
     again = wait_until(lambda: client.claim(consumer, 10, consumer="survivor"))
     assert sorted(d.id for d in again) == sorted(d.id for d in claimed)
     assert {d.attempts for d in again} == {2}
-    assert client.ack(d.id for d in again) == 5
+    assert client.ack(d for d in again) == 5
     rows = db.execute("SELECT claimed_by, retry_count, status FROM message_delivery WHERE client_id = %s",
                       (consumer,)).fetchall()
     assert {(r["claimed_by"], r["retry_count"], r["status"]) for r in rows} == {("survivor", 1, "delivered")}
@@ -101,11 +101,11 @@ def test_nack_with_delay_then_dead_letter_then_redrive(
     client.publish(run_id + ".job", {"n": 1})
 
     [first] = client.claim(consumer)
-    assert client.nack(first.id, delay_seconds=0.5, error="downstream busy") == "pending"
+    assert client.nack(first, delay_seconds=0.5, error="downstream busy") == "pending"
     assert client.claim(consumer) == []                       # not before the delay
     [second] = wait_until(lambda: client.claim(consumer), timeout=10)
     assert second.id == first.id and second.attempts == 2
-    assert client.nack(second.id, error="still broken") == "dead"   # max_attempts used up
+    assert client.nack(second, error="still broken") == "dead"   # max_attempts used up
 
     [dead] = client.dead_letters(consumer)
     assert dead["id"] == first.id and dead["last_error"] == "still broken" and dead["dead_at"] is not None
@@ -113,7 +113,7 @@ def test_nack_with_delay_then_dead_letter_then_redrive(
     assert client.redrive(consumer) == 1
     [third] = client.claim(consumer)
     assert third.id == first.id and third.attempts == 1
-    assert client.ack([third.id]) == 1
+    assert client.ack([third]) == 1
     assert statuses(db, consumer) == Counter({"delivered": 1})
 
 
@@ -156,14 +156,14 @@ def test_ordering_per_key_holds_back_only_that_key(client: Client, run_id: str) 
     first = client.claim(consumer, 10)
     assert [d.message_id for d in first] == [a1, b1]          # one per key, in order
     failing = next(d for d in first if d.message_id == a1)
-    client.ack([d.id for d in first if d.message_id == b1])
-    client.nack(failing.id, error="boom")                     # A's head fails: A waits, B went on
+    client.ack([d for d in first if d.message_id == b1])
+    client.nack(failing, error="boom")                     # A's head fails: A waits, B went on
     retried = client.claim(consumer, 10)
     assert [d.message_id for d in retried] == [a1]
-    client.ack([retried[0].id])
+    client.ack([retried[0]])
     [second] = client.claim(consumer, 10)
     assert second.message_id == a2
-    client.ack([second.id])
+    client.ack([second])
     assert [d.message_id for d in client.claim(consumer, 10)] == [a3]
 
 
@@ -201,12 +201,12 @@ def test_durable_notify_listener_catches_up_after_downtime(client: Client, db: p
     assert row["status"] == "pending" and row["notified_at"] is not None
     [caught_up] = client.claim(consumer)
     assert caught_up.message_id == missed and caught_up.delivery_mode == "notify"
-    assert client.ack([caught_up.id]) == 1
+    assert client.ack([caught_up]) == 1
     with client.listener(consumer) as listener:
         live = client.publish(run_id + ".while.up", {"n": 2})
         note = listener.next(timeout=10)
     assert note is not None and note.payload["id"] == live
-    assert client.ack([note.payload["delivery_id"]]) == 1
+    assert client.ack([(note.payload["delivery_id"], None)]) == 1   # received, not claimed: no lease
     assert statuses(db, consumer) == Counter({"delivered": 2})
 
 
@@ -218,7 +218,7 @@ def test_replay_from_message_id_and_window(client: Client, db: psycopg.Connectio
     assert client.replay(consumer, from_message_id=ids[2]) == 2
     replayed = client.claim(consumer, 10)
     assert [d.message_id for d in replayed] == ids[2:]
-    client.ack(d.id for d in replayed)
+    client.ack(d for d in replayed)
     created = db.execute("SELECT min(created_at) AS lo FROM messages WHERE id = ANY(%s)", (ids,)).fetchone()["lo"]
     assert client.replay(consumer, since=created) == 4
     assert len(client.claim(consumer, 10)) == 4
@@ -243,8 +243,8 @@ def test_claim_arguments_are_checked(client: Client) -> None:
         client.consume("anyone", lambda d: None, batch_size=0)
     with pytest.raises(InvalidInput, match="lease of 0 seconds is out of range"):
         client.claim("anyone", 1, lease_seconds=0)
-    with pytest.raises(NotFound, match="is not claimed"):
-        client.nack(-1)
+    with pytest.raises(NotFound, match="does not exist"):
+        client.nack((-1, "00000000-0000-0000-0000-000000000000"))
 
 
 @pytest.mark.parametrize("bad", [1.5, True, "7", None])
@@ -257,7 +257,7 @@ def test_ack_refuses_ids_that_are_not_integers_and_acks_nothing(
     client.publish_many([(run_id + ".job", {"n": i}, "default") for i in range(2)])
     claimed = client.claim(consumer, 2)
     with pytest.raises(InvalidInput, match=f"delivery ids are integers, not {bad!r}"):
-        client.ack([claimed[0].id, bad])  # type: ignore[list-item]
+        client.ack([claimed[0], (bad, claimed[1].lease_token)])  # type: ignore[list-item]
     assert statuses(db, consumer) == Counter({"processing": 2})
-    assert client.ack(d.id for d in claimed) == 2
+    assert client.ack(d for d in claimed) == 2
     assert statuses(db, consumer) == Counter({"delivered": 2})

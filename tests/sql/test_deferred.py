@@ -121,7 +121,7 @@ def test_messages_move_oldest_first_in_batches_and_keep_their_order(
     delivered = []
     while claimed := client.claim(run_id + "-ordered", 10):
         delivered += [d.payload["i"] for d in claimed]
-        client.ack([d.id for d in claimed])
+        client.ack([d for d in claimed])
     assert delivered == [0, 1, 2, 3, 4]
 
 

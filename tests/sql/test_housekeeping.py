@@ -27,7 +27,7 @@ def test_archive_moves_old_finished_messages_with_their_deliveries(
 ) -> None:
     client.subscribe(run_id + "-arch", "async", message_type=run_id + ".*")
     done, waiting, recent = (client.publish(run_id + ".e", {"n": n}) for n in range(3))
-    client.ack(d.id for d in client.claim(run_id + "-arch", 10) if d.message_id in (done, recent))
+    client.ack(d for d in client.claim(run_id + "-arch", 10) if d.message_id in (done, recent))
     db.execute("UPDATE messages SET created_at = now() - interval '400 days' WHERE id = ANY(%s)", ([done, waiting],))
 
     moved = 0
@@ -47,7 +47,7 @@ def test_archive_moves_old_finished_messages_with_their_deliveries(
 def test_purge_deletes_old_completed_deliveries_only(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
     client.subscribe(run_id + "-purge", "async", message_type=run_id + ".*")
     old, fresh, pending = (client.publish(run_id + ".e", {}) for _ in range(3))
-    client.ack(d.id for d in client.claim(run_id + "-purge", 10) if d.message_id in (old, fresh))
+    client.ack(d for d in client.claim(run_id + "-purge", 10) if d.message_id in (old, fresh))
     db.execute("UPDATE message_delivery SET delivered_at = now() - interval '30 days' WHERE message_id = %s", (old,))
     run_job(db, "purge-deliveries")
     left = {r["message_id"]: r["status"] for r in

@@ -113,7 +113,8 @@ def test_client_sees_and_updates_only_its_own_deliveries(login, two_clients: int
     assert probe_a.execute("SELECT * FROM pgmsg_claim('rls-probe-b', 10)").fetchall() == []
     [mine] = probe_a.execute("SELECT * FROM pgmsg_claim('rls-probe-a', 10)").fetchall()
     assert mine["payload"] == {"secret": "for both"}
-    assert probe_a.execute("SELECT pgmsg_ack(%s) AS n", ([mine["delivery_id"]],)).fetchone()["n"] == 1
+    assert probe_a.execute("SELECT acked AS n FROM pgmsg_ack(%s, %s)",
+                           ([mine["delivery_id"]], [mine["lease_token"]])).fetchone()["n"] == 1
     probe_b = login("rls_probe_b")
     [theirs] = probe_b.execute("SELECT status FROM message_delivery WHERE message_id = %s", (two_clients,)).fetchall()
     assert theirs["status"] == "pending"

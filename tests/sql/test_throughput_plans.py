@@ -52,7 +52,7 @@ def test_claim_uses_the_claim_index_when_statistics_say_all_is_pending(scratch: 
         with psycopg.connect(scratch, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE message_delivery")
         for _ in range(10):  # a third consumed after the statistics were taken
-            client.ack(d.id for d in client.claim("plan-consumer", 100))
+            client.ack(d for d in client.claim("plan-consumer", 100))
     with psycopg.connect(scratch, autocommit=True) as conn:
         plans = nested_plans(conn, "SELECT * FROM pgmsg_claim('plan-consumer', 100)")
         assert conn.execute("SELECT count(*) FROM message_delivery WHERE status = 'processing'"
@@ -161,8 +161,10 @@ def test_claims_are_not_planned_again_on_every_call(scratch: str) -> None:
         client.publish_many([("skew.idle", {"n": i}, "default") for i in range(8)])
     with psycopg.connect(scratch, autocommit=True) as conn:
         plans = [nested_plans(conn, "SELECT * FROM pgmsg_claim('skew-idle', 1)") for _ in range(8)]
-        acked = conn.execute("SELECT pgmsg_ack(ARRAY(SELECT id FROM message_delivery "
-                             "WHERE client_id = 'skew-idle' AND status = 'processing'))").fetchone()[0]
+        acked = conn.execute("SELECT acked FROM pgmsg_ack(ARRAY(SELECT id FROM message_delivery "
+                             "WHERE client_id = 'skew-idle' AND status = 'processing' ORDER BY id), "
+                             "ARRAY(SELECT lease_token FROM message_delivery "
+                             "WHERE client_id = 'skew-idle' AND status = 'processing' ORDER BY id))").fetchone()[0]
     assert acked == 8
     for plan in plans:  # a custom plan has the value folded in: '{skew-idle}'::text[]
         assert "ANY (ARRAY[$1])" in plan and "{skew-idle}" not in plan and "'skew-idle'::text" not in plan, plan
@@ -182,14 +184,15 @@ def test_ack_and_nack_read_the_primary_key_whatever_the_lease_index_holds(scratc
         client.subscribe("ack-plan", "async", message_type="ackplan.work")
         client.publish_many([("ackplan.work", {"n": i}, "default") for i in range(2000)])
         while claimed := client.claim("ack-plan", 100):  # history: all delivered
-            client.ack(d.id for d in claimed)
+            client.ack(d for d in claimed)
         with psycopg.connect(scratch, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE message_delivery")  # nothing pending or being processed
         client.publish_many([("ackplan.work", {"n": i}, "default") for i in range(2000)])
         for _ in range(15):  # 1,500 dead 'processing' versions in the lease index
-            client.ack(d.id for d in client.claim("ack-plan", 100))
+            client.ack(d for d in client.claim("ack-plan", 100))
         claimed = client.claim("ack-plan", 100)
     ids = "{" + ",".join(str(d.id) for d in claimed) + "}"
+    tokens = "{" + ",".join(str(d.lease_token) for d in claimed) + "}"
     with psycopg.connect(scratch, autocommit=True) as conn:
         # The trap is set: the conditions as 013 wrote them, planned generically, read the lease index.
         conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -201,8 +204,8 @@ def test_ack_and_nack_read_the_primary_key_whatever_the_lease_index_holds(scratc
             plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {old}").fetchall())
             assert "message_delivery_lease_idx" in plan, plan
         conn.execute("RESET plan_cache_mode")
-        nacked = nested_plans(conn, f"SELECT pgmsg_nack({claimed[0].id}, 0, 'try again')")
-        acked = nested_plans(conn, f"SELECT pgmsg_ack('{ids}'::bigint[])")
+        nacked = nested_plans(conn, f"SELECT pgmsg_nack({claimed[0].id}, '{claimed[0].lease_token}', 0, 'try again')")
+        acked = nested_plans(conn, f"SELECT * FROM pgmsg_ack('{ids}'::bigint[], '{tokens}'::uuid[])")
         statuses = dict(conn.execute("SELECT status, count(*) FROM message_delivery "
                                      "WHERE client_id = 'ack-plan' GROUP BY status").fetchall())
     assert statuses == {"delivered": 3599, "pending": 401}

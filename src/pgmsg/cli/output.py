@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -37,7 +38,8 @@ def json_default(value: Any) -> Any:
         return value.total_seconds()
     if isinstance(value, Decimal):
         return float(value)
-    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network
+    # uuid: message_delivery.lease_token, set by every claim (019).
+    if isinstance(value, uuid.UUID | ipaddress.IPv4Network | ipaddress.IPv6Network
                   | ipaddress.IPv4Address | ipaddress.IPv6Address):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -224,7 +224,7 @@ def resume(app: AppContext, client_id: str, subscription_id: int | None) -> None
 @json_option
 @pass_app
 def remove(app: AppContext, client_id: str, yes: bool) -> None:
-    """Delete every subscription of CLIENT_ID (asks first). Its deliveries stay, for the audit trail.
+    """Delete every subscription of CLIENT_ID (asks first). Its open deliveries end as cancelled; all stay, for the audit trail.
 
     \b
     Examples:
