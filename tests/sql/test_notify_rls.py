@@ -135,3 +135,40 @@ def test_opt_in_is_checked_and_declared_like_the_other_columns(
     assert db.execute(ensure, (json.dumps(spec),)).fetchone()["changed"] is True   # back to the default
     [sub] = client.subscriptions(run_id + "-n")
     assert sub.notify_payload is False
+
+
+def test_the_sample_listener_service_reads_and_counts_as_its_client_role(
+        probe_subscriptions: str, client: Client, dsn: str, inventory_vars: dict[str, Any], run_id: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """pgmsg-listener (dashboard-service, admin-portal) logs in as a client role: it gets the
+    message type through RLS and its processed-messages metric moves per notification."""
+    import logging
+    import threading
+
+    from pgmsg import metrics
+    from pgmsg.services import listener as service
+    from pgmsg.services.runtime import ServiceSettings
+    from tests.support.waiting import wait_until
+
+    password = {r["name"]: r["password"] for r in inventory_vars["messaging_schema_clients"]}[OWNER_ROLE]
+    config = ServiceSettings(client_id=OWNER, conninfo=role_dsn(dsn, OWNER_ROLE, password),
+                             metrics_address="127.0.0.1", metrics_port=None)
+    counter = metrics.processed_messages.labels(OWNER, "notify")
+    before = counter._value.get()
+    stop = threading.Event()
+    caplog.set_level(logging.INFO, logger="pgmsg.listener")
+    worker = threading.Thread(target=service.run, args=(stop, config, OWNER), daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: any(r.getMessage() == "listening" for r in caplog.records), timeout=15,
+                   message="the listener service did not start listening")
+        mtype = run_id + ".notify.order.created"
+        client.publish_many([(mtype, {"n": i}, "shop") for i in range(3)])
+        wait_until(lambda: counter._value.get() >= before + 3, timeout=15,
+                   message="the listener service did not count three notifications")
+        logged = [r for r in caplog.records if r.getMessage() == "notification"]
+        assert [r.fields["message_type"] for r in logged] == [mtype] * 3  # type: ignore[attr-defined]
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    assert not worker.is_alive()
