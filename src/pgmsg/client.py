@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 import dataclasses
@@ -64,12 +65,13 @@ class Subscription:
     durable: bool = False
     signing_secret: str | None = None
     deactivated_reason: str | None = None
+    notify_payload: bool = False
 
 
 SUBSCRIPTION_COLUMNS = (
     "id, client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel, "
     "http_timeout_ms, active, push_mode, max_attempts, lease_seconds, payload_filter, ordered, "
-    "durable, signing_secret, deactivated_reason"
+    "durable, signing_secret, deactivated_reason, notify_payload"
 )
 
 
@@ -115,11 +117,16 @@ class Acked(int):
 
 @dataclass(frozen=True)
 class Notification:
-    """A NOTIFY received by :meth:`Client.listen`; ``payload`` is the decoded JSON envelope."""
+    """A NOTIFY received by :meth:`Client.listen`; ``payload`` is the decoded JSON envelope.
+
+    ``fetched`` is True when the notification was a reference (delivery and message id)
+    and the envelope was read from the database as the listener's role.
+    """
 
     channel: str
     payload: Any
     pid: int
+    fetched: bool = False
 
 
 @dataclass(frozen=True)
@@ -479,11 +486,15 @@ class Client:
         ordered: bool = False,
         durable: bool = False,
         signing_secret: str | None = None,
+        notify_payload: bool = False,
     ) -> Subscription:
         """Create (or re-activate and update) a subscription and return it.
 
         http subscriptions get a generated Standard Webhooks secret unless
         ``signing_secret`` is given; it is in the returned Subscription.
+        ``notify_payload`` (notify only) sends the message in the notification,
+        where every role that can connect may LISTEN; by default a notification
+        carries only ids and the listener reads the message through row-level security.
         """
         for name, value in (("client_id", client_id), ("delivery_mode", delivery_mode),
                             ("message_type", message_type), ("namespace", namespace), ("push_mode", push_mode)):
@@ -501,6 +512,7 @@ class Client:
             _check_int(name, value)
         _check_bool("ordered", ordered)
         _check_bool("durable", durable)
+        _check_bool("notify_payload", notify_payload)
         filter_value = None if payload_filter is None else _jsonb(payload_filter, "payload_filter")
         with translated(f"subscribing {shown(client_id)}"), self._connection() as conn:
             row = conn.execute(
@@ -508,8 +520,8 @@ class Client:
                 INSERT INTO subscriptions (client_id, delivery_mode, message_type, namespace,
                                            webhook_url, notify_channel, http_timeout_ms, push_mode,
                                            max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
-                                           payload_filter, ordered, durable, signing_secret)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                           payload_filter, ordered, durable, notify_payload, signing_secret)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (client_id, delivery_mode, message_type, namespace) DO UPDATE
                    SET webhook_url = EXCLUDED.webhook_url,
                        notify_channel = EXCLUDED.notify_channel,
@@ -522,6 +534,7 @@ class Client:
                        payload_filter = EXCLUDED.payload_filter,
                        ordered = EXCLUDED.ordered,
                        durable = EXCLUDED.durable,
+                       notify_payload = EXCLUDED.notify_payload,
                        -- EXCLUDED carries a freshly generated secret when none was
                        -- given (the insert trigger ran); keep the existing one then.
                        signing_secret = CASE WHEN %s THEN EXCLUDED.signing_secret
@@ -532,7 +545,7 @@ class Client:
                 """,
                 (client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel,
                  http_timeout_ms, push_mode, max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
-                 filter_value, ordered, durable,
+                 filter_value, ordered, durable, notify_payload,
                  signing_secret, signing_secret is not None),
             ).fetchone()
         assert row is not None
@@ -755,7 +768,7 @@ class Client:
     # -- inspection and retries -----------------------------------------------
 
     def message(self, message_id: int) -> dict[str, Any]:
-        """One message by id (a listener fetches payloads that were too large to NOTIFY)."""
+        """One message by id, as far as row-level security lets this connection's role read it."""
         with translated(f"reading message {message_id}"), self._connection() as conn:
             row = conn.execute("SELECT * FROM messages WHERE id = %s", (message_id,)).fetchone()
         if row is None:
@@ -787,6 +800,19 @@ class Client:
             return conn.execute("SELECT * FROM retry_failed_http_push(%s)", (client_id,)).fetchall()
 
 
+#: The envelopes of the deliveries a listener was notified of, as row-level security
+#: lets its role read them; pgmsg_envelope is the one definition of the envelope.
+_READ_REFERENCES = ("SELECT d.id, pgmsg_envelope(m) FROM message_delivery d "
+                    "JOIN messages m ON m.id = d.message_id WHERE d.id = ANY (%s::bigint[])")
+
+
+def _is_reference(payload: Any) -> bool:
+    """A pgmsg notification without its message: the default, or an opt-in one whose
+    payload was too large for NOTIFY ("payload_omitted")."""
+    return (isinstance(payload, dict) and "payload" not in payload
+            and type(payload.get("delivery_id")) is int and type(payload.get("id")) is int)
+
+
 class Listener:
     """A dedicated connection that LISTENs on channels (LISTEN is per session).
 
@@ -799,6 +825,14 @@ class Listener:
     Notifications sent while it was disconnected are lost (PostgreSQL queues them
     only for sessions listening at the time): a durable subscriber catches up with
     :meth:`Client.claim` when ``reconnects`` moves.
+
+    A notification of a pgmsg subscription is, unless the subscription opted in
+    with ``notify_payload``, a reference: ``{"id": <message id>, "delivery_id": ...}``
+    (every role that can connect may LISTEN on any channel, so the message stays
+    behind row-level security). The listener reads the envelopes of the references
+    it received as its own role, one query per batch, and yields the envelope plus
+    ``delivery_id``, as if it had been sent. A reference its role may not read
+    (another client's delivery, or one forged with NOTIFY) is dropped with a warning.
     """
 
     def __init__(self, conninfo: str, channels: Iterable[str]) -> None:
@@ -807,10 +841,14 @@ class Listener:
         if not self.channels:
             raise InvalidInput("listen to at least one channel")
         self._conn: psycopg.Connection[Any] | None = None
+        # Received but not yet yielded: psycopg may hand over several notifications at
+        # once, and a caller that takes one (next()) must find the others next time.
+        self._pending: deque[Notification] = deque()
         self.reconnects = 0
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.conninfo, autocommit=True)
+        _configure(conn)
         try:
             for channel in self.channels:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
@@ -855,13 +893,18 @@ class Listener:
     ) -> Iterator[Notification]:
         """Yield notifications until ``timeout`` seconds have passed or ``limit`` arrived.
 
-        ``raw`` keeps the payload as the text sent instead of decoding JSON.
+        ``raw`` keeps the payload as the text sent instead of decoding JSON (and
+        references are not read).
         """
         if self._conn is None:
             raise RuntimeError("use the Listener as a context manager before reading notifications")
         deadline = None if timeout is None else time.monotonic() + timeout
         received = 0
         while limit is None or received < limit:
+            if self._pending:
+                received += 1
+                yield self._pending.popleft()
+                continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
@@ -872,14 +915,39 @@ class Listener:
                             return  # still unreachable when the time was up; the next call tries again
                         continue
                     batch = list(self._conn.notifies(timeout=remaining, stop_after=1))
+                    notes = [Notification(channel=notify.channel,
+                                          payload=notify.payload if raw else decode_json(notify.payload),
+                                          pid=notify.pid)
+                             for notify in batch]
+                    self._pending.extend(notes if raw else self._read_references(notes))
             except ConnectionFailed:
                 self._conn.close()  # lost: reconnected at the top of the loop
                 continue
-            for notify in batch:
-                received += 1
-                yield Notification(channel=notify.channel,
-                                   payload=notify.payload if raw else decode_json(notify.payload),
-                                   pid=notify.pid)
+
+    def _read_references(self, notes: list[Notification]) -> list[Notification]:
+        """``notes`` with each reference replaced by the envelope its delivery names, read
+        through row-level security as this connection's role; unreadable ones dropped."""
+        wanted = {n.payload["delivery_id"] for n in notes if _is_reference(n.payload)}
+        if not wanted:
+            return notes
+        assert self._conn is not None
+        rows = self._conn.execute(_READ_REFERENCES, (sorted(wanted),)).fetchall()
+        envelopes: dict[int, dict[str, Any]] = {delivery_id: envelope for delivery_id, envelope in rows}
+        read: list[Notification] = []
+        for note in notes:
+            if not _is_reference(note.payload):
+                read.append(note)
+                continue
+            envelope = envelopes.get(note.payload["delivery_id"])
+            if envelope is None or envelope["id"] != note.payload["id"]:
+                # Another client's delivery (any role may LISTEN on any channel), a
+                # forged NOTIFY, or a message archived since: nothing to hand over.
+                log.warning("dropped a notification on %s: delivery %s of message %s is not readable as this role",
+                            note.channel, note.payload["delivery_id"], note.payload["id"])
+                continue
+            read.append(Notification(channel=note.channel, pid=note.pid, fetched=True,
+                                     payload={**envelope, "delivery_id": note.payload["delivery_id"]}))
+        return read
 
     def next(self, timeout: float) -> Notification | None:
         """The next notification, or None when none arrives within ``timeout`` seconds."""

@@ -88,6 +88,20 @@ def test_add_is_refused_with_the_database_hint(run: Run, run_id: str) -> None:
     assert bad_filter.exit_code == 2 and "must be a JSON object" in bad_filter.output
 
 
+def test_notify_payload_is_an_opt_in_of_notify_subscriptions(run: Run, client: Client, run_id: str) -> None:
+    plain = json.loads(run("--json", "subscriptions", "add", run_id + "-dash", "--mode", "notify").stdout)
+    assert plain["notify_payload"] is False                                      # ids only by default
+    opted = run("subscriptions", "add", run_id + "-dash", "--mode", "notify", "--notify-payload")
+    assert opted.exit_code == 0, opted.output
+    assert "notify_payload" in opted.output                                      # shown among the options
+    [sub] = client.subscriptions(run_id + "-dash")
+    assert sub.notify_payload is True and sub.id == plain["id"]
+    refused = run("subscriptions", "add", run_id + "-q", "--mode", "async", "--notify-payload")
+    assert refused.exit_code == 1
+    assert "notify_payload applies to notify subscriptions only" in refused.output
+    assert client.subscriptions(run_id + "-q") == []
+
+
 def test_pause_and_resume(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
     first = client.subscribe(run_id + "-pr", "async", message_type=run_id + ".a")
     second = client.subscribe(run_id + "-pr", "async", message_type=run_id + ".b")

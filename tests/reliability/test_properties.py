@@ -420,6 +420,7 @@ def subscriptions(draw: st.DrawFn) -> dict[str, Any]:
                                                                     max_size=3))),
         "ordered": draw(st.booleans()),
         "durable": draw(st.booleans()) if mode == "notify" else False,
+        "notify_payload": draw(st.booleans()) if mode == "notify" else False,
         "signing_secret": draw(st.one_of(st.none(), st.just("whsec_" + "A" * 43 + "="))),
         "http_timeout_ms": draw(st.integers(100, 60_000)),
         "max_attempts": draw(st.integers(1, 100)),
@@ -431,6 +432,7 @@ def subscriptions(draw: st.DrawFn) -> dict[str, Any]:
     kwargs[free] = draw(st.one_of(names, st.text(st.characters(exclude_characters="\x00"), max_size=40)))
     wide = {"delivery_mode": delivery_modes, "webhook_url": urls, "notify_channel": st.one_of(st.none(), any_text),
             "push_mode": push_modes, "payload_filter": filters, "ordered": flags, "durable": flags,
+            "notify_payload": flags,
             "signing_secret": secrets_, free: any_text,
             **{name: st.one_of(ints, ints, wrong_types) for name in INT_OPTIONS}}
     for name in draw(st.sets(st.sampled_from(sorted(wide)), max_size=3)):
@@ -442,7 +444,7 @@ def subscriptions(draw: st.DrawFn) -> dict[str, Any]:
 
 #: subscribe()'s defaults, for the examples that leave an argument out.
 SUBSCRIBE_DEFAULTS = {"webhook_url": None, "notify_channel": None, "push_mode": "dispatcher", "payload_filter": None,
-                      "ordered": False, "durable": False, "signing_secret": None}
+                      "ordered": False, "durable": False, "notify_payload": False, "signing_secret": None}
 
 
 @pytest.fixture
@@ -517,7 +519,7 @@ def test_subscribe_stores_what_it_is_given_or_refuses_it(client: Client, db: psy
         for name in INT_OPTIONS:
             if name in kwargs:
                 assert type(kwargs[name]) is int and row[name] == kwargs[name], name
-        for name in ("ordered", "durable"):
+        for name in ("ordered", "durable", "notify_payload"):
             assert type(kwargs[name]) is bool and row[name] is kwargs[name], name
         if kwargs["payload_filter"] is None:
             assert row["payload_filter"] is None

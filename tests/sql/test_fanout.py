@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -70,12 +71,21 @@ def test_batch_publish_fans_out_every_message(client: Client, db: psycopg.Connec
     assert {r["client_id"]: r["n"] for r in rows} == {run_id + "-a": 50, run_id + "-b": 50}
 
 
-def test_large_notify_payload_is_sent_as_reference(client: Client, run_id: str) -> None:
-    client.subscribe(run_id + "-big", "notify", message_type=run_id + ".*", notify_channel=run_id + "-big")
-    with client.listener(run_id + "-big") as listener:
-        message_id = client.publish(run_id + ".big", {"blob": "x" * 10_000})
+def test_large_notify_payload_is_sent_as_reference(client: Client, dsn: str, run_id: str) -> None:
+    # Opted in to the payload in the notification, but this one is over PostgreSQL's
+    # 8000-byte NOTIFY limit: sent without it, and the listener reads it by id.
+    channel = run_id + "-big"
+    client.subscribe(run_id + "-big", "notify", message_type=run_id + ".*", notify_channel=channel,
+                     notify_payload=True)
+    blob = {"blob": "x" * 10_000}
+    with psycopg.connect(dsn, autocommit=True) as plain, client.listener(channel) as listener:
+        plain.execute(f'LISTEN "{channel}"')
+        message_id = client.publish(run_id + ".big", blob)
         note = listener.next(timeout=10)
-    assert note is not None
-    assert note.payload["id"] == message_id
-    assert note.payload["payload_omitted"] is True
-    assert "payload" not in note.payload
+        [sent] = list(plain.notifies(timeout=10, stop_after=1))
+    envelope = json.loads(sent.payload)
+    assert envelope["id"] == message_id
+    assert envelope["payload_omitted"] is True
+    assert "payload" not in envelope
+    assert note is not None and note.fetched
+    assert note.payload["id"] == message_id and note.payload["payload"] == blob

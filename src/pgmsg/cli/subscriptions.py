@@ -43,7 +43,8 @@ def public_view(sub: Subscription, show_secrets: bool = False) -> dict[str, Any]
 
 
 def table_row(sub: Subscription) -> dict[str, Any]:
-    options = [name for name, on in (("ordered", sub.ordered), ("durable", sub.durable)) if on]
+    options = [name for name, on in (("ordered", sub.ordered), ("durable", sub.durable),
+                                     ("notify_payload", sub.notify_payload)) if on]
     if sub.payload_filter:
         options.append("filter=" + json.dumps(sub.payload_filter, separators=(",", ":")))
     return {
@@ -135,6 +136,10 @@ def subscriptions() -> None:
               help='Only messages whose payload contains this JSON object, e.g. \'{"country": "DE"}\'.')
 @click.option("--ordered", is_flag=True, help="Deliver messages with the same key one at a time, in order.")
 @click.option("--durable", is_flag=True, help="notify: keep a claimable copy until the listener acks it.")
+@click.option("--notify-payload", is_flag=True,
+              help="notify: send the message in the notification, readable by every role that can connect "
+              "(default: only the message and delivery ids; the listener reads the rest through row-level "
+              "security).")
 @click.option("--show-secrets", is_flag=True, help="With --json: include the signing secret.")
 @json_option
 @pass_app

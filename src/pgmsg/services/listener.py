@@ -1,7 +1,9 @@
 """pgmsg-listener: a NOTIFY listener (the seed's dashboard-service and admin-portal).
 
-It LISTENs on its channel and handles each notification in real time; a
-payload too large for NOTIFY arrives as a reference and is read by id.
+It LISTENs on its channel and handles each notification in real time. A
+notification is a reference (message and delivery ids) unless the subscription
+opted in to notify_payload; Client.listener reads the message as this
+service's role, through row-level security, before handing it over.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ def run(stop: threading.Event, config: runtime.ServiceSettings, channel: str) ->
                     for note in listener.notifications(timeout=1.0, limit=1):
                         with metrics.processing_seconds.labels(config.client_id).time():
                             envelope = note.payload
-                            if envelope.get("payload_omitted"):
-                                envelope = {**envelope, "payload": client.message(envelope["id"])["payload"]}
                             log.info("notification", extra={"fields": {
                                 "client_id": config.client_id, "channel": note.channel,
                                 "message_id": envelope["id"], "message_type": envelope["type"],
