@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import jinja2
 import psycopg
+import yaml
 
 from pgmsg import migrations
 from tests.support.scratch import deployed_image, docker
@@ -71,17 +73,30 @@ def up(port: int, sql_dir: Path) -> str:
                 if "client_id" in role:
                     conn.execute("INSERT INTO pgmsg_client_roles (role_name, client_id) VALUES (%s, %s)",
                                  (role["name"], role["client_id"]))
-        # The housekeeping jobs as the deployment scheduled them.
-        with psycopg.connect(deployed_dsn(variables)) as deployed:
-            jobs = deployed.execute("SELECT jobname, schedule, command FROM cron.job").fetchall()
-        for job in jobs:
-            conn.execute("SELECT pgmsg_ensure_cron_job(%s, %s, %s)", job)
+        # The housekeeping jobs as this checkout's role would schedule them (not the deployed
+        # ones: a branch that changes the jobs is tested with its own).
+        prefix, jobs = housekeeping_jobs(variables)
+        for name, schedule, command in jobs:
+            conn.execute("SELECT pgmsg_ensure_cron_job(%s, %s, %s)", (prefix + name, schedule, command))
+        conn.execute("SELECT pgmsg_prune_cron_jobs(%s, %s)", (prefix, [prefix + name for name, _, _ in jobs]))
     return dsn
 
 
-def deployed_dsn(variables: dict) -> str:
-    return (f"host=127.0.0.1 port={variables.get('postgres_port', 5432)} user=postgres dbname=messaging "
-            f"password={variables['postgres_superuser_password']}")
+def housekeeping_jobs(variables: dict) -> tuple[str, list[tuple[str, str, str]]]:
+    """housekeeping_jobs of roles/housekeeping/defaults/main.yml with the inventory's overrides,
+    rendered as Ansible would (the jobs use only plain housekeeping_* values and `| int`)."""
+    context = yaml.safe_load((ROOT / "roles/housekeeping/defaults/main.yml").read_text())
+    context.update({k: v for k, v in variables.items() if k.startswith("housekeeping_")})
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+    def render(value: object) -> str:
+        text = str(value)
+        while "{{" in text:
+            text = env.from_string(text).render(context)
+        return text.strip()
+
+    jobs = [(render(j["name"]), render(j["schedule"]), render(j["command"])) for j in context["housekeeping_jobs"]]
+    return render(context["housekeeping_job_prefix"]), jobs
 
 
 def main() -> None:

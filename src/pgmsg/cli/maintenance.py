@@ -1,4 +1,4 @@
-"""Housekeeping by hand: ``pgmsg archive`` and ``pgmsg purge`` (pg_cron runs the same functions nightly)."""
+"""Housekeeping by hand: ``pgmsg archive`` and ``pgmsg purge`` (pg_cron runs the same functions every minute, in batches)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,182 @@
+"""Retention keeps up: one pass of every pg_cron job retires a day's backlog, each trim
+removes what is past its age and nothing else, and archiving never takes away a delivery
+that another transaction is sending round again."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from pgmsg import Client
+from tests.support.waiting import wait_until
+
+BACKLOG = 60_000
+
+
+def run_every_job_once(dsn: str) -> None:
+    """What pg_cron does at each job's time: the job's command, alone, on its own connection
+    (autocommit, as pg_cron sends it), so a procedure may commit between its batches."""
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        commands = [r["command"] for r in conn.execute(
+            "SELECT command FROM cron.job WHERE jobname LIKE 'pgmsg-%' ORDER BY jobid")]
+        assert len(commands) >= 5
+        for command in commands:
+            conn.execute(command)
+
+
+@pytest.fixture
+def history_cleanup(db: psycopg.Connection[Any], run_id: str) -> Iterator[None]:
+    yield
+    db.execute("DELETE FROM delivery_attempts_history WHERE delivery_id IN "
+               "(SELECT id FROM message_delivery_history WHERE client_id LIKE %s)", (run_id + "%",))
+    db.execute("DELETE FROM message_delivery_history WHERE client_id LIKE %s", (run_id + "%",))
+    db.execute("DELETE FROM messages_history WHERE message_type LIKE %s", (run_id + "%",))
+
+
+def test_one_pass_of_every_job_retires_a_backlog_of_60000_messages(
+    client: Client, db: psycopg.Connection[Any], dsn: str, run_id: str, history_cleanup: None
+) -> None:
+    client.subscribe(run_id + "-bulk", "async", message_type=run_id + ".*")
+    # 60,000 messages past retention, each with a delivered delivery (the fan-out trigger
+    # writes the deliveries; the superuser sets them delivered long ago).
+    db.execute("INSERT INTO messages (message_type, payload, created_at) "
+               "SELECT %s, jsonb_build_object('n', n), now() - interval '400 days' "
+               "FROM generate_series(1, %s) n", (run_id + ".old", BACKLOG))
+    db.execute("UPDATE message_delivery SET status = 'delivered', delivered_at = now() - interval '399 days' "
+               "WHERE client_id = %s", (run_id + "-bulk",))
+
+    run_every_job_once(dsn)
+
+    [left] = db.execute("SELECT count(*) AS n FROM messages WHERE message_type = %s", (run_id + ".old",))
+    assert left["n"] == 0
+    [gone] = db.execute("SELECT count(*) AS n FROM message_delivery WHERE client_id = %s", (run_id + "-bulk",))
+    assert gone["n"] == 0
+
+
+def test_history_is_trimmed_after_its_keep_days(client: Client, db: psycopg.Connection[Any], dsn: str,
+                                                run_id: str, history_cleanup: None) -> None:
+    client.subscribe(run_id + "-hist", "async", message_type=run_id + ".*")
+    old, recent = client.publish(run_id + ".e", {}), client.publish(run_id + ".e", {})
+    client.ack(d.id for d in client.claim(run_id + "-hist", 10))
+    db.execute("UPDATE messages SET created_at = now() - interval '400 days' WHERE id = ANY(%s)", ([old, recent],))
+    run_every_job_once(dsn)
+    assert db.execute("SELECT count(*) AS n FROM messages_history WHERE id = ANY(%s)",
+                      ([old, recent],)).fetchone()["n"] == 2
+    # One of them was archived long ago: past the history's keep days it goes, with its deliveries.
+    for table, column in (("messages_history", "id"), ("message_delivery_history", "message_id")):
+        db.execute(f"UPDATE {table} SET archived_at = now() - interval '3650 days' WHERE {column} = %s", (old,))
+    run_every_job_once(dsn)
+    assert [r["id"] for r in db.execute("SELECT id FROM messages_history WHERE id = ANY(%s)",
+                                        ([old, recent],))] == [recent]
+    assert [r["message_id"] for r in db.execute(
+        "SELECT message_id FROM message_delivery_history WHERE message_id = ANY(%s)", ([old, recent],))] == [recent]
+
+
+def test_cron_run_details_are_trimmed(db: psycopg.Connection[Any], dsn: str) -> None:
+    job = db.execute("SELECT jobid FROM cron.job WHERE jobname = 'pgmsg-release-expired-leases'").fetchone()
+    [old, fresh, running] = [db.execute(
+        "INSERT INTO cron.job_run_details (jobid, runid, job_pid, database, username, command, status, "
+        "return_message, start_time, end_time) "
+        "VALUES (%s, nextval('cron.runid_seq'), 0, current_database(), 'postgres', 'SELECT 1', %s, '', "
+        "now() - %s::interval, now() - %s::interval + interval '1 second') RETURNING runid",
+        (job["jobid"], status, age, age)).fetchone()["runid"]
+        for status, age in (("succeeded", "3650 days"), ("succeeded", "1 minute"), ("running", "3650 days"))]
+    db.execute("UPDATE cron.job_run_details SET end_time = NULL WHERE runid = %s", (running,))
+    run_every_job_once(dsn)
+    kept = {r["runid"] for r in db.execute("SELECT runid FROM cron.job_run_details WHERE runid = ANY(%s)",
+                                           ([old, fresh, running],))}
+    assert kept == {fresh, running}
+    db.execute("DELETE FROM cron.job_run_details WHERE runid = ANY(%s)", ([fresh, running],))
+
+
+def test_stale_dispatcher_rows_go_live_ones_stay(client: Client, db: psycopg.Connection[Any], dsn: str,
+                                                 run_id: str) -> None:
+    names = {k: f"{run_id}-{k}" for k in ("gone", "live", "holding")}
+    db.execute("INSERT INTO pgmsg_dispatchers (name, started_at, last_seen) VALUES "
+               "(%(gone)s, now() - interval '400 days', now() - interval '400 days'), "
+               "(%(live)s, now() - interval '1 day', now()), "
+               "(%(holding)s, now() - interval '400 days', now() - interval '400 days')", names)
+    # A dispatcher that stopped reporting in but still holds a lease keeps its row.
+    client.subscribe(run_id + "-disp", "async", message_type=run_id + ".*")
+    client.publish(run_id + ".e", {})
+    [held] = client.claim(run_id + "-disp", 1, consumer=names["holding"])
+    try:
+        run_every_job_once(dsn)
+        kept = {r["name"] for r in db.execute("SELECT name FROM pgmsg_dispatchers WHERE name LIKE %s",
+                                              (run_id + "%",))}
+        assert kept == {names["live"], names["holding"]}
+    finally:
+        db.execute("DELETE FROM pgmsg_dispatchers WHERE name LIKE %s", (run_id + "%",))
+        assert held.id
+
+
+def test_archive_never_takes_a_delivery_being_redriven(client: Client, db: psycopg.Connection[Any], dsn: str,
+                                                       run_id: str, history_cleanup: None) -> None:
+    """Redrive in an open transaction (dead -> pending), then archive: the archive must not
+    carry the message away under it (it skips it; the next run decides again)."""
+    client.subscribe(run_id + "-rd", "async", message_type=run_id + ".*", max_attempts=1)
+    message_id = client.publish(run_id + ".e", {})
+    [delivery] = client.claim(run_id + "-rd", 1)
+    db.execute("UPDATE message_delivery SET status = 'dead', dead_at = now(), lease_expires_at = NULL "
+               "WHERE id = %s", (delivery.id,))
+    db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = %s", (message_id,))
+
+    archived: list[int] = []
+    with psycopg.connect(dsn, row_factory=dict_row) as redriver, \
+         psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as archiver:
+        assert redriver.execute("SELECT pgmsg_redrive(%s, %s) AS n",
+                                (run_id + "-rd", [delivery.id])).fetchone()["n"] == 1
+        pid = archiver.info.backend_pid
+        worker = threading.Thread(target=lambda: archived.append(archiver.execute(
+            "SELECT pgmsg_archive_messages(interval '3000 days', 100) AS n").fetchone()["n"]))
+        worker.start()
+        # The archive either finishes or waits for the redrive's row lock; then the redrive commits.
+        wait_until(lambda: archived or db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,)).fetchone(),
+            timeout=30)
+        redriver.commit()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+
+    row = db.execute("SELECT status FROM message_delivery WHERE id = %s", (delivery.id,)).fetchone()
+    assert row is not None and row["status"] == "pending"           # the redrive stands
+    assert db.execute("SELECT 1 FROM messages WHERE id = %s", (message_id,)).fetchone()
+    assert not db.execute("SELECT 1 FROM messages_history WHERE id = %s", (message_id,)).fetchone()
+
+
+def test_redrive_after_an_uncommitted_archive_changes_nothing(client: Client, db: psycopg.Connection[Any],
+                                                              dsn: str, run_id: str, history_cleanup: None) -> None:
+    """The other order: the archive holds the message; a redrive waits, then finds nothing
+    left to redrive and says so (0), and the history keeps the dead delivery."""
+    client.subscribe(run_id + "-rd2", "async", message_type=run_id + ".*", max_attempts=1)
+    message_id = client.publish(run_id + ".e", {})
+    [delivery] = client.claim(run_id + "-rd2", 1)
+    db.execute("UPDATE message_delivery SET status = 'dead', dead_at = now(), lease_expires_at = NULL "
+               "WHERE id = %s", (delivery.id,))
+    db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = %s", (message_id,))
+
+    redriven: list[int] = []
+    with psycopg.connect(dsn, row_factory=dict_row) as archiver, \
+         psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as redriver:
+        assert archiver.execute("SELECT pgmsg_archive_messages(interval '3000 days', 100) AS n"
+                                ).fetchone()["n"] >= 1
+        pid = redriver.info.backend_pid
+        worker = threading.Thread(target=lambda: redriven.append(redriver.execute(
+            "SELECT pgmsg_redrive(%s, %s) AS n", (run_id + "-rd2", [delivery.id])).fetchone()["n"]))
+        worker.start()
+        wait_until(lambda: redriven or db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'", (pid,)).fetchone(),
+            timeout=30)
+        archiver.commit()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+
+    assert redriven == [0]
+    assert not db.execute("SELECT 1 FROM message_delivery WHERE id = %s", (delivery.id,)).fetchone()
+    [row] = db.execute("SELECT status FROM message_delivery_history WHERE id = %s", (delivery.id,)).fetchall()
+    assert row["status"] == "dead"
