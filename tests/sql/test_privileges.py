@@ -51,7 +51,7 @@ PGCRYPTO = (
     "armor(bytea)", "armor(bytea,text[],text[])", "crypt(text,text)", "dearmor(text)",
     "decrypt(bytea,bytea,text)", "decrypt_iv(bytea,bytea,bytea,text)", "digest(bytea,text)",
     "digest(text,text)", "encrypt(bytea,bytea,text)", "encrypt_iv(bytea,bytea,bytea,text)",
-    "gen_random_uuid()", "gen_salt(text)", "gen_salt(text,integer)", "hmac(bytea,bytea,text)",
+    "public.gen_random_uuid()", "gen_salt(text)", "gen_salt(text,integer)", "hmac(bytea,bytea,text)",
     "hmac(text,text,text)", "pgp_armor_headers(text)", "pgp_key_id(bytea)", "pgp_pub_decrypt(bytea,bytea)",
     "pgp_pub_decrypt(bytea,bytea,text)", "pgp_pub_decrypt(bytea,bytea,text,text)",
     "pgp_pub_decrypt_bytea(bytea,bytea)", "pgp_pub_decrypt_bytea(bytea,bytea,text)",
