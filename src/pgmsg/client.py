@@ -68,11 +68,14 @@ class Subscription:
     notify_payload: bool = False
 
 
-SUBSCRIPTION_COLUMNS = (
+#: The columns of a Subscription but its secret: administrators and monitoring
+#: may read these, the signing secrets only the dispatcher and the owning client.
+_SUBSCRIPTION_SETTINGS = (
     "id, client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel, "
     "http_timeout_ms, active, push_mode, max_attempts, lease_seconds, payload_filter, ordered, "
-    "durable, signing_secret, deactivated_reason, notify_payload"
+    "durable, deactivated_reason, notify_payload"
 )
+SUBSCRIPTION_COLUMNS = _SUBSCRIPTION_SETTINGS + ", signing_secret"
 
 
 @dataclass(frozen=True)
@@ -514,48 +517,74 @@ class Client:
         _check_bool("durable", durable)
         _check_bool("notify_payload", notify_payload)
         filter_value = None if payload_filter is None else _jsonb(payload_filter, "payload_filter")
-        with translated(f"subscribing {shown(client_id)}"), self._connection() as conn:
+        settings = {
+            "client": client_id, "mode": delivery_mode, "type": message_type, "namespace": namespace,
+            "url": webhook_url, "channel": notify_channel, "timeout": http_timeout_ms, "push_mode": push_mode,
+            "max_attempts": max_attempts, "lease": lease_seconds, "retry_base": retry_base_ms,
+            "retry_max": retry_max_ms, "filter": filter_value, "ordered": ordered, "durable": durable,
+            "notify_payload": notify_payload, "secret": signing_secret,
+        }
+        # Administrators may not read signing secrets (only the dispatcher and the
+        # owning client may), so the secret shown is the one this call generated or
+        # set, never one read back: a new http subscription gets one generated here,
+        # an existing one keeps its own unless signing_secret is given.
+        with translated(f"subscribing {shown(client_id)}"), self._connection() as conn, conn.transaction():
             row = conn.execute(
                 f"""
-                INSERT INTO subscriptions (client_id, delivery_mode, message_type, namespace,
-                                           webhook_url, notify_channel, http_timeout_ms, push_mode,
-                                           max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
-                                           payload_filter, ordered, durable, notify_payload, signing_secret)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (client_id, delivery_mode, message_type, namespace) DO UPDATE
-                   SET webhook_url = EXCLUDED.webhook_url,
-                       notify_channel = EXCLUDED.notify_channel,
-                       http_timeout_ms = EXCLUDED.http_timeout_ms,
-                       push_mode = EXCLUDED.push_mode,
-                       max_attempts = EXCLUDED.max_attempts,
-                       lease_seconds = EXCLUDED.lease_seconds,
-                       retry_base_ms = EXCLUDED.retry_base_ms,
-                       retry_max_ms = EXCLUDED.retry_max_ms,
-                       payload_filter = EXCLUDED.payload_filter,
-                       ordered = EXCLUDED.ordered,
-                       durable = EXCLUDED.durable,
-                       notify_payload = EXCLUDED.notify_payload,
-                       -- EXCLUDED carries a freshly generated secret when none was
-                       -- given (the insert trigger ran); keep the existing one then.
-                       signing_secret = CASE WHEN %s THEN EXCLUDED.signing_secret
-                                             ELSE coalesce(subscriptions.signing_secret,
-                                                           EXCLUDED.signing_secret) END,
-                       active = true
-                RETURNING {SUBSCRIPTION_COLUMNS}
+                WITH secret AS (
+                    SELECT coalesce(%(secret)s::text,
+                                    CASE WHEN %(mode)s::text = 'http' THEN pgmsg_new_signing_secret() END) AS value
+                ), created AS (
+                    INSERT INTO subscriptions (client_id, delivery_mode, message_type, namespace,
+                                               webhook_url, notify_channel, http_timeout_ms, push_mode,
+                                               max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
+                                               payload_filter, ordered, durable, notify_payload, signing_secret)
+                    SELECT %(client)s, %(mode)s, %(type)s, %(namespace)s, %(url)s, %(channel)s, %(timeout)s,
+                           %(push_mode)s, %(max_attempts)s, %(lease)s, %(retry_base)s, %(retry_max)s,
+                           %(filter)s::jsonb, %(ordered)s, %(durable)s, %(notify_payload)s, secret.value
+                      FROM secret
+                    ON CONFLICT (client_id, delivery_mode, message_type, namespace) DO NOTHING
+                    RETURNING {_SUBSCRIPTION_SETTINGS}
+                )
+                SELECT created.*, secret.value AS signing_secret FROM created, secret
                 """,
-                (client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel,
-                 http_timeout_ms, push_mode, max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
-                 filter_value, ordered, durable, notify_payload,
-                 signing_secret, signing_secret is not None),
+                settings,
             ).fetchone()
-        assert row is not None
+            if row is None:
+                # The same subscription exists: update and re-activate it. Filters are
+                # matched as the insert trigger stores them (trimmed, '' is '*').
+                row = conn.execute(
+                    f"""
+                    UPDATE subscriptions
+                       SET webhook_url = %(url)s, notify_channel = %(channel)s, http_timeout_ms = %(timeout)s,
+                           push_mode = %(push_mode)s, max_attempts = %(max_attempts)s, lease_seconds = %(lease)s,
+                           retry_base_ms = %(retry_base)s, retry_max_ms = %(retry_max)s,
+                           payload_filter = %(filter)s::jsonb, ordered = %(ordered)s, durable = %(durable)s,
+                           notify_payload = %(notify_payload)s,
+                           {"signing_secret = %(secret)s," if signing_secret is not None else ""}
+                           active = true
+                     WHERE client_id = %(client)s AND delivery_mode = %(mode)s
+                       AND message_type = coalesce(NULLIF(btrim(%(type)s::text), ''), '*')
+                       AND namespace = coalesce(NULLIF(btrim(%(namespace)s::text), ''), '*')
+                    RETURNING {_SUBSCRIPTION_SETTINGS}, %(secret)s::text AS signing_secret
+                    """,
+                    settings,
+                ).fetchone()
+        if row is None:
+            raise NotFound(f"the subscription of {client_id!r} was removed while it was being updated; subscribe again")
         return Subscription(**row)
 
-    def subscriptions(self, client_id: str | None = None) -> list[Subscription]:
-        """All subscriptions, or one client's."""
-        with translated("listing subscriptions"), self._connection() as conn:
+    def subscriptions(self, client_id: str | None = None, *, with_secrets: bool = False) -> list[Subscription]:
+        """All subscriptions, or one client's.
+
+        ``with_secrets`` reads the signing secrets too, which only the superuser, the
+        dispatcher and the owning client may (an administrator is refused).
+        """
+        columns = SUBSCRIPTION_COLUMNS if with_secrets else _SUBSCRIPTION_SETTINGS
+        with translated("listing subscriptions" + (" with their secrets" if with_secrets else "")), \
+                self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                f"SELECT {columns} FROM subscriptions "
                 "WHERE %(client)s::text IS NULL OR client_id = %(client)s ORDER BY client_id, id",
                 {"client": client_id},
             ).fetchall()

@@ -75,7 +75,10 @@ def test_add_list_and_secrets_stay_out_of_tables(run: Run, run_id: str) -> None:
     again = json.loads(run("--json", "subscriptions", "add", run_id + "-hook", "--mode", "http", "--type",
                            run_id + ".*", "--url", "http://127.0.0.1:9/other", "--show-secrets").stdout)
     assert again["id"] == listed["id"] and again["webhook_url"] == "http://127.0.0.1:9/other"  # updated in place
-    assert again["signing_secret"] == secret_view["signing_secret"]                         # secret kept
+    # The secret is kept, and not read back: the add shows a secret only when it set one.
+    assert again["signing_secret"] is None
+    [kept] = json.loads(run("--json", "subscriptions", "list", "--client", run_id + "-hook", "--show-secrets").stdout)
+    assert kept["signing_secret"] == secret_view["signing_secret"]
     refused = run("subscriptions", "list", "--show-secrets")
     assert refused.exit_code == 2 and "only applies to --json" in refused.output
 

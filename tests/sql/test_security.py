@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import jinja2
 import psycopg
 import pytest
+import yaml
 from psycopg.rows import dict_row
 
-from pgmsg import Client, InvalidInput
+from pgmsg import Client, InvalidInput, PgmsgError
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -73,12 +76,19 @@ def role_dsn(dsn: str, user: str, password: str) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
+LOGIN_KEYS = ("messaging_schema_publishers", "messaging_schema_clients", "messaging_schema_dispatchers",
+              "messaging_schema_admins", "messaging_schema_monitors")
+
+
+def login_passwords(inventory_vars: dict[str, Any]) -> dict[str, str]:
+    """Every login role the local inventory declares, with its password."""
+    return {r["name"]: r["password"] for key in LOGIN_KEYS for r in inventory_vars.get(key, [])}
+
+
 @pytest.fixture
 def login(dsn: str, inventory_vars: dict[str, Any]):  # type: ignore[no-untyped-def]
     """Connect as one of the login roles the local inventory declares."""
-    declared = {r["name"]: r["password"] for key in ("messaging_schema_publishers", "messaging_schema_clients",
-                                                     "messaging_schema_dispatchers", "messaging_schema_admins")
-                for r in inventory_vars.get(key, [])}
+    declared = login_passwords(inventory_vars)
     opened: list[psycopg.Connection[Any]] = []
 
     def connect(name: str) -> psycopg.Connection[Any]:
@@ -143,3 +153,169 @@ def test_admin_sees_everything_and_roles_cannot_change_the_allowlist(login, two_
     for name in ("pgmsg_ops", "rls_probe_a", "pgmsg_publisher_local"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             login(name).execute("SELECT pgmsg_set_webhook_allowlist(ARRAY['0.0.0.0/0'])")
+
+
+# -- least privilege, from the attacker's side (issue 15: 1, 7, 12, 13) ---------
+
+def test_no_login_role_can_make_http_requests_from_the_database(login, inventory_vars: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """pgsql-http is the in-transaction push's alone: nobody else reaches the network past the allowlist."""
+    for name in login_passwords(inventory_vars):
+        conn = login(name)
+        for attack in ("SELECT status FROM http_get('http://127.0.0.2:9/')",
+                       "SELECT http_set_curlopt('CURLOPT_TIMEOUT_MS', '1')",
+                       "SELECT http_reset_curlopt()",
+                       "SELECT status FROM http(('GET', 'http://127.0.0.2:9/', NULL, NULL, NULL)::http_request)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                conn.execute(attack)
+
+
+def test_no_login_role_can_schedule_cron_jobs(login, inventory_vars: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    for name in login_passwords(inventory_vars):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            login(name).execute("SELECT cron.schedule('pgmsg-attack', '* * * * *', 'SELECT 1')")
+
+
+@pytest.fixture
+def probe_a_webhook(db: psycopg.Connection[Any], run_id: str) -> Iterator[dict[str, Any]]:
+    """An http subscription of rls-probe-a, with a known current and previous secret."""
+    row = db.execute(
+        "INSERT INTO subscriptions (client_id, delivery_mode, message_type, webhook_url) "
+        "VALUES ('rls-probe-a', 'http', %s, 'http://127.0.0.1:9/hook') RETURNING id, signing_secret",
+        (run_id + ".secret",)).fetchone()
+    db.execute("SELECT pgmsg_rotate_secret(%s)", (row["id"],))
+    yield row
+    db.execute("DELETE FROM subscriptions WHERE id = %s", (row["id"],))
+
+
+@pytest.mark.parametrize("column", ["signing_secret", "previous_signing_secret"])
+def test_signing_secrets_are_hidden_from_monitoring_admins_publishers_and_other_clients(  # type: ignore[no-untyped-def]
+        login, probe_a_webhook: dict[str, Any], column: str) -> None:
+    for name in ("pgmsg_exporter_local", "pgmsg_ops", "pgmsg_publisher_local"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            login(name).execute(f"SELECT {column} FROM subscriptions")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            login(name).execute(f"SELECT count(*) FROM subscriptions WHERE {column} LIKE 'whsec_%%'")
+    # Another client has the column, but not the row.
+    assert login("rls_probe_b").execute(f"SELECT {column} FROM subscriptions WHERE id = %s",
+                                        (probe_a_webhook["id"],)).fetchall() == []
+    # The owner and the dispatcher (which signs with it) read it.
+    for name in ("rls_probe_a", "pgmsg_dispatcher_local"):
+        [row] = login(name).execute(f"SELECT {column} FROM subscriptions WHERE id = %s",
+                                    (probe_a_webhook["id"],)).fetchall()
+        assert row[column].startswith("whsec_")
+
+
+def test_monitoring_and_admins_still_read_everything_but_the_secrets(login, probe_a_webhook: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    for name in ("pgmsg_exporter_local", "pgmsg_ops"):
+        [row] = login(name).execute("SELECT client_id, webhook_url, active, previous_secret_expires_at "
+                                    "FROM subscriptions WHERE id = %s", (probe_a_webhook["id"],)).fetchall()
+        assert row["client_id"] == "rls-probe-a" and row["previous_secret_expires_at"] is not None
+
+
+def test_an_administrator_sees_a_secret_once_when_it_is_set(dsn: str, inventory_vars: dict[str, Any],  # type: ignore[no-untyped-def]
+                                                            db: psycopg.Connection[Any], run_id: str) -> None:
+    with Client(role_dsn(dsn, "pgmsg_ops", login_passwords(inventory_vars)["pgmsg_ops"])) as admin:
+        created = admin.subscribe(run_id + "-adm", "http", webhook_url="http://127.0.0.1:9/hook")
+        stored = db.execute("SELECT signing_secret FROM subscriptions WHERE id = %s", (created.id,)).fetchone()
+        assert created.signing_secret is not None and created.signing_secret == stored["signing_secret"]
+        # Subscribing again updates it and keeps the secret, without showing it.
+        again = admin.subscribe(run_id + "-adm", "http", webhook_url="http://127.0.0.1:9/other")
+        assert again.id == created.id and again.signing_secret is None
+        given = "whsec_" + "QUJD" * 11
+        assert admin.subscribe(run_id + "-adm", "http", webhook_url="http://127.0.0.1:9/other",
+                               signing_secret=given).signing_secret == given
+        rotated = admin.rotate_secret(created.id, overlap_seconds=60)
+        stored = db.execute("SELECT signing_secret, previous_signing_secret FROM subscriptions WHERE id = %s",
+                            (created.id,)).fetchone()
+        assert (rotated, given) == (stored["signing_secret"], stored["previous_signing_secret"])
+        [listed] = admin.subscriptions(run_id + "-adm")
+        assert listed.webhook_url == "http://127.0.0.1:9/other" and listed.signing_secret is None
+        with pytest.raises(PgmsgError, match="permission denied"):
+            admin.subscriptions(run_id + "-adm", with_secrets=True)
+
+
+def test_only_the_deployment_writes_the_allowlist(login, db: psycopg.Connection[Any]) -> None:  # type: ignore[no-untyped-def]
+    before = db.execute("SELECT array_agg(entry ORDER BY entry) AS e FROM pgmsg_webhook_allowlist").fetchone()["e"]
+    admin = login("pgmsg_ops")
+    for attack in ("INSERT INTO pgmsg_webhook_allowlist (entry, network) VALUES ('0.0.0.0/0', '0.0.0.0/0')",
+                   "UPDATE pgmsg_webhook_allowlist SET network = '0.0.0.0/0' WHERE network IS NOT NULL",
+                   "DELETE FROM pgmsg_webhook_allowlist", "TRUNCATE pgmsg_webhook_allowlist"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            admin.execute(attack)
+    assert db.execute("SELECT array_agg(entry ORDER BY entry) AS e FROM pgmsg_webhook_allowlist").fetchone()["e"] \
+        == before
+    # The dispatcher loads it.
+    assert login("pgmsg_dispatcher_local").execute("SELECT count(*) AS n FROM pgmsg_webhook_allowlist").fetchone()["n"] \
+        == len(before)
+
+
+@pytest.mark.parametrize("table", ["messages", "message_inbox"])
+@pytest.mark.parametrize("column, value", [("id", 2_000_000_000), ("created_at", "2001-01-01"),
+                                           ("published_by", "pgmsg_ops")])
+def test_publishers_cannot_choose_ids_times_or_authors(login, run_id: str, table: str, column: str,  # type: ignore[no-untyped-def]
+                                                      value: object) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        login("pgmsg_publisher_local").execute(
+            f"INSERT INTO {table} (message_type, {column}) VALUES (%s, %s)", (run_id + ".forged", value))
+
+
+def test_publishing_as_a_publisher_still_works(dsn: str, inventory_vars: dict[str, Any],  # type: ignore[no-untyped-def]
+                                               db: psycopg.Connection[Any], run_id: str) -> None:
+    with Client(role_dsn(dsn, "pgmsg_publisher_local",
+                         login_passwords(inventory_vars)["pgmsg_publisher_local"])) as publisher:
+        ids = [publisher.publish(run_id + ".p", {"n": 1}, key="k"),
+               *publisher.publish_many([(run_id + ".p", {"n": 2}, "shop")]),
+               publisher.publish(run_id + ".p", {"n": 3}, deferred=True),
+               *publisher.publish_many([(run_id + ".p", {"n": 4}, "shop")], deferred=True)]
+    assert len(set(ids)) == 4
+    db.execute("SELECT pgmsg_fan_out_deferred(100000)")
+    rows = db.execute("SELECT id, published_by FROM messages WHERE id = ANY (%s) ORDER BY id", (ids,)).fetchall()
+    assert [(r["id"], r["published_by"]) for r in rows] == [(i, "pgmsg_publisher_local") for i in sorted(ids)]
+
+
+def test_a_role_learns_only_its_own_client_ids(login) -> None:  # type: ignore[no-untyped-def]
+    probe_a = login("rls_probe_a")
+    assert probe_a.execute("SELECT array_agg(c) AS ids FROM pgmsg_client_ids_of('rls_probe_a') c").fetchone()["ids"] \
+        == ["rls-probe-a"]
+    for other in ("rls_probe_b", "analytics_service", "pgmsg_publisher_local"):
+        assert probe_a.execute("SELECT count(*) AS n FROM pgmsg_client_ids_of(%s)", (other,)).fetchone()["n"] == 0
+    for name in ("pgmsg_publisher_local", "pgmsg_exporter_local", "pgmsg_dispatcher_local"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            login(name).execute("SELECT * FROM pgmsg_client_ids_of('rls_probe_a')")
+
+
+def test_a_publisher_gets_delivery_stats_of_its_own_messages_only(login, two_clients: int, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    publisher = login("pgmsg_publisher_local")
+    # two_clients was published by the superuser, to two subscriptions.
+    assert publisher.execute("SELECT * FROM pgmsg_delivery_stats(%s)", ([two_clients],)).fetchall() == []
+    mine = publisher.execute("INSERT INTO messages (message_type) VALUES (%s) RETURNING id",
+                             (run_id + ".rls",)).fetchone()["id"]
+    stats = publisher.execute("SELECT delivery_mode, status, count FROM pgmsg_delivery_stats(%s)",
+                              ([mine, two_clients],)).fetchall()
+    assert stats == [{"delivery_mode": "async", "status": "pending", "count": 2}]
+    # Monitoring and administrators see any message's.
+    for name in ("pgmsg_exporter_local", "pgmsg_ops"):
+        [row] = login(name).execute("SELECT count FROM pgmsg_delivery_stats(%s)", ([two_clients],)).fetchall()
+        assert row["count"] == 2
+
+
+def test_the_exporter_queries_run_as_the_monitoring_login(login) -> None:  # type: ignore[no-untyped-def]
+    template = (ROOT / "roles" / "postgres_exporter" / "templates" / "queries.yaml.j2").read_text()
+    rendered = jinja2.Template(template).render(ansible_managed="test", postgres_exporter_scan_cache_seconds=30)
+    queries = yaml.safe_load(rendered)
+    assert queries
+    exporter = login("pgmsg_exporter_local")
+    for name, spec in queries.items():
+        try:
+            exporter.execute(spec["query"]).fetchall()
+        except psycopg.Error as exc:
+            pytest.fail(f"exporter query {name} fails as pgmsg_exporter_local: {exc}")
+
+
+def test_the_dispatcher_can_still_deactivate_a_gone_endpoint(login, probe_a_webhook: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """Its UPDATE runs the subscription triggers (URL check, secret) in its name."""
+    dispatcher = login("pgmsg_dispatcher_local")
+    dispatcher.execute("UPDATE subscriptions SET active = false, deactivated_reason = 'endpoint answered 410' "
+                       "WHERE id = %s", (probe_a_webhook["id"],))
+    assert login("pgmsg_ops").execute("SELECT active FROM subscriptions WHERE id = %s",
+                                      (probe_a_webhook["id"],)).fetchone()["active"] is False

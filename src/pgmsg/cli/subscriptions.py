@@ -181,8 +181,16 @@ def list_(app: AppContext, client_id: str | None, show_secrets: bool) -> None:
       pgmsg subscriptions list
       pgmsg subscriptions list --client webhook-server
       pgmsg subscriptions list --client webhook-server --json --show-secrets
+
+    --show-secrets needs a role that may read secrets (not pgmsg_admin: an
+    administrator sees a secret once, from add or rotate-secret).
     """
-    show(app, app.client().subscriptions(client_id), show_secrets, empty="no subscriptions")
+    if show_secrets and not app.json:
+        raise click.UsageError("--show-secrets only applies to --json output; tables never show secrets")
+    # Secrets are read only when asked for: administrators may list subscriptions but
+    # not read their secrets (the superuser, the dispatcher and the owning client may).
+    show(app, app.client().subscriptions(client_id, with_secrets=show_secrets), show_secrets,
+         empty="no subscriptions")
 
 
 @subscriptions.command()
