@@ -43,7 +43,7 @@ SUBSCRIPTION_COLUMNS_BUT_SECRETS = (
     "created_at, updated_at, max_attempts, lease_seconds, push_mode, retry_base_ms, retry_max_ms, "
     "previous_secret_expires_at, payload_filter, ordered, durable, deactivated_reason")
 DELIVERY_STATE = ("status, updated_at, claimed_at, delivered_at, retry_count, last_error, attempts, "
-                  "next_attempt_at, lease_expires_at, claimed_by, dead_at")
+                  "next_attempt_at, lease_expires_at, claimed_by, dead_at, lease_token")
 
 # pgcrypto: pure computation, but PUBLIC gets nothing. The secret generator and
 # the subscription trigger (run as the writer) need random bytes.
@@ -141,8 +141,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     # Consuming; RLS policies call pgmsg_client_ids_of as the client.
     "function pgmsg_client_ids_of(name)": {CLI: "EXECUTE"},
     "function pgmsg_claim(text,integer,text,integer,boolean)": {CLI: "EXECUTE", ADM: "EXECUTE"},
-    "function pgmsg_ack(bigint[])": {CLI: "EXECUTE", ADM: "EXECUTE"},
-    "function pgmsg_nack(bigint,double precision,text)": {CLI: "EXECUTE", ADM: "EXECUTE"},
+    "function pgmsg_ack(bigint[],uuid[])": {CLI: "EXECUTE", ADM: "EXECUTE"},
+    "function pgmsg_nack(bigint,uuid,double precision,text)": {CLI: "EXECUTE", ADM: "EXECUTE"},
     # Dispatching; its writes to subscriptions (410 Gone) run the URL check.
     "function pgmsg_claim_http(integer,integer,text,integer,bigint[])": {DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_claim_http_slots(integer,integer,text,integer,bigint[],integer[])":
@@ -151,7 +151,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         {DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_record_http_attempts(bigint[],integer[],integer[],text[],numeric[],double precision[],boolean)":
         {DIS: "EXECUTE", ADM: "EXECUTE"},
-    "function pgmsg_envelope(messages)": {DIS: "EXECUTE", ADM: "EXECUTE"},
+    "function pgmsg_envelope(messages)": {CLI: "EXECUTE", DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_webhook_id(message_delivery)": {DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_webhook_url_problem(text)": {DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_always_blocked(inet)": {DIS: "EXECUTE", ADM: "EXECUTE"},
@@ -170,6 +170,10 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_new_signing_secret()": {ADM: "EXECUTE"},
     "function pgmsg_archive_messages(interval,integer)": {ADM: "EXECUTE"},
     "function pgmsg_purge_deliveries(interval,integer)": {ADM: "EXECUTE"},
+    "function pgmsg_housekeep(text,interval,integer,interval)": {ADM: "EXECUTE"},
+    "function pgmsg_trim_history(interval,integer)": {ADM: "EXECUTE"},
+    "function pgmsg_trim_dispatchers(interval)": {ADM: "EXECUTE"},
+    "function pgmsg_trim_cron_runs(interval,integer)": {},   # pg_cron's table: the superuser's job only
     "function pgmsg_release_expired_leases()": {ADM: "EXECUTE"},
     "function pgmsg_retry_in_transaction_pushes()": {ADM: "EXECUTE"},
     "function pgmsg_retry_deferred(bigint[])": {ADM: "EXECUTE"},
@@ -183,6 +187,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     # Trigger functions: never called directly (their triggers fire regardless of EXECUTE).
     "function pgmsg_validate_message()": {},
     "function pgmsg_validate_subscription()": {},
+    "function pgmsg_validate_notify_payload()": {},
     "function pgmsg_validate_subscription_semantics()": {},
     "function pgmsg_fan_out()": {},
     "function pgmsg_messages_deleted()": {},
