@@ -50,5 +50,101 @@ def bullet_of(promise: Promise, bullets: dict[str, list[str]]) -> list[str]:
 
 ASYNC, HTTP, NOTIFY, ROLES = SECTIONS
 
+C = "tests/sql/test_consume.py::"
+L = "tests/sql/test_leases.py::"
+N = "tests/sql/test_notify_rls.py::"
+S = "tests/sql/test_security.py::"
+
 PROMISES: tuple[Promise, ...] = (
+    Promise(ASYNC, "**At-least-once, exactly-once per lease.**", (
+        C + "test_four_consumers_ten_thousand_deliveries_each_exactly_once",
+        C + "test_claimed_delivery_is_invisible_until_its_lease_lapses",
+        "tests/reliability/test_consumer_killed.py::test_killed_consumer_batch_is_completed_by_another",
+        L + "test_a_late_nack_in_the_old_form_does_not_return_what_b_holds",
+    )),
+    Promise(ASYNC, "**Acks and nacks hold the lease.**", (
+        L + "test_a_stale_token_is_refused_and_changes_nothing",
+        L + "test_a_late_ack_does_not_release_the_next_message_of_an_ordered_key",
+        L + "test_an_ack_may_not_name_one_delivery_with_another_deliverys_token",
+        L + "test_expired_leases_released_by_the_job_lose_their_token",
+        L + "test_consume_reports_a_batch_whose_lease_ran_out",
+        L + "test_client_ack_and_nack_need_the_lease",
+    )),
+    Promise(ASYNC, "**Fast claims, durable acks.**", (
+        "tests/sql/test_throughput_plans.py::test_claim_waits_for_the_flush_unless_told_not_to",
+        "tests/reliability/test_postgres_crash.py::test_sigkill_under_load_loses_nothing",
+    )),
+    Promise(ASYNC, "**Attempts and dead letters.**", (
+        C + "test_nack_with_delay_then_dead_letter_then_redrive",
+        C + "test_expired_lease_on_last_attempt_becomes_dead_letter",
+        C + "test_consume_nacks_failures_and_retries_them",
+    )),
+    Promise(ASYNC, "**Waking up.**", (
+        C + "test_idle_consumer_is_woken_by_listen_not_polling",
+        "tests/sql/test_throughput_plans.py::test_publish_wakes_the_dispatcher_only_when_it_is_not_pushing_there",
+    )),
+    Promise(ASYNC, "**Ordering per key.**", (
+        C + "test_ordering_per_key_holds_back_only_that_key",
+        L + "test_a_late_ack_does_not_release_the_next_message_of_an_ordered_key",
+    )),
+    Promise(ASYNC, "**Filters.**", (
+        "tests/sql/test_fanout.py::test_filters",
+        C + "test_payload_filter_is_jsonb_containment",
+        "tests/sql/test_fanout.py::test_inactive_subscription_receives_nothing",
+    )),
+    Promise(ASYNC, "**Replay.**", (
+        C + "test_replay_from_message_id_and_window",
+        L + "test_replay_leaves_deliveries_in_flight_to_their_holder",
+    )),
+    Promise(ASYNC, "**Removing a subscription**", (
+        L + "test_a_removed_subscriptions_backlog_neither_blocks_the_client_nor_stays_pending",
+        L + "test_a_delivery_left_pointing_at_a_removed_subscription_does_not_block_the_claim",
+        L + "test_truncating_subscriptions_cancels_every_open_delivery",
+    )),
+    Promise(NOTIFY, "PostgreSQL has no privilege on `LISTEN`", (
+        N + "test_another_role_listening_on_a_clients_channel_learns_only_the_ids",
+        N + "test_the_owners_listener_reads_the_whole_envelope_through_rls",
+        N + "test_the_sample_listener_service_reads_and_counts_as_its_client_role",
+    )),
+    Promise(NOTIFY, "`notify_payload = true`", (
+        N + "test_opt_in_sends_the_payload_in_the_notification_for_every_role_to_read",
+        N + "test_opt_in_is_checked_and_declared_like_the_other_columns",
+        "tests/sql/test_fanout.py::test_large_notify_payload_is_sent_as_reference",
+    )),
+    Promise(NOTIFY, "`NOTIFY` has no privilege either", (
+        N + "test_a_client_cannot_read_another_clients_message_through_the_listener",
+    )),
+    Promise(NOTIFY, "`durable = true`", (
+        C + "test_durable_notify_listener_catches_up_after_downtime",
+    )),
+    Promise(ROLES, "**PUBLIC gets nothing**", (
+        "tests/sql/test_privileges.py::test_every_role_holds_exactly_what_the_matrix_says",
+        "tests/sql/test_privileges.py::test_every_object_has_an_entry",
+        "tests/sql/test_privileges.py::test_functions_created_later_are_not_executable_by_public",
+        S + "test_no_login_role_can_schedule_cron_jobs",
+    )),
+    Promise(ROLES, "**HTTP from the database**", (
+        S + "test_no_login_role_can_make_http_requests_from_the_database",
+    )),
+    Promise(ROLES, "**Signing secrets**", (
+        S + "test_signing_secrets_are_hidden_from_monitoring_admins_publishers_and_other_clients",
+        S + "test_monitoring_and_admins_still_read_everything_but_the_secrets",
+        S + "test_an_administrator_sees_a_secret_once_when_it_is_set",
+    )),
+    Promise(ROLES, "**The webhook allowlist**", (
+        S + "test_only_the_deployment_writes_the_allowlist",
+        S + "test_admin_sees_everything_and_roles_cannot_change_the_allowlist",
+    )),
+    Promise(ROLES, "**Ids**", (
+        S + "test_publishers_cannot_choose_ids_times_or_authors",
+        S + "test_a_publisher_gets_delivery_stats_of_its_own_messages_only",
+        S + "test_publisher_can_publish_but_not_read",
+    )),
+    Promise(ROLES, "`pgmsg_client_ids_of(role)`", (
+        S + "test_a_role_learns_only_its_own_client_ids",
+        S + "test_client_sees_and_updates_only_its_own_deliveries",
+    )),
+    Promise(ROLES, "**NOTIFY**", (
+        N + "test_another_role_listening_on_a_clients_channel_learns_only_the_ids",
+    )),
 )

@@ -41,7 +41,7 @@ ADMIN_TABLE = "SELECT INSERT UPDATE DELETE"
 SUBSCRIPTION_COLUMNS_BUT_SECRETS = (
     "id, client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel, http_timeout_ms, active, "
     "created_at, updated_at, max_attempts, lease_seconds, push_mode, retry_base_ms, retry_max_ms, "
-    "previous_secret_expires_at, payload_filter, ordered, durable, deactivated_reason")
+    "previous_secret_expires_at, payload_filter, ordered, durable, deactivated_reason, notify_payload")
 DELIVERY_STATE = ("status, updated_at, claimed_at, delivered_at, retry_count, last_error, attempts, "
                   "next_attempt_at, lease_expires_at, claimed_by, dead_at, lease_token")
 

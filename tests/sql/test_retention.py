@@ -62,7 +62,7 @@ def test_history_is_trimmed_after_its_keep_days(client: Client, db: psycopg.Conn
                                                 run_id: str, history_cleanup: None) -> None:
     client.subscribe(run_id + "-hist", "async", message_type=run_id + ".*")
     old, recent = client.publish(run_id + ".e", {}), client.publish(run_id + ".e", {})
-    client.ack(d.id for d in client.claim(run_id + "-hist", 10))
+    client.ack(client.claim(run_id + "-hist", 10))
     db.execute("UPDATE messages SET created_at = now() - interval '400 days' WHERE id = ANY(%s)", ([old, recent],))
     run_every_job_once(dsn)
     assert db.execute("SELECT count(*) AS n FROM messages_history WHERE id = ANY(%s)",
