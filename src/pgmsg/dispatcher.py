@@ -39,7 +39,7 @@ from psycopg.rows import dict_row
 
 from pgmsg import metrics
 from pgmsg.client import Listener
-from pgmsg.errors import ConnectionFailed, PgmsgError, translated
+from pgmsg.errors import ConnectionFailed, InvalidInput, PgmsgError, translated
 from pgmsg.signing import signature_headers
 from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
 from pgmsg.webhook_http import NoAnswer, WebhookClient
@@ -193,7 +193,18 @@ class Dispatcher:
         """The webhook allowlist from the database, re-read every 30 seconds."""
         if self._allowlist is None or time.monotonic() - self._allowlist_read > 30:
             rows = self._fetch("reading the webhook allowlist", "SELECT entry FROM pgmsg_webhook_allowlist")
-            self._allowlist = Allowlist.parse([r["entry"] for r in rows])
+            # An entry the database holds but the parser refuses (written into the table by
+            # hand, or by an older release) is left out with a logged error: refusing the
+            # whole list would give every claim back and claim again for ever.
+            entries: list[str] = []
+            for row in rows:
+                try:
+                    Allowlist.parse([row["entry"]])
+                except InvalidInput as exc:
+                    log.error("ignoring webhook allowlist entry %r: %s", row["entry"], exc)
+                else:
+                    entries.append(row["entry"])
+            self._allowlist = Allowlist.parse(entries)
             self._allowlist_read = time.monotonic()
         return self._allowlist
 

@@ -57,6 +57,13 @@ _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 # Translators route these IPv6 prefixes to the IPv4 address embedded in them.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
+# The grammar of allowlist entries, shared with pgmsg_allowlist_entry_problem (migration 018):
+# dotted-quad IPv4 without leading zeros or IPv6, each with an optional decimal prefix.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_ENTRY = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}(?:/(?:3[0-2]|[12]?[0-9]))?")
+_IPV6_ENTRY = re.compile(r"[0-9a-f.:]*:[0-9a-f.:]*(?:/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))?")
+_ASCII_SPACE = " \t\n\r\f\v"
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _HOST_CHARS = re.compile(r"[a-z0-9._-]+")
 _NUMBER = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
@@ -120,17 +127,30 @@ def _entry_error(entry: object, why: str) -> InvalidInput:
     )
 
 
+def _entry_text(entry: object) -> str:
+    """The entry trimmed of ASCII whitespace and lower-cased, as the database reads it."""
+    if not isinstance(entry, str) or not entry.strip(_ASCII_SPACE):
+        raise _entry_error(entry, "empty or not a string")
+    text = entry.strip(_ASCII_SPACE).lower()
+    if not _PRINTABLE_ASCII.fullmatch(text):
+        # The database refuses these too; internationalised names go in their xn-- form.
+        raise _entry_error(entry, "spaces, control or non-ASCII characters (write names in their xn-- form)")
+    return text
+
+
 def _parse_network(entry: object) -> IPNetwork | None:
     """The entry as a network, None if it is not IP-shaped, InvalidInput if malformed."""
-    if not isinstance(entry, str) or not entry.strip():
-        raise _entry_error(entry, "empty or not a string")
-    text = entry.strip()
+    text = _entry_text(entry)
+    if not (_IPV4_ENTRY.fullmatch(text) or _IPV6_ENTRY.fullmatch(text)):
+        # Short and numeric spellings (10/8, 127.1, 0x7f.1) and netmask forms are refused,
+        # as pgmsg_set_webhook_allowlist refuses them, rather than guessed.
+        if "/" in text or ":" in text or _ends_in_number(text):
+            raise _entry_error(entry, "not an IP address or CIDR network in canonical form")
+        return None
     try:
         network = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
-        if "/" in text or ":" in text or _ends_in_number(text):
-            raise _entry_error(entry, str(exc)) from exc
-        return None
+        raise _entry_error(entry, str(exc)) from exc
     if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
         # Targets are checked in their IPv4 form, so this entry would never match.
         raise _entry_error(entry, "IPv4-mapped IPv6 network; write the IPv4 form")
@@ -138,7 +158,7 @@ def _parse_network(entry: object) -> IPNetwork | None:
 
 
 def _parse_host_pattern(entry: str) -> str:
-    text = entry.strip().lower().removesuffix(".")
+    text = _entry_text(entry).removesuffix(".")
     wildcard = text.startswith("*.")
     name = text[2:] if wildcard else text
     if "*" in name:

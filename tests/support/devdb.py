@@ -6,7 +6,7 @@
 
 ``up`` runs the deployed PostgreSQL image on 127.0.0.1:PORT (container ``pgmsg-dev-PORT``),
 applies the migrations of ``--sql-dir``, and adds what the messaging_schema role adds on a
-deploy: the inventory's webhook allowlist, login roles in their groups and the client map.
+deploy: the inventory's webhook allowlist and in-transaction push setting, login roles in their groups and the client map.
 The tests' ``dsn`` fixture points at it when ``PGMSG_TEST_PGPORT`` is set. Tests that need
 the deployed containers (sample services, exporter, infra) still need the real deployment.
 """
@@ -66,6 +66,9 @@ def up(port: int, sql_dir: Path) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pgmsg_set_webhook_allowlist(%s)",
                      (variables["messaging_schema_webhook_allowlist"],))
+        # As roles/messaging_schema/tasks/settings.yml does (the role's default is off).
+        conn.execute("SELECT pgmsg_set_in_transaction_push(%s)",
+                     (bool(variables.get("messaging_schema_in_transaction_push", False)),))
         for key, group in GROUPS.items():
             for role in variables.get(key, []):
                 conn.execute(f'CREATE ROLE "{role["name"]}" LOGIN PASSWORD %s IN ROLE {group}'

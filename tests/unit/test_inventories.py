@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -112,3 +113,17 @@ def test_strong_secrets_pass_the_checks(environment: str) -> None:
 def test_local_inventory_accepts_its_development_passwords() -> None:
     run = validate("local", vault=False)
     assert run.returncode == 0, run.stdout[-3000:]
+
+
+def group_vars(environment: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "inventory" / environment / "group_vars" / "all" / "main.yml").read_text())
+
+
+def test_in_transaction_push_is_off_unless_an_inventory_turns_it_on() -> None:
+    # pgsql-http follows redirects and cannot be told not to (README): the role's default is off,
+    # the shared inventories keep it off, and only the local one (the seed's tests) turns it on.
+    defaults = yaml.safe_load((ROOT / "roles" / "messaging_schema" / "defaults" / "main.yml").read_text())
+    assert defaults["messaging_schema_in_transaction_push"] is False
+    for environment in SHARED:
+        assert group_vars(environment).get("messaging_schema_in_transaction_push", False) is False, environment
+    assert group_vars("local")["messaging_schema_in_transaction_push"] is True

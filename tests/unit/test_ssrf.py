@@ -289,7 +289,7 @@ def test_allowlist_parse() -> None:
     (["hooks.*.example"], "leading"),
     (["*."], "leading"),
     (["*.-x.example"], "not a valid hostname"),
-    (["bad host.example"], "not a valid hostname"),
+    (["bad host.example"], "spaces, control or non-ASCII"),
     (["-bad.example"], "not a valid hostname"),
     (["http://hooks.example.com"], "invalid allowlist entry"),
     ("127.0.0.1/32", "not one string"),
