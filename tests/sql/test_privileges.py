@@ -116,6 +116,13 @@ EXPECTED: dict[str, dict[str, str]] = {
     "table delivery_attempts": {CLI: "SELECT", DIS: "INSERT", ADM: ADMIN_TABLE, MON: "SELECT"},
     # Written by pgmsg_set_webhook_allowlist only, which only the deployment runs.
     "table pgmsg_webhook_allowlist": {DIS: "SELECT", ADM: "SELECT"},
+    # Whether the database pushes webhooks itself: the deployment's decision (018).
+    "table pgmsg_settings": {ADM: "SELECT", MON: "SELECT"},
+    "function pgmsg_set_in_transaction_push(boolean)": {},
+    "function pgmsg_in_transaction_push_enabled()": dict.fromkeys(GROUPS, "EXECUTE"),
+    "function pgmsg_allowlist_entry_problem(text)": {},
+    # The subscription trigger runs it as whoever writes a subscription.
+    "function pgmsg_signing_secret_problem(text)": {DIS: "EXECUTE", ADM: "EXECUTE"},
     "table pgmsg_dispatchers": {DIS: "SELECT INSERT UPDATE", ADM: ADMIN_TABLE, MON: "SELECT"},
     "table pgmsg_client_roles": {ADM: ADMIN_TABLE},
     "table pgmsg_migrations": {ADM: ADMIN_TABLE, MON: "SELECT"},
