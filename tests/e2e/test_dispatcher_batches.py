@@ -161,7 +161,7 @@ def test_recording_retried_after_a_lost_connection_records_once(client: Client, 
                  for i, r in enumerate(rows)]
         pid = d._conn().execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
         db.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        d.record(batch)      # the first try fails, the retry (conditional) records on a new connection
+        d.record(batch)      # the first try fails, the retry (under the same lease tokens) records on a new connection
         # The retry's statement again, as after an answer lost behind a commit: nothing twice.
         params = {"ids": [r["delivery_id"] for r in rows], "tokens": [r["lease_token"] for r in rows],
                   "codes": [200] * len(rows), "errors": [None] * len(rows), "durations": [1.0] * len(rows),
