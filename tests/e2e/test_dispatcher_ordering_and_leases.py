@@ -26,7 +26,7 @@ from tests.support.waiting import wait_until
 
 
 class Keyed(BaseHTTPRequestHandler):
-    """Answers by the message's payload: {"fail": n} gets 503 (Retry-After: 1) n times, then 200;
+    """Answers by the message's payload: {"fail": n} gets 503 (Retry-After: 2) n times, then 200;
     {"gone": true} gets 404. Records (start, end, key, n, webhook-id) and the most requests of a
     key in flight at once."""
 
@@ -44,7 +44,7 @@ class Keyed(BaseHTTPRequestHandler):
         if payload.get("gone"):
             status, headers = 404, {}
         elif tries <= payload.get("fail", 0):
-            status, headers = 503, {"Retry-After": "1"}
+            status, headers = 503, {"Retry-After": "2"}
         else:
             status, headers = 200, {}
         with server.lock:
@@ -83,7 +83,7 @@ def statuses(db: psycopg.Connection[Any], client_id: str) -> list[str]:
 
 def test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key(
         client: Client, keyed: Any, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
-    """m1 of key a is answered 503 twice (Retry-After 1 s): the receiver sees m1 three times
+    """m1 of key a is answered 503 twice (Retry-After 2 s): the receiver sees m1 three times
     before m2 of key a, while key b's messages go through meanwhile, one at a time, in order;
     c1 fails for good (404) and releases c2."""
     client.subscribe(run_id + "-ord", "http", message_type=run_id + ".*", webhook_url=keyed.url,
@@ -207,18 +207,22 @@ def test_no_request_starts_after_its_lease_ran_out_waiting_for_a_slot(
     """Two dispatchers, one request at a time each, a slow endpoint and more claimed than the
     lease lets one dispatcher send: deliveries whose lease ran out while they waited are not
     sent by the dispatcher that lost them, so no webhook-id is sent twice."""
-    keyed.delay = 0.5
+    # A claims 50 (2 x per_subscription) and makes one 0.25 s request at a time: 12.5 s of
+    # work under a 10 s lease. The timeout (3 s) is far above the answer's delay, so that
+    # no request times out (and is retried, legitimately twice) on a busy machine.
+    keyed.delay = 0.25
     client.subscribe(run_id + "-slow", "http", message_type=run_id + ".*", webhook_url=keyed.url,
-                     http_timeout_ms=1000)
-    options = {"workers": 1, "per_subscription": 8, "lease_seconds": 6, "idle_poll_seconds": 0.1}
+                     http_timeout_ms=3000)
+    options = {"workers": 1, "per_subscription": 25, "lease_seconds": 10, "idle_poll_seconds": 0.1}
     with running(dsn, name=run_id + "-a", **options) as a:
-        client.publish_many([(run_id + ".e", {"key": f"k{n}", "n": n}, "default") for n in range(20)])
+        client.publish_many([(run_id + ".e", {"key": f"k{n}", "n": n}, "default") for n in range(60)])
         wait_until(lambda: a.inflight() > 0, message="dispatcher A claimed")
         with running(dsn, name=run_id + "-b", **options):
-            wait_until(lambda: statuses(db, run_id + "-slow") == ["delivered"] * 20, timeout=60,
+            wait_until(lambda: statuses(db, run_id + "-slow") == ["delivered"] * 60, timeout=90,
                        message="every delivery delivered")
     sent = [webhook_id for _, _, _, _, webhook_id, _ in keyed.seen]
-    assert len(sent) == len(set(sent)) == 20, sorted(n for _, _, _, n, _, _ in keyed.seen)
+    assert len(sent) == len(set(sent)) == 60, sorted(n for _, _, _, n, _, _ in keyed.seen)
     attempts = db.execute("SELECT array_agg(attempts) AS a FROM message_delivery WHERE client_id = %s",
                           (run_id + "-slow",)).fetchone()["a"]
-    assert attempts == [1] * 20       # a delivery given back unsent did not use up an attempt
+    assert attempts == [1] * 60       # a delivery given back unsent did not use up an attempt
+    assert a.given_back > 0           # the scenario did make deliveries wait past their lease
