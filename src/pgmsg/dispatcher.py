@@ -10,7 +10,11 @@ request slots while the others go on. Retries, backoff, dead letters and 410
 handling are decided in SQL (pgmsg_record_http_attempt), the same rules for
 every dispatcher. Claims are
 leases: a dispatcher that dies mid-request loses nothing, its deliveries are
-claimable again when the lease lapses.
+claimable again when the lease lapses. A push is recorded only under the lease
+token its claim returned, so a dispatcher whose lease passed on cannot change
+what the current holder records, and a request is not started when too little
+of the lease is left for it (the delivery is given back instead). Ordered
+subscriptions get one delivery per key at a time from the claim itself.
 
 Outcomes are recorded by one thread, many per transaction
 (pgmsg_record_http_attempts): whatever finished while the previous batch was
@@ -54,15 +58,20 @@ RECONNECT_PAUSE_SECONDS = 0.5
 #: Most pushes recorded in one transaction.
 RECORD_BATCH = 500
 
-# Records finished pushes; the last argument says whether only deliveries still
-# claimed for that push (processing, same attempt number) are recorded. The first
-# try records unconditionally, as pgmsg_record_http_attempt always did; a retry
-# after a lost connection is conditional, since the first try may have committed
-# just before the answer was lost.
-_RECORD = ("SELECT delivery_id, status FROM pgmsg_record_http_attempts(%(ids)s::bigint[], %(attempts)s::integer[],"
-           " %(codes)s::integer[], %(errors)s::text[], %(durations)s::numeric[], %(retry_after)s::float8[], {})")
-RECORD = _RECORD.format("false")
-RECORD_IF_STILL_CLAIMED = _RECORD.format("true")
+# Records finished pushes, each under the lease token its claim returned: a push
+# whose lease lapsed and passed on (another push, a dead letter) is not recorded
+# (status NULL), and neither is one recorded already, so the statement may be
+# repeated after a connection lost during a call that committed just before its
+# answer was lost.
+RECORD = ("SELECT delivery_id, status FROM pgmsg_record_http_attempts(%(ids)s::bigint[], %(tokens)s::uuid[],"
+          " %(codes)s::integer[], %(errors)s::text[], %(durations)s::numeric[], %(retry_after)s::float8[])")
+
+# Gives back deliveries claimed but never requested, as if never claimed (the
+# attempt undone), where this dispatcher still holds their lease.
+GIVE_BACK = ("UPDATE message_delivery d SET status = 'pending', attempts = d.attempts - 1, lease_expires_at = NULL,"
+             " lease_token = NULL, updated_at = now()"
+             " FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS g(id, token)"
+             " WHERE d.id = g.id AND d.status = 'processing' AND d.lease_token = g.token RETURNING d.id")
 
 
 @dataclass
@@ -135,6 +144,9 @@ class Dispatcher:
         self._slot_freed = threading.Event()
         # Finished pushes for the recorder thread, which is started with the first.
         self._finished: list[_Finished] = []
+        # Claimed deliveries whose lease ran out while they waited for a request slot,
+        # to be given back unsent (by the recorder thread too).
+        self._unsent: list[dict[str, Any]] = []
         self._finished_ready = threading.Condition(self._lock)
         self._recorder: threading.Thread | None = None
         self._closing = False
@@ -148,6 +160,10 @@ class Dispatcher:
         self._allowlist: Allowlist | None = None
         self._allowlist_read = 0.0
         self.pushed = 0
+        #: Pushes whose record was not applied: their lease had passed on (see record).
+        self.lost_leases = 0
+        #: Claimed deliveries given back unsent: their lease ran out waiting for a slot.
+        self.given_back = 0
 
     # -- database ---------------------------------------------------------------
 
@@ -165,22 +181,23 @@ class Dispatcher:
             conn.close()
 
     def _fetch(self, action: str, query: str, params: dict[str, Any] | None = None, *,
-               retry_until: float = 0.0, retry_query: str | None = None) -> list[dict[str, Any]]:
+               retry_until: float = 0.0) -> list[dict[str, Any]]:
         """Run one statement on this thread's connection and return its rows.
 
         A push worker's connection can die while the worker is idle (the database
         restarted), which only shows when it is next used: the connection is then
         replaced and the statement tried again at once, and after that every
         RECONNECT_PAUSE_SECONDS until ``retry_until`` (time.monotonic()) while the
-        database is still unreachable; then ConnectionFailed is raised. Retries run
-        ``retry_query`` when given (for statements that must not be applied twice).
+        database is still unreachable; then ConnectionFailed is raised. A statement
+        run here must be safe to apply twice (a call may commit just before its
+        answer is lost): reads are, and records and give-backs are through the
+        lease tokens they name.
         """
         retries = 0
         while True:
-            statement = retry_query if retries and retry_query else query
             try:
                 with translated(action):
-                    return self._conn().execute(statement, params).fetchall()
+                    return self._conn().execute(query, params).fetchall()
             except ConnectionFailed:
                 self._drop_conn()
                 retries += 1
@@ -255,6 +272,7 @@ class Dispatcher:
 
     async def _push_and_record(self, row: dict[str, Any], record_until: float, allowlist: Allowlist) -> None:
         finished = None
+        unsent = False
         subscription = row["subscription_id"]
         slots = self._slots.get(subscription)
         if slots is None:
@@ -263,8 +281,16 @@ class Dispatcher:
             # The subscription's slot first: a delivery waiting for a slow endpoint
             # must not hold one of the workers other endpoints need.
             async with slots, self._requests:
-                code, error, duration_ms, retry_after = await self._push(row, allowlist)
-            finished = _Finished(row, code, error, duration_ms, retry_after, record_until)
+                # The request must end, and be recorded, while the claim holds: one
+                # started later could still be under way when the lease lapses and
+                # another push takes the delivery (the same webhook-id twice at once;
+                # its record would then not apply). So a delivery that waited for its
+                # slot that long is given back unsent, to be claimed again.
+                if time.monotonic() + row["http_timeout_ms"] / 1000.0 > record_until:
+                    unsent = True
+                else:
+                    code, error, duration_ms, retry_after = await self._push(row, allowlist)
+                    finished = _Finished(row, code, error, duration_ms, retry_after, record_until)
         except Exception:  # the loop must go on; the lease returns the delivery
             log.exception("pushing delivery %s failed unexpectedly", row["delivery_id"])
         finally:
@@ -273,7 +299,11 @@ class Dispatcher:
                 if self._inflight[subscription] <= 0:
                     del self._inflight[subscription]
                     self._slots.pop(subscription, None)  # nothing of it left waiting
-                if finished is None:
+                if unsent:
+                    self._unsent.append(row)
+                    self._start_recorder()
+                    self._finished_ready.notify()
+                elif finished is None:
                     self._inflight_ids.discard(row["delivery_id"])
                 else:
                     # The request was made: if its outcome is not recorded, the
@@ -293,17 +323,22 @@ class Dispatcher:
         """Record finished pushes, as many per transaction as finished meanwhile, until closed."""
         while True:
             with self._lock:
-                while not self._finished and not self._closing:
+                while not self._finished and not self._unsent and not self._closing:
                     self._finished_ready.wait()
-                if not self._finished:
+                if not self._finished and not self._unsent:
                     return
                 batch, self._finished = self._finished[:RECORD_BATCH], self._finished[RECORD_BATCH:]
+                unsent, self._unsent = self._unsent, []
             try:
-                self.record(batch)
+                if unsent:
+                    self.give_back(unsent)
+                if batch:
+                    self.record(batch)
             except Exception:  # the thread must survive; unrecorded pushes wait for their lease
                 log.exception("recording %d pushes failed unexpectedly", len(batch))
                 with self._lock:
                     self._inflight_ids.difference_update(f.row["delivery_id"] for f in batch)
+                    self._inflight_ids.difference_update(row["delivery_id"] for row in unsent)
 
     def record(self, batch: list[_Finished]) -> None:
         """Record the outcomes of finished pushes in one transaction.
@@ -330,21 +365,49 @@ class Dispatcher:
                         outcomes.update(self._record_rows([one]))
                     except PgmsgError:
                         log.exception("recording the push of delivery %s failed", one.row["delivery_id"])
+        lost = sorted(delivery_id for delivery_id, status in outcomes.items() if status is None)
         for status in outcomes.values():
-            metrics.webhooks_pushed.labels(status or "unknown").inc()
+            metrics.webhooks_pushed.labels(status or "lease_lost").inc()
+        if lost:
+            # The delivery was released, claimed again or made a dead letter meanwhile:
+            # its current state is the current holder's, and this outcome is dropped.
+            log.warning("%d pushes not recorded: their lease had passed on (deliveries %s)",
+                        len(lost), ", ".join(map(str, lost[:20])))
         with self._lock:
-            self.pushed += len(outcomes)
+            self.pushed += len(outcomes) - len(lost)
+            self.lost_leases += len(lost)
             self._inflight_ids.difference_update(f.row["delivery_id"] for f in batch)
 
     def _record_rows(self, batch: list[_Finished]) -> dict[int, str | None]:
-        params = {"ids": [f.row["delivery_id"] for f in batch], "attempts": [f.row["attempts"] for f in batch],
+        params = {"ids": [f.row["delivery_id"] for f in batch], "tokens": [f.row["lease_token"] for f in batch],
                   "codes": [f.code for f in batch], "errors": [f.error for f in batch],
                   "durations": [f.duration_ms for f in batch], "retry_after": [f.retry_after for f in batch]}
         what = (f"recording the push of delivery {batch[0].row['delivery_id']}" if len(batch) == 1
                 else f"recording {len(batch)} pushes")
-        rows = self._fetch(what, RECORD, params, retry_until=min(f.record_until for f in batch),
-                           retry_query=RECORD_IF_STILL_CLAIMED)
+        rows = self._fetch(what, RECORD, params, retry_until=min(f.record_until for f in batch))
         return {r["delivery_id"]: r["status"] for r in rows}
+
+    def give_back(self, rows: list[dict[str, Any]]) -> int:
+        """Give back claimed deliveries that were not requested: pending again, the attempt undone.
+
+        Only where this dispatcher still holds the lease; one that passed on is
+        left to its holder. Returns how many were given back.
+        """
+        params = {"ids": [r["delivery_id"] for r in rows], "tokens": [r["lease_token"] for r in rows]}
+        try:
+            given = self._fetch(f"giving back {len(rows)} unsent deliveries", GIVE_BACK, params,
+                                retry_until=time.monotonic() + 5)
+        except PgmsgError:
+            # Their leases have run out or are about to: they are claimable again anyway.
+            log.exception("giving back %d unsent deliveries failed", len(rows))
+            given = []
+        log.warning("%d deliveries waited for a request slot until too little of their lease was left; "
+                    "given back unsent: %d (lease_seconds must exceed the endpoints' http_timeout_ms)",
+                    len(rows), len(given))
+        with self._lock:
+            self.given_back += len(given)
+            self._inflight_ids.difference_update(r["delivery_id"] for r in rows)
+        return len(given)
 
     def release_orphaned_claims(self) -> int:
         """Give back the deliveries claimed under this dispatcher's name that it is not pushing.
@@ -361,7 +424,7 @@ class Dispatcher:
         rows = self._fetch(
             "releasing orphaned claims",
             "UPDATE message_delivery SET status = 'pending', attempts = attempts - 1, lease_expires_at = NULL,"
-            " updated_at = now() WHERE delivery_mode = 'http' AND status = 'processing' AND claimed_by = %(name)s"
+            " lease_token = NULL, updated_at = now() WHERE delivery_mode = 'http' AND status = 'processing' AND claimed_by = %(name)s"
             " AND NOT (id = ANY(%(inflight)s::bigint[])) RETURNING id",
             {"name": self.name, "inflight": inflight},
         )

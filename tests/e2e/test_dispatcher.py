@@ -176,7 +176,7 @@ def test_a_slow_endpoint_does_not_delay_others(client: Client, dispatcher: Dispa
 
 def test_target_removed_from_allowlist_is_refused_at_send_time(dsn: str, db: psycopg.Connection[Any]) -> None:
     """The operator narrows the allowlist after a subscription was written: the
-    dispatcher refuses the request itself (checked on a row as pgmsg_claim_http returns it)."""
+    dispatcher refuses the request itself (checked on a row as pgmsg_claim_http_slots returns it)."""
     before = [r["entry"] for r in db.execute("SELECT entry FROM pgmsg_webhook_allowlist").fetchall()]
     probe = Dispatcher(dsn, name="allowlist-probe", workers=1)
     try:

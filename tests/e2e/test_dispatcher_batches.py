@@ -144,7 +144,7 @@ def test_recording_retried_after_a_lost_connection_records_once(client: Client, 
                                                                 db: psycopg.Connection[Any], run_id: str) -> None:
     """The recorder's connection dies: the batch is recorded on a new one, only for the
     deliveries still claimed for those pushes, and a second try records nothing twice."""
-    from pgmsg.dispatcher import RECORD_IF_STILL_CLAIMED, _Finished
+    from pgmsg.dispatcher import RECORD, _Finished
 
     client.subscribe(run_id + "-lost", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook")
     ids = client.publish_many([(run_id + ".x", {"n": i}, "default") for i in range(5)])
@@ -161,12 +161,12 @@ def test_recording_retried_after_a_lost_connection_records_once(client: Client, 
                  for i, r in enumerate(rows)]
         pid = d._conn().execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
         db.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        d.record(batch)      # the first try fails, the retry (conditional) records on a new connection
+        d.record(batch)      # the first try fails, the retry (under the same lease tokens) records on a new connection
         # The retry's statement again, as after an answer lost behind a commit: nothing twice.
-        params = {"ids": [r["delivery_id"] for r in rows], "attempts": [r["attempts"] for r in rows],
+        params = {"ids": [r["delivery_id"] for r in rows], "tokens": [r["lease_token"] for r in rows],
                   "codes": [200] * len(rows), "errors": [None] * len(rows), "durations": [1.0] * len(rows),
                   "retry_after": [None] * len(rows)}
-        again = d._conn().execute(RECORD_IF_STILL_CLAIMED, params).fetchall()
+        again = d._conn().execute(RECORD, params).fetchall()
         assert [r["status"] for r in again] == [None] * len(rows)
         for i, r in enumerate(rows):
             row = delivery(client, r["message_id"])

@@ -110,7 +110,8 @@ def test_publish_wakes_the_dispatcher_only_when_it_is_not_pushing_there(scratch:
         conn.execute("UPDATE message_delivery SET lease_expires_at = now() + interval '60 seconds' "
                      "WHERE id = %s", (claimed["delivery_id"],))
         assert http_wakeups(scratch, client, 1) == 0
-        conn.execute("SELECT pgmsg_record_http_attempt(%s, 200, NULL, 1.0, NULL)", (claimed["delivery_id"],))
+        conn.execute("SELECT pgmsg_record_http_attempt(%s, %s, 200, NULL, 1.0, NULL)",
+                     (claimed["delivery_id"], claimed["lease_token"]))
         assert http_wakeups(scratch, client, 2) == 2
 
 
