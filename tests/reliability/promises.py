@@ -54,6 +54,9 @@ C = "tests/sql/test_consume.py::"
 L = "tests/sql/test_leases.py::"
 N = "tests/sql/test_notify_rls.py::"
 S = "tests/sql/test_security.py::"
+D = "tests/e2e/test_dispatcher.py::"
+O = "tests/e2e/test_dispatcher_ordering_and_leases.py::"
+W = "tests/e2e/test_webhook_policy.py::"
 
 PROMISES: tuple[Promise, ...] = (
     Promise(ASYNC, "**At-least-once, exactly-once per lease.**", (
@@ -85,6 +88,7 @@ PROMISES: tuple[Promise, ...] = (
     )),
     Promise(ASYNC, "**Ordering per key.**", (
         C + "test_ordering_per_key_holds_back_only_that_key",
+        O + "test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key",
         L + "test_a_late_ack_does_not_release_the_next_message_of_an_ordered_key",
     )),
     Promise(ASYNC, "**Filters.**", (
@@ -100,6 +104,53 @@ PROMISES: tuple[Promise, ...] = (
         L + "test_a_removed_subscriptions_backlog_neither_blocks_the_client_nor_stays_pending",
         L + "test_a_delivery_left_pointing_at_a_removed_subscription_does_not_block_the_claim",
         L + "test_truncating_subscriptions_cancels_every_open_delivery",
+    )),
+    Promise(HTTP, "**Publishing never waits on a webhook.**", (
+        D + "test_publish_does_not_wait_for_a_hanging_endpoint",
+        D + "test_a_slow_endpoint_does_not_delay_others",
+        "tests/reliability/test_webhook_outage.py::test_outage_then_bursts_then_recovery",
+        O + "test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key",
+        O + "test_unordered_http_subscription_still_pushes_a_key_concurrently",
+    )),
+    Promise(HTTP, "**A push is recorded only under its lease.**", (
+        O + "test_late_record_after_the_lease_passed_on_changes_nothing",
+        O + "test_late_record_cannot_raise_a_dead_letter",
+        O + "test_no_request_starts_after_its_lease_ran_out_waiting_for_a_slot",
+        "tests/e2e/test_dispatcher_batches.py::test_recording_retried_after_a_lost_connection_records_once",
+    )),
+    Promise(HTTP, "`push_mode = 'in_transaction'`", (
+        W + "test_with_in_transaction_push_off_an_in_transaction_subscription_is_refused",
+        W + "test_with_in_transaction_push_off_nothing_is_sent_for_an_existing_in_transaction_subscription",
+        W + "test_no_application_role_or_session_setting_turns_in_transaction_push_on",
+        W + "test_with_in_transaction_push_on_a_redirect_is_followed_as_the_readme_says",
+        W + "test_session_curl_options_do_not_reach_the_in_transaction_push",
+        W + "test_in_transaction_push_signs_with_the_send_time",
+        W + "test_retry_job_stops_at_its_batch",
+        "tests/e2e/test_message_flow.py::test_receiver_down_then_back_is_delivered_by_retry",
+    )),
+    Promise(HTTP, "**Retries**", (
+        D + "test_fails_twice_then_succeeds_three_attempts_logged",
+        D + "test_client_errors_fail_without_retry_and_410_deactivates",
+        D + "test_retry_after_is_honoured_and_attempts_end_in_dead_letter",
+    )),
+    Promise(HTTP, "**Signed requests**", (
+        D + "test_signed_requests_verify_and_survive_secret_rotation",
+        "tests/unit/test_signing.py::test_stale_timestamp_is_rejected_even_if_correctly_signed",
+        "tests/unit/test_signing.py::test_tampering_is_rejected",
+        "tests/sql/test_policy_parsers.py::test_signing_secret_the_database_takes_is_one_the_signer_can_use",
+        "tests/e2e/test_sample_services.py::test_webhook_server_verified_the_signature",
+    )),
+    Promise(HTTP, "**SSRF protection.**", (
+        S + "test_webhook_targets_outside_the_allowlist_are_refused",
+        S + "test_update_cannot_bypass_the_allowlist",
+        D + "test_target_removed_from_allowlist_is_refused_at_send_time",
+        "tests/unit/test_ssrf.py::test_hostname_resolving_to_private_address_is_refused",
+        "tests/unit/test_ssrf.py::test_always_blocked_beats_a_catch_all_allowlist",
+        "tests/sql/test_policy_parsers.py::test_allowlist_entry_has_one_meaning",
+        "tests/sql/test_policy_parsers.py::test_allowlist_parsers_agree_on_generated_entries",
+        "tests/sql/test_policy_parsers.py::test_bad_allowlist_entry_is_refused_with_a_reason_and_changes_nothing",
+        W + "test_dispatcher_skips_an_allowlist_row_it_cannot_parse_and_keeps_delivering",
+        W + "test_in_transaction_push_to_a_host_name_needs_that_exact_name_in_the_allowlist",
     )),
     Promise(NOTIFY, "PostgreSQL has no privilege on `LISTEN`", (
         N + "test_another_role_listening_on_a_clients_channel_learns_only_the_ids",
