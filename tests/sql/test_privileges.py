@@ -110,7 +110,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "table message_delivery": {
         CLI: f"SELECT UPDATE({DELIVERY_STATE})",
         DIS: "SELECT UPDATE(status, updated_at, claimed_at, delivered_at, push_attempted_at, push_status_code, "
-             "retry_count, last_error, attempts, next_attempt_at, lease_expires_at, claimed_by, dead_at)",
+             "retry_count, last_error, attempts, next_attempt_at, lease_expires_at, claimed_by, dead_at, lease_token)",
         ADM: ADMIN_TABLE, MON: "SELECT",
     },
     "table delivery_attempts": {CLI: "SELECT", DIS: "INSERT", ADM: ADMIN_TABLE, MON: "SELECT"},
@@ -151,12 +151,11 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_ack(bigint[],uuid[])": {CLI: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_nack(bigint,uuid,double precision,text)": {CLI: "EXECUTE", ADM: "EXECUTE"},
     # Dispatching; its writes to subscriptions (410 Gone) run the URL check.
-    "function pgmsg_claim_http(integer,integer,text,integer,bigint[])": {DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_claim_http_slots(integer,integer,text,integer,bigint[],integer[])":
         {DIS: "EXECUTE", ADM: "EXECUTE"},
-    "function pgmsg_record_http_attempt(bigint,integer,text,numeric,double precision)":
+    "function pgmsg_record_http_attempt(bigint,uuid,integer,text,numeric,double precision)":
         {DIS: "EXECUTE", ADM: "EXECUTE"},
-    "function pgmsg_record_http_attempts(bigint[],integer[],integer[],text[],numeric[],double precision[],boolean)":
+    "function pgmsg_record_http_attempts(bigint[],uuid[],integer[],text[],numeric[],double precision[])":
         {DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_envelope(messages)": {CLI: "EXECUTE", DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_webhook_id(message_delivery)": {DIS: "EXECUTE", ADM: "EXECUTE"},
