@@ -16,35 +16,19 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from pgmsg import Client
 from pgmsg.dispatcher import Dispatcher
 from tests.support.dispatching import running
-from tests.support.scratch import migrated_scratch
+from tests.support.scratch import scratch_database_fixtures
 from tests.support.waiting import wait_until
 
 SCRATCH = "pgmsg-test-scratch-dispatch"
 SCRATCH_PORT = 25435
 
 
-@pytest.fixture(scope="module")
-def dsn(inventory_vars: dict[str, Any]) -> Iterator[str]:
-    """Overrides the deployed database's dsn for this module: a migrated scratch server."""
-    with migrated_scratch(inventory_vars, SCRATCH, SCRATCH_PORT) as scratch:
-        yield scratch
-
-
-@pytest.fixture
-def client(dsn: str) -> Iterator[Client]:
-    with Client(dsn, max_size=2) as c:
-        yield c
-
-
-@pytest.fixture
-def db(dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        yield conn
+# The deployed dispatcher would claim what these tests claim by hand: a server of their own.
+dsn, client, db = scratch_database_fixtures(SCRATCH, SCRATCH_PORT)
 
 
 @pytest.fixture

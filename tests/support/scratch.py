@@ -70,3 +70,33 @@ def migrated_scratch(inventory_vars: dict[str, Any], name: str, port: int) -> It
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT pgmsg_set_webhook_allowlist(ARRAY['127.0.0.1/32'])")
         yield dsn
+
+
+def scratch_database_fixtures(name: str, port: int) -> tuple[Any, Any, Any]:
+    """The dsn, client and db fixtures of a test module, pointed at a migrated scratch server
+    of its own instead of the deployed database, where the deployed dispatcher and services
+    would claim what the module's tests claim by hand. Use at module level:
+
+        dsn, client, db = scratch_database_fixtures("pgmsg-test-scratch-x", 25439)
+    """
+    import pytest
+    from psycopg.rows import dict_row
+
+    from pgmsg import Client
+
+    @pytest.fixture(scope="module")
+    def dsn(inventory_vars: dict[str, Any]) -> Iterator[str]:
+        with migrated_scratch(inventory_vars, name, port) as scratch:
+            yield scratch
+
+    @pytest.fixture
+    def client(dsn: str) -> Iterator[Client]:
+        with Client(dsn, max_size=4) as c:
+            yield c
+
+    @pytest.fixture
+    def db(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+            yield conn
+
+    return dsn, client, db
