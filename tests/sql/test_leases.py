@@ -254,3 +254,32 @@ def test_truncating_subscriptions_cancels_every_open_delivery(client: Client, ds
         assert statuses(conn, consumer) == Counter({"cancelled": 3})
         conn.rollback()
 
+
+
+def test_a_publish_that_commits_while_its_subscription_is_removed_ends_cancelled(
+    client: Client, db: Conn, dsn: str, run_id: str
+) -> None:
+    """The publish read the subscription before the DELETE committed, so the deletion trigger could
+    not see its delivery. The 30-second job's command cancels it; health no longer counts it."""
+    consumer = run_id + "-race"
+    sub = client.subscribe(consumer, "async", message_type=run_id + ".*")
+    with psycopg.connect(dsn, row_factory=dict_row) as publisher:          # a transaction still open
+        [published] = publisher.execute("INSERT INTO messages (message_type, payload) VALUES (%s, '{}') "
+                                        "RETURNING id", (run_id + ".job",)).fetchall()
+        db.execute("DELETE FROM subscriptions WHERE id = %s", (sub.id,))  # commits first
+        publisher.commit()
+    delivery = "SELECT status, last_error, subscription_id FROM message_delivery WHERE message_id = %s"
+    [before] = db.execute(delivery, (published["id"],)).fetchall()
+    assert (before["status"], before["subscription_id"]) == ("pending", sub.id)   # the race happened
+
+    db.execute("SELECT pgmsg_release_expired_leases()")                  # what pg_cron runs every 30 s
+    [after] = db.execute(delivery, (published["id"],)).fetchall()
+    assert after["status"] == "cancelled"
+    assert f"subscription {sub.id} of {consumer} was removed" in after["last_error"]
+    out = CliRunner().invoke(cli, ["--dsn", client.conninfo, "health", "--client", consumer])
+    assert "no pending or processing deliveries" in out.output, out.output
+    # The sweep forgets the removal once no transaction that could still write for it runs.
+    wait_until(lambda: db.execute("SELECT pgmsg_release_expired_leases(), NOT EXISTS (SELECT 1 FROM "
+                                  "pgmsg_removed_subscriptions WHERE subscription_id = %s) AS gone",
+                                  (sub.id,)).fetchone()["gone"], timeout=120, interval=0.5,
+               message="the removal is forgotten")

@@ -129,6 +129,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "table messages_history": {ADM: ADMIN_TABLE},
     "table message_delivery_history": {ADM: ADMIN_TABLE},
     "table delivery_attempts_history": {ADM: ADMIN_TABLE},
+    # Recent subscription removals, for the sweep of deliveries a racing publish wrote (023):
+    # written by the deletion triggers and the sweep (SECURITY DEFINER) only.
+    "table pgmsg_removed_subscriptions": {},
     "table cron.job": {},
     "table cron.job_run_details": {},
 
@@ -181,6 +184,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_trim_dispatchers(interval)": {ADM: "EXECUTE"},
     "function pgmsg_trim_cron_runs(interval,integer)": {},   # pg_cron's table: the superuser's job only
     "function pgmsg_release_expired_leases()": {ADM: "EXECUTE"},
+    "function pgmsg_cancel_orphaned_deliveries(integer)": {ADM: "EXECUTE"},
+    # Signs the fixed test event for `pgmsg subscriptions test`: administrators may not read secrets.
+    "function pgmsg_webhook_test_event(bigint)": {ADM: "EXECUTE"},
     "function pgmsg_retry_in_transaction_pushes()": {ADM: "EXECUTE"},
     "function pgmsg_retry_deferred(bigint[])": {ADM: "EXECUTE"},
     "function pgmsg_cron_jobs()": {ADM: "EXECUTE", MON: "EXECUTE"},
