@@ -136,8 +136,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "table cron.job_run_details": {},
 
     # -- sequences -------------------------------------------------------------
-    # message_inbox's id default calls nextval() on messages' sequence.
-    "sequence messages_id_seq": {PUB: "USAGE"},
+    # message_inbox's id default calls nextval() on messages' sequence (publishers and, for
+    # `pgmsg publish --deferred`, administrators: 023).
+    "sequence messages_id_seq": {PUB: "USAGE", ADM: "USAGE"},
     "sequence subscriptions_id_seq": {},
     "sequence message_delivery_id_seq": {},
     "sequence delivery_attempts_id_seq": {},
