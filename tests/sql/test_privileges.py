@@ -338,3 +338,15 @@ def test_functions_created_later_are_not_executable_by_public(superuser: psycopg
         row = superuser.execute("SELECT has_function_privilege(%s, 'pgmsg_privilege_probe_fn()', 'EXECUTE') AS ok",
                                 (nobody,)).fetchone()
     assert row["ok"] is False
+
+
+def test_no_role_may_create_temporary_or_other_objects_in_the_database(
+        superuser: psycopg.Connection[Any], nobody: str, inventory_vars: dict[str, Any]) -> None:
+    """PostgreSQL gives PUBLIC CONNECT and TEMPORARY on every new database. CONNECT is what
+    logging in needs; TEMPORARY let a role in no group create tables (and fill the disk)."""
+    roles = [*GROUPS, nobody, *(login["name"] for key in LOGIN_GROUPS for login in inventory_vars.get(key, []))]
+    held_by = {role: [p for p in ("CONNECT", "CREATE", "TEMPORARY")
+                      if superuser.execute("SELECT has_database_privilege(%s, current_database(), %s) AS ok",
+                                           (role, p)).fetchone()["ok"]]
+               for role in roles}
+    assert held_by == dict.fromkeys(roles, ["CONNECT"])
