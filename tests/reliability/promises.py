@@ -180,6 +180,7 @@ PROMISES: tuple[Promise, ...] = (
         "tests/sql/test_privileges.py::test_functions_created_later_are_not_executable_by_public",
         S + "test_no_login_role_can_schedule_cron_jobs",
         "tests/sql/test_privileges.py::test_no_role_may_create_temporary_or_other_objects_in_the_database",
+        "tests/sql/test_privileges.py::test_no_login_role_may_store_large_objects",
     )),
     Promise(ROLES, "**HTTP from the database**", (
         S + "test_no_login_role_can_make_http_requests_from_the_database",

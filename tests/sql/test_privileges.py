@@ -350,3 +350,16 @@ def test_no_role_may_create_temporary_or_other_objects_in_the_database(
                                            (role, p)).fetchone()["ok"]]
                for role in roles}
     assert held_by == dict.fromkeys(roles, ["CONNECT"])
+
+
+@pytest.mark.parametrize("create", ["lo_from_bytea(0, 'x'::bytea)", "lo_create(0)", "lo_creat(-1)"])
+def test_no_login_role_may_store_large_objects(dsn: str, inventory_vars: dict[str, Any], create: str) -> None:
+    """Large objects outlive the session and count against nobody's quota: PUBLIC may create them
+    by default, so every login (a client, a publisher) could fill the database's disk."""
+    for key in LOGIN_GROUPS:
+        for login in inventory_vars.get(key, []):
+            params = psycopg.conninfo.conninfo_to_dict(dsn)
+            params.update(user=login["name"], password=login["password"])
+            with psycopg.connect(psycopg.conninfo.make_conninfo(**params)) as conn, \
+                    pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT {create}")
