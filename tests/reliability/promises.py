@@ -90,6 +90,7 @@ PROMISES: tuple[Promise, ...] = (
     )),
     Promise(ASYNC, "**Ordering per key.**", (
         C + "test_ordering_per_key_holds_back_only_that_key",
+        C + "test_ordering_follows_the_fan_out_so_a_deferred_message_takes_its_place_when_it_moves",
         O + "test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key",
         L + "test_a_late_ack_does_not_release_the_next_message_of_an_ordered_key",
     )),
