@@ -208,6 +208,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_messages_truncated()": {},
     "function pgmsg_subscriptions_truncated()": {},
     "function pgmsg_refuse_id_change()": {},
+    "function pgmsg_refuse_reserved_channel()": {},
 
     # -- extensions' functions -------------------------------------------------
     **{f"function {signature}": {} for signature in PGSQL_HTTP + PG_CRON + PGCRYPTO},
