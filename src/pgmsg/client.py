@@ -842,6 +842,22 @@ def _is_reference(payload: Any) -> bool:
             and type(payload.get("delivery_id")) is int and type(payload.get("id")) is int)
 
 
+#: Ids are bigints: a forged reference naming a larger number would make the read fail.
+_BIGINT = range(-(2**63), 2**63)
+#: What _notification_json returns for a payload that is not JSON.
+_NOT_JSON = object()
+
+
+def _notification_json(channel: str, text: str) -> Any:
+    """The decoded payload, or _NOT_JSON (logged) for text no pgmsg trigger sends: any role
+    may NOTIFY on any channel, and a forged notification must not stop a listener."""
+    try:
+        return decode_json(text)
+    except ValueError:
+        log.warning("dropped a notification on %s that is not JSON: %.80r", channel, text)
+        return _NOT_JSON
+
+
 class Listener:
     """A dedicated connection that LISTENs on channels (LISTEN is per session).
 
@@ -945,9 +961,10 @@ class Listener:
                         continue
                     batch = list(self._conn.notifies(timeout=remaining, stop_after=1))
                     notes = [Notification(channel=notify.channel,
-                                          payload=notify.payload if raw else decode_json(notify.payload),
+                                          payload=notify.payload if raw else payload,
                                           pid=notify.pid)
-                             for notify in batch]
+                             for notify in batch
+                             if raw or (payload := _notification_json(notify.channel, notify.payload)) is not _NOT_JSON]
                     self._pending.extend(notes if raw else self._read_references(notes))
             except ConnectionFailed:
                 self._conn.close()  # lost: reconnected at the top of the loop
@@ -956,11 +973,13 @@ class Listener:
     def _read_references(self, notes: list[Notification]) -> list[Notification]:
         """``notes`` with each reference replaced by the envelope its delivery names, read
         through row-level security as this connection's role; unreadable ones dropped."""
-        wanted = {n.payload["delivery_id"] for n in notes if _is_reference(n.payload)}
-        if not wanted:
+        wanted = {n.payload["delivery_id"] for n in notes
+                  if _is_reference(n.payload) and n.payload["delivery_id"] in _BIGINT}
+        if not any(_is_reference(n.payload) for n in notes):
             return notes
         assert self._conn is not None
-        rows = self._conn.execute(_READ_REFERENCES, (sorted(wanted),)).fetchall()
+        # A reference that names no possible delivery is dropped below, unread.
+        rows = self._conn.execute(_READ_REFERENCES, (sorted(wanted),)).fetchall() if wanted else []
         envelopes: dict[int, dict[str, Any]] = {delivery_id: envelope for delivery_id, envelope in rows}
         read: list[Notification] = []
         for note in notes:

@@ -116,6 +116,17 @@ class Dispatcher:
         resolve: Callable[[str, int], list[str]] | None = None,
         ca_file: str | None = None,
     ) -> None:
+        # A zero leaves no request slot (nothing is ever pushed, silently); a lease of
+        # 0 lapses at once, so another dispatcher would send the same webhook-id too.
+        for setting, value, low, high in (("workers", workers, 1, 10_000),
+                                          ("per_subscription", per_subscription, 1, 10_000),
+                                          ("batch", batch, 1, 100_000),
+                                          ("lease_seconds", lease_seconds, 1, 43_200),
+                                          ("idle_poll_seconds", idle_poll_seconds, 0.001, 3_600)):
+            if not low <= value <= high:    # NaN fails every comparison
+                raise InvalidInput(f"dispatcher setting {setting}={value!r} is out of range: give {low} to {high}"
+                                   + (" (well above the longest http_timeout_ms, at most 60 s)"
+                                      if setting == "lease_seconds" else ""))
         self.conninfo = conninfo
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.per_subscription = per_subscription
@@ -586,8 +597,14 @@ def main(argv: list[str] | None = None) -> int:
     from pgmsg.logs import configure_logging
 
     parser = argparse.ArgumentParser(prog="pgmsg-dispatcher", description=main.__doc__)
-    parser.add_argument("--workers", type=int, default=16, help="concurrent requests in all (default 16)")
-    parser.add_argument("--per-subscription", type=int, default=4,
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+        return value
+
+    parser.add_argument("--workers", type=positive, default=16, help="concurrent requests in all (default 16)")
+    parser.add_argument("--per-subscription", type=positive, default=4,
                         help="concurrent requests per subscription, so one slow endpoint cannot take every worker")
     parser.add_argument("--name", default=os.environ.get("PGMSG_DISPATCHER_NAME") or None,
                         help="name in pgmsg_dispatchers (default PGMSG_DISPATCHER_NAME, else host:pid)")

@@ -131,3 +131,15 @@ def run_json(run: Run, *args: str) -> Any:
     result = run(*args, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def test_stats_and_list_show_cancelled_deliveries(run: Run, client: Client, run_id: str) -> None:
+    """A removed subscription's open deliveries end cancelled: counted and listable like the rest."""
+    client.subscribe(run_id + "-gone", "async", message_type=run_id + ".*")
+    client.publish(run_id + ".e", {"n": 1})
+    client.remove_subscriptions(run_id + "-gone")
+    [row] = json.loads(run("deliveries", "stats", "--client", run_id + "-gone", "--json").stdout)
+    assert (row["cancelled"], row["pending"], row["total"]) == (1, 0, 1)
+    listed = run("deliveries", "list", "--client", run_id + "-gone", "--status", "cancelled", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [d["status"] for d in json.loads(listed.stdout)] == ["cancelled"]

@@ -9,9 +9,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from click.testing import Result
+from click.testing import CliRunner, Result
 
 from pgmsg import Client, signing
+from pgmsg.cli import cli
 from pgmsg.webhook_receiver import WebhookReceiver
 from tests.support.receiver import Receiver
 
@@ -132,3 +133,36 @@ def test_allowlist_is_checked_before_sending(run: Run, client: Client, run_id: s
     result = run("subscriptions", "test", str(sub.id))
     assert result.exit_code == 1
     assert "refused" in result.output and "metadata" in result.output
+
+
+def test_an_administrator_sends_a_signed_test_event_without_reading_the_secret(
+        client: Client, run_id: str, receiver: WebhookReceiver, events: list[tuple[str, dict[str, Any]]],
+        dsn: str, inventory_vars: dict[str, Any], run: Run) -> None:
+    """pgmsg_ops (pgmsg_admin, the operator role the CLI is for) may not read signing secrets (017);
+    the database signs the test event for it, with the subscription's secrets."""
+    [ops] = [r for r in inventory_vars["messaging_schema_admins"] if r["name"] == "pgmsg_ops"]
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    params.update(user=ops["name"], password=ops["password"])
+    ops_dsn = psycopg.conninfo.make_conninfo(**params)
+    with psycopg.connect(ops_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("SELECT signing_secret FROM subscriptions LIMIT 1")
+    sub = client.subscribe(run_id + "-ops", "http", webhook_url=receiver.url, http_timeout_ms=2000)
+    old = secret_of(run, run_id + "-ops")
+    run("subscriptions", "rotate-secret", str(sub.id), "--overlap-hours", "1")
+    for secrets in ([old], [secret_of(run, run_id + "-ops")]):     # signed with both during the overlap
+        receiver.secrets = secrets
+        result = CliRunner().invoke(cli, ["subscriptions", "test", str(sub.id)], env={"PGMSG_DSN": ops_dsn},
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert f"POST {receiver.url} -> HTTP 200" in result.output
+    assert [e["payload"] for _, e in events] == [{"test": True, "subscription_id": sub.id,
+                                                  "client_id": run_id + "-ops"}] * 2
+    assert all(wid.startswith(f"test_{sub.id}_") for wid, _ in events)
+    # Not a signing oracle for anyone else: monitoring and clients cannot call it.
+    for role in ("pgmsg_exporter_local", "rls_probe_a"):
+        declared = [r for key in ("messaging_schema_monitors", "messaging_schema_clients")
+                    for r in inventory_vars.get(key, []) if r["name"] == role]
+        params.update(user=role, password=declared[0]["password"])
+        with psycopg.connect(psycopg.conninfo.make_conninfo(**params)) as conn, \
+                pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM pgmsg_webhook_test_event(%s)", (sub.id,))

@@ -72,6 +72,8 @@ PROMISES: tuple[Promise, ...] = (
         L + "test_expired_leases_released_by_the_job_lose_their_token",
         L + "test_consume_reports_a_batch_whose_lease_ran_out",
         L + "test_client_ack_and_nack_need_the_lease",
+        L + "test_a_tokenless_ack_completes_only_a_durable_notify_delivery_nobody_claimed",
+        L + "test_a_nack_delay_that_is_not_a_sane_number_is_refused_with_a_hint",
     )),
     Promise(ASYNC, "**Fast claims, durable acks.**", (
         "tests/sql/test_throughput_plans.py::test_claim_waits_for_the_flush_unless_told_not_to",
@@ -88,6 +90,7 @@ PROMISES: tuple[Promise, ...] = (
     )),
     Promise(ASYNC, "**Ordering per key.**", (
         C + "test_ordering_per_key_holds_back_only_that_key",
+        C + "test_ordering_follows_the_fan_out_so_a_deferred_message_takes_its_place_when_it_moves",
         O + "test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key",
         L + "test_a_late_ack_does_not_release_the_next_message_of_an_ordered_key",
     )),
@@ -104,6 +107,8 @@ PROMISES: tuple[Promise, ...] = (
         L + "test_a_removed_subscriptions_backlog_neither_blocks_the_client_nor_stays_pending",
         L + "test_a_delivery_left_pointing_at_a_removed_subscription_does_not_block_the_claim",
         L + "test_truncating_subscriptions_cancels_every_open_delivery",
+        L + "test_a_publish_that_commits_while_its_subscription_is_removed_ends_cancelled",
+        "tests/cli/test_deliveries_and_retry.py::test_stats_and_list_show_cancelled_deliveries",
     )),
     Promise(HTTP, "**Publishing never waits on a webhook.**", (
         D + "test_publish_does_not_wait_for_a_hanging_endpoint",
@@ -164,15 +169,19 @@ PROMISES: tuple[Promise, ...] = (
     )),
     Promise(NOTIFY, "`NOTIFY` has no privilege either", (
         N + "test_a_client_cannot_read_another_clients_message_through_the_listener",
+        N + "test_a_forged_notification_from_any_role_is_dropped_and_the_listener_goes_on",
     )),
     Promise(NOTIFY, "`durable = true`", (
         C + "test_durable_notify_listener_catches_up_after_downtime",
+        L + "test_a_tokenless_ack_completes_only_a_durable_notify_delivery_nobody_claimed",
     )),
     Promise(ROLES, "**PUBLIC gets nothing**", (
         "tests/sql/test_privileges.py::test_every_role_holds_exactly_what_the_matrix_says",
         "tests/sql/test_privileges.py::test_every_object_has_an_entry",
         "tests/sql/test_privileges.py::test_functions_created_later_are_not_executable_by_public",
         S + "test_no_login_role_can_schedule_cron_jobs",
+        "tests/sql/test_privileges.py::test_no_role_may_create_temporary_or_other_objects_in_the_database",
+        "tests/sql/test_privileges.py::test_no_login_role_may_store_large_objects",
     )),
     Promise(ROLES, "**HTTP from the database**", (
         S + "test_no_login_role_can_make_http_requests_from_the_database",
@@ -181,6 +190,8 @@ PROMISES: tuple[Promise, ...] = (
         S + "test_signing_secrets_are_hidden_from_monitoring_admins_publishers_and_other_clients",
         S + "test_monitoring_and_admins_still_read_everything_but_the_secrets",
         S + "test_an_administrator_sees_a_secret_once_when_it_is_set",
+        "tests/cli/test_subscription_webhooks.py::"
+        "test_an_administrator_sends_a_signed_test_event_without_reading_the_secret",
     )),
     Promise(ROLES, "**The webhook allowlist**", (
         S + "test_only_the_deployment_writes_the_allowlist",

@@ -261,3 +261,24 @@ def test_ack_refuses_ids_that_are_not_integers_and_acks_nothing(
     assert statuses(db, consumer) == Counter({"processing": 2})
     assert client.ack(d for d in claimed) == 2
     assert statuses(db, consumer) == Counter({"delivered": 2})
+
+
+def test_ordering_follows_the_fan_out_so_a_deferred_message_takes_its_place_when_it_moves(
+        client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+    """The README's caveat, from the consumer's side: a deferred message has its id from the
+    moment it is published but no delivery until the fan-out moves it, so a message of the same
+    key published directly meanwhile (a higher id) is delivered first."""
+    consumer = run_id + "-mixed"
+    client.subscribe(consumer, "async", message_type=run_id + ".*", ordered=True)
+    with db.transaction():
+        # Hold the fan-out (the pg_cron job and any worker) while both are published.
+        db.execute("SELECT pg_advisory_xact_lock(hashtext('pgmsg_fan_out_deferred'))")
+        deferred = client.publish(run_id + ".e", {"seq": 1}, key="K", deferred=True)
+        direct = client.publish(run_id + ".e", {"seq": 2}, key="K")
+        assert deferred < direct
+        [first] = client.claim(consumer, 10)
+    assert first.message_id == direct                      # not id order: fan-out order
+    client.ack([first])
+    client.fan_out_deferred()                              # or the pg_cron job does, any moment
+    [then] = wait_until(lambda: client.claim(consumer, 10), timeout=30, message="the deferred message moved")
+    assert then.message_id == deferred

@@ -254,3 +254,71 @@ def test_truncating_subscriptions_cancels_every_open_delivery(client: Client, ds
         assert statuses(conn, consumer) == Counter({"cancelled": 3})
         conn.rollback()
 
+
+
+def test_a_publish_that_commits_while_its_subscription_is_removed_ends_cancelled(
+    client: Client, db: Conn, dsn: str, run_id: str
+) -> None:
+    """The publish read the subscription before the DELETE committed, so the deletion trigger could
+    not see its delivery. The 30-second job's command cancels it; health no longer counts it."""
+    consumer = run_id + "-race"
+    sub = client.subscribe(consumer, "async", message_type=run_id + ".*")
+    with psycopg.connect(dsn, row_factory=dict_row) as publisher:          # a transaction still open
+        [published] = publisher.execute("INSERT INTO messages (message_type, payload) VALUES (%s, '{}') "
+                                        "RETURNING id", (run_id + ".job",)).fetchall()
+        db.execute("DELETE FROM subscriptions WHERE id = %s", (sub.id,))  # commits first
+        publisher.commit()
+    delivery = "SELECT status, last_error, subscription_id FROM message_delivery WHERE message_id = %s"
+    [before] = db.execute(delivery, (published["id"],)).fetchall()
+    assert (before["status"], before["subscription_id"]) == ("pending", sub.id)   # the race happened
+
+    db.execute("SELECT pgmsg_release_expired_leases()")                  # what pg_cron runs every 30 s
+    [after] = db.execute(delivery, (published["id"],)).fetchall()
+    assert after["status"] == "cancelled"
+    assert f"subscription {sub.id} of {consumer} was removed" in after["last_error"]
+    out = CliRunner().invoke(cli, ["--dsn", client.conninfo, "health", "--client", consumer])
+    assert "no pending or processing deliveries" in out.output, out.output
+    # The sweep forgets the removal once no transaction that could still write for it runs.
+    wait_until(lambda: db.execute("SELECT pgmsg_release_expired_leases(), NOT EXISTS (SELECT 1 FROM "
+                                  "pgmsg_removed_subscriptions WHERE subscription_id = %s) AS gone",
+                                  (sub.id,)).fetchone()["gone"], timeout=120, interval=0.5,
+               message="the removal is forgotten")
+
+
+def test_a_tokenless_ack_completes_only_a_durable_notify_delivery_nobody_claimed(
+    client: Client, db: Conn, run_id: str
+) -> None:
+    """NULL stands for "received by a listener, not claimed". Once a consumer claimed it (and
+    its lease lapsed, or it was nacked for a later retry), only a claim's token completes it."""
+    consumer = run_id + "-durable"
+    client.subscribe(consumer, "notify", message_type=run_id + ".*", durable=True, lease_seconds=1)
+    lapsed_id, nacked_id = client.publish_many([(run_id + ".job", {"n": i}, "default") for i in range(2)])
+    [first, second] = client.claim(consumer, 2)
+    client.nack(second, delay_seconds=600, error="later")           # waits for its retry
+    wait_until(lambda: lapsed(db, first.id), timeout=10, message="the lease lapsed")
+    db.execute("SELECT pgmsg_release_expired_leases()")            # pending again, token cleared
+    assert statuses(db, consumer) == Counter({"pending": 2})
+    acked = db.execute("SELECT * FROM pgmsg_ack(%s::bigint[], %s::uuid[])",
+                       ([first.id, second.id], [None, None])).fetchone()
+    assert acked == {"acked": 0, "not_acked": sorted([first.id, second.id])}
+    assert statuses(db, consumer) == Counter({"pending": 2})
+    # A fresh one, received and not claimed, is still completed without a lease.
+    fresh = client.publish(run_id + ".job", {"n": 2})
+    [row] = client.deliveries(fresh)
+    assert client.ack([(row["id"], None)]) == 1
+
+
+@pytest.mark.parametrize("delay", ["NaN", "Infinity", "-Infinity", "1e300", str(10 * 365 * 86400)])
+def test_a_nack_delay_that_is_not_a_sane_number_is_refused_with_a_hint(
+    client: Client, db: Conn, run_id: str, delay: str
+) -> None:
+    consumer = run_id + "-delay"
+    client.subscribe(consumer, "async", message_type=run_id + ".*")
+    client.publish(run_id + ".job", {"n": 1})
+    [held] = claim(db, consumer, 600, "A")
+    with pytest.raises(psycopg.errors.CheckViolation) as refused:
+        db.execute("SELECT pgmsg_nack(%s, %s, %s::float8, 'x')", (held["delivery_id"], held["lease_token"], delay))
+    assert "nack delay" in str(refused.value) and refused.value.diag.message_hint
+    assert statuses(db, consumer) == Counter({"processing": 1})     # still held, nothing changed
+    assert db.execute("SELECT pgmsg_nack(%s, %s, 30, 'x')",
+                      (held["delivery_id"], held["lease_token"])).fetchone()["pgmsg_nack"] == "pending"

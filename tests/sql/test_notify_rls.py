@@ -172,3 +172,21 @@ def test_the_sample_listener_service_reads_and_counts_as_its_client_role(
         stop.set()
         worker.join(timeout=10)
     assert not worker.is_alive()
+
+
+@pytest.mark.parametrize("forged", [
+    '{"id": 1, "delivery_id": 99999999999999999999}',            # beyond bigint: the read failed
+    '{"id": -5, "delivery_id": -9223372036854775809}',
+    '{not json',
+])
+def test_a_forged_notification_from_any_role_is_dropped_and_the_listener_goes_on(
+        login, probe_subscriptions: str, client: Client, dsn: str, inventory_vars: dict[str, Any],
+        run_id: str, forged: str, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    """NOTIFY has no privilege: a publisher can send anything on a client's channel. The
+    listener must drop what it cannot read and keep yielding the client's own deliveries."""
+    password = {r["name"]: r["password"] for r in inventory_vars["messaging_schema_clients"]}[OWNER_ROLE]
+    with Client(role_dsn(dsn, OWNER_ROLE, password), max_size=1) as owner, owner.listener(OWNER) as listener:
+        login("pgmsg_publisher_local").execute("SELECT pg_notify(%s, %s)", (OWNER, forged))
+        own_id = client.publish(run_id + ".notify.after", {"n": 1})
+        notes = list(listener.notifications(timeout=10, limit=1))
+    assert [n.payload["id"] for n in notes] == [own_id] and notes[0].fetched

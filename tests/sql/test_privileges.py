@@ -129,12 +129,16 @@ EXPECTED: dict[str, dict[str, str]] = {
     "table messages_history": {ADM: ADMIN_TABLE},
     "table message_delivery_history": {ADM: ADMIN_TABLE},
     "table delivery_attempts_history": {ADM: ADMIN_TABLE},
+    # Recent subscription removals, for the sweep of deliveries a racing publish wrote (023):
+    # written by the deletion triggers and the sweep (SECURITY DEFINER) only.
+    "table pgmsg_removed_subscriptions": {},
     "table cron.job": {},
     "table cron.job_run_details": {},
 
     # -- sequences -------------------------------------------------------------
-    # message_inbox's id default calls nextval() on messages' sequence.
-    "sequence messages_id_seq": {PUB: "USAGE"},
+    # message_inbox's id default calls nextval() on messages' sequence (publishers and, for
+    # `pgmsg publish --deferred`, administrators: 023).
+    "sequence messages_id_seq": {PUB: "USAGE", ADM: "USAGE"},
     "sequence subscriptions_id_seq": {},
     "sequence message_delivery_id_seq": {},
     "sequence delivery_attempts_id_seq": {},
@@ -181,6 +185,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_trim_dispatchers(interval)": {ADM: "EXECUTE"},
     "function pgmsg_trim_cron_runs(interval,integer)": {},   # pg_cron's table: the superuser's job only
     "function pgmsg_release_expired_leases()": {ADM: "EXECUTE"},
+    "function pgmsg_cancel_orphaned_deliveries(integer)": {ADM: "EXECUTE"},
+    # Signs the fixed test event for `pgmsg subscriptions test`: administrators may not read secrets.
+    "function pgmsg_webhook_test_event(bigint)": {ADM: "EXECUTE"},
     "function pgmsg_retry_in_transaction_pushes()": {ADM: "EXECUTE"},
     "function pgmsg_retry_deferred(bigint[])": {ADM: "EXECUTE"},
     "function pgmsg_cron_jobs()": {ADM: "EXECUTE", MON: "EXECUTE"},
@@ -201,6 +208,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_messages_truncated()": {},
     "function pgmsg_subscriptions_truncated()": {},
     "function pgmsg_refuse_id_change()": {},
+    "function pgmsg_refuse_reserved_channel()": {},
 
     # -- extensions' functions -------------------------------------------------
     **{f"function {signature}": {} for signature in PGSQL_HTTP + PG_CRON + PGCRYPTO},
@@ -331,3 +339,28 @@ def test_functions_created_later_are_not_executable_by_public(superuser: psycopg
         row = superuser.execute("SELECT has_function_privilege(%s, 'pgmsg_privilege_probe_fn()', 'EXECUTE') AS ok",
                                 (nobody,)).fetchone()
     assert row["ok"] is False
+
+
+def test_no_role_may_create_temporary_or_other_objects_in_the_database(
+        superuser: psycopg.Connection[Any], nobody: str, inventory_vars: dict[str, Any]) -> None:
+    """PostgreSQL gives PUBLIC CONNECT and TEMPORARY on every new database. CONNECT is what
+    logging in needs; TEMPORARY let a role in no group create tables (and fill the disk)."""
+    roles = [*GROUPS, nobody, *(login["name"] for key in LOGIN_GROUPS for login in inventory_vars.get(key, []))]
+    held_by = {role: [p for p in ("CONNECT", "CREATE", "TEMPORARY")
+                      if superuser.execute("SELECT has_database_privilege(%s, current_database(), %s) AS ok",
+                                           (role, p)).fetchone()["ok"]]
+               for role in roles}
+    assert held_by == dict.fromkeys(roles, ["CONNECT"])
+
+
+@pytest.mark.parametrize("create", ["lo_from_bytea(0, 'x'::bytea)", "lo_create(0)", "lo_creat(-1)"])
+def test_no_login_role_may_store_large_objects(dsn: str, inventory_vars: dict[str, Any], create: str) -> None:
+    """Large objects outlive the session and count against nobody's quota: PUBLIC may create them
+    by default, so every login (a client, a publisher) could fill the database's disk."""
+    for key in LOGIN_GROUPS:
+        for login in inventory_vars.get(key, []):
+            params = psycopg.conninfo.conninfo_to_dict(dsn)
+            params.update(user=login["name"], password=login["password"])
+            with psycopg.connect(psycopg.conninfo.make_conninfo(**params)) as conn, \
+                    pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT {create}")

@@ -88,3 +88,19 @@ def test_notify_channel_defaults_to_client_id(db: psycopg.Connection[Any], run_i
         (run_id + "-dash",),
     ).fetchone()
     assert row["notify_channel"] == run_id + "-dash"
+
+
+@pytest.mark.parametrize("columns", [
+    "(client_id, delivery_mode, notify_channel) VALUES ('{run}', 'notify', 'pgmsg_http')",
+    "(client_id, delivery_mode, notify_channel) VALUES ('{run}', 'notify', 'pgmsg_deliveries')",
+    "(client_id, delivery_mode) VALUES ('pgmsg_http', 'notify')",          # the channel defaults to the id
+])
+def test_a_notify_subscription_may_not_use_pgmsgs_own_wake_up_channels(
+        db: psycopg.Connection[Any], run_id: str, columns: str) -> None:
+    """pgmsg_http wakes every dispatcher and pgmsg_deliveries every consumer: notifications there
+    would wake them on every matching publish (and defeat the dispatcher's quiet while busy)."""
+    before = count(db, "subscriptions")
+    with pytest.raises(psycopg.errors.CheckViolation) as refused:
+        db.execute("INSERT INTO subscriptions " + columns.format(run=run_id))
+    assert "wake-up channel" in str(refused.value) and refused.value.diag.message_hint
+    assert count(db, "subscriptions") == before

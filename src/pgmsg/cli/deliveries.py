@@ -14,7 +14,7 @@ from pgmsg.cli.output import Column, emit, format_seconds
 from pgmsg.client import DELIVERY_MODES
 from pgmsg.errors import translated
 
-STATUSES = ("pending", "processing", "delivered", "failed", "notified", "dead")
+STATUSES = ("pending", "processing", "delivered", "failed", "notified", "dead", "cancelled")
 
 LIST_COLUMNS = (
     Column("id"),
@@ -74,6 +74,7 @@ def delivery_stats(conn: psycopg.Connection[dict[str, Any]], *, client_id: str |
                    count(*) FILTER (WHERE status = 'failed')     AS failed,
                    count(*) FILTER (WHERE status = 'notified')   AS notified,
                    count(*) FILTER (WHERE status = 'dead')       AS dead,
+                   count(*) FILTER (WHERE status = 'cancelled')  AS cancelled,
                    count(*) AS total,
                    -- undelivered rows have a NULL delay, which the aggregates skip
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY delay)  AS p50_seconds,

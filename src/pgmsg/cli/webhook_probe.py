@@ -1,7 +1,8 @@
 """Send a signed test event to an http subscription, the way the dispatcher sends deliveries.
 
 Same headers (Standard Webhooks signature with the current secret, and the
-previous one while it is still valid), the same allowlist check right before
+previous one while it is still valid, computed by the database so that the
+administrator running it never reads a secret), the same allowlist check right before
 sending, the same connection to the address that was checked (no second DNS
 lookup), and the subscription's own timeout. Only the body differs: an event
 of type ``pgmsg.test`` with id 0, which no message ever has.
@@ -9,18 +10,14 @@ of type ``pgmsg.test`` with id 0, which no message ever has.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
 
-from pgmsg.errors import InvalidInput, NotFound, translated
-from pgmsg.signing import signature_headers
+from pgmsg.errors import NotFound, translated
 from pgmsg.ssrf import Allowlist, Resolver, check_url
 from pgmsg.webhook_http import NoAnswer, post_once
 
@@ -46,26 +43,16 @@ class ProbeResult:
 
 
 def load_target(conn: psycopg.Connection[dict[str, Any]], subscription_id: int) -> dict[str, Any]:
-    """The subscription's URL, timeout and the secrets the dispatcher would sign with."""
-    with translated(f"reading subscription {subscription_id}"):
-        row = conn.execute(
-            """
-            SELECT id, client_id, delivery_mode, webhook_url, http_timeout_ms, active,
-                   array_remove(ARRAY[signing_secret,
-                                      CASE WHEN previous_secret_expires_at > now()
-                                           THEN previous_signing_secret END], NULL) AS signing_secrets
-              FROM subscriptions WHERE id = %s
-            """,
-            (subscription_id,),
-        ).fetchone()
-    if row is None:
+    """The subscription's URL and timeout, and the test event the database built and signed.
+
+    The database signs (pgmsg_webhook_test_event, migration 023): an administrator may
+    not read signing secrets, and gets a signature of the fixed test event only, under
+    a fresh ``test_`` webhook-id and the database's clock, never one of its choosing.
+    """
+    with translated(f"signing a test event for subscription {subscription_id}"):
+        row = conn.execute("SELECT * FROM pgmsg_webhook_test_event(%s)", (subscription_id,)).fetchone()
+    if row is None:     # the function raises instead; kept for a clear message regardless
         raise NotFound(f"no subscription with id {subscription_id}")
-    if row["delivery_mode"] != "http" or not row["webhook_url"]:
-        raise InvalidInput(f"subscription {subscription_id} is a {row['delivery_mode']} subscription; "
-                           "only http subscriptions can be sent a test event")
-    if not row["signing_secrets"]:
-        raise InvalidInput(f"subscription {subscription_id} has no signing secret; "
-                           f"give it one with `pgmsg subscriptions rotate-secret {subscription_id}`")
     return row
 
 
@@ -75,36 +62,26 @@ def load_allowlist(conn: psycopg.Connection[dict[str, Any]]) -> Allowlist:
     return Allowlist.parse([r["entry"] for r in rows])
 
 
-def build_test_event(target: dict[str, Any]) -> bytes:
-    """The envelope subscribers know, for a test event."""
-    event = {
-        "id": 0,
-        "type": TEST_EVENT_TYPE,
-        "namespace": "pgmsg",
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "payload": {"test": True, "subscription_id": target["id"], "client_id": target["client_id"]},
-    }
-    return json.dumps(event, separators=(",", ":")).encode()
-
-
 def send_test_event(conn: psycopg.Connection[dict[str, Any]], subscription_id: int, *,
                     resolve: Resolver | None = None) -> ProbeResult:
     """POST a signed test event; raises BlockedTarget when the allowlist refuses the URL."""
     target = load_target(conn, subscription_id)
     url = target["webhook_url"]
     addresses = check_url(url, load_allowlist(conn), resolve=resolve)
-    body = build_test_event(target)
-    # A fresh id each time: receivers drop repeated webhook-ids as duplicates.
-    webhook_id = f"test_{subscription_id}_{secrets.token_hex(6)}"
-    headers = signature_headers(target["signing_secrets"], webhook_id, body)
-    headers.update({
+    body = target["body"].encode()
+    # A fresh id each time (the database draws it): receivers drop repeated webhook-ids.
+    webhook_id = target["webhook_id"]
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(target["webhook_timestamp"]),
+        "webhook-signature": target["webhook_signature"],
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "pgmsg-message-id": "0",
         "pgmsg-delivery-id": "0",
         "pgmsg-message-type": TEST_EVENT_TYPE,
         "pgmsg-client-id": target["client_id"],
-    })
+    }
     started = time.monotonic()
     try:
         # To the address just checked, as the dispatcher does (no second lookup).

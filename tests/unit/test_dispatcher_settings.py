@@ -1,0 +1,38 @@
+"""The dispatcher refuses settings that would silently stop or duplicate deliveries.
+
+A careless operator's zero or negative value: no request slot (nothing is ever pushed), or a
+lease that lapses at once (another dispatcher sends the same webhook-id at the same time).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pgmsg import InvalidInput
+from pgmsg.dispatcher import Dispatcher
+
+
+@pytest.mark.parametrize("setting", [
+    {"workers": 0}, {"workers": -1}, {"per_subscription": 0}, {"batch": 0},
+    {"lease_seconds": 0}, {"lease_seconds": -30}, {"lease_seconds": 43201},
+    {"idle_poll_seconds": 0}, {"idle_poll_seconds": float("nan")},
+])
+def test_nonsense_settings_are_refused_with_what_to_give(setting: dict[str, float]) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        Dispatcher("host=127.0.0.1 port=9 connect_timeout=1", **setting)  # type: ignore[arg-type]
+    assert next(iter(setting)) in str(refused.value)
+
+
+@pytest.mark.parametrize("option", ["--workers", "--per-subscription"])
+@pytest.mark.parametrize("value", ["0", "-4"])
+def test_the_command_refuses_them_before_starting(option: str, value: str) -> None:
+    # A subprocess with a deadline: a dispatcher that accepted the value would run for ever.
+    done = subprocess.run([sys.executable, "-m", "pgmsg.dispatcher", option, value], capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, "PGMSG_DSN": "host=127.0.0.1 port=9 connect_timeout=1"})
+    assert done.returncode == 2
+    assert option in done.stderr
