@@ -175,6 +175,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_rotate_secret(bigint,interval,text)": {ADM: "EXECUTE"},
     "function pgmsg_new_signing_secret()": {ADM: "EXECUTE"},
     "function pgmsg_archive_messages(interval,integer)": {ADM: "EXECUTE"},
+    "function pgmsg_expire_messages(interval,integer)": {ADM: "EXECUTE"},
+    "function pgmsg_lock_retirable_messages(interval,integer)": {ADM: "EXECUTE"},
     "function pgmsg_purge_deliveries(interval,integer)": {ADM: "EXECUTE"},
     "function pgmsg_housekeep(text,interval,integer,interval)": {ADM: "EXECUTE"},
     "function pgmsg_trim_history(interval,integer)": {ADM: "EXECUTE"},
