@@ -237,3 +237,38 @@ def test_redrive_after_an_uncommitted_archive_changes_nothing(client: Client, db
     assert not db.execute("SELECT 1 FROM message_delivery WHERE id = %s", (delivery.id,)).fetchone()
     [row] = db.execute("SELECT status FROM message_delivery_history WHERE id = %s", (delivery.id,)).fetchall()
     assert row["status"] == "dead"
+
+
+def test_attempts_stay_tied_to_their_delivery(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+    """What the attempts' foreign key promised, now kept by statement-level triggers (024):
+    an attempt of a missing delivery is refused, a delivery's id cannot change under its
+    attempts, deleting deliveries (or their message) deletes their attempts, and TRUNCATE
+    takes them along."""
+    client.subscribe(run_id + "-att", "async", message_type=run_id + ".*")
+    first, second = client.publish(run_id + ".e", {}), client.publish(run_id + ".e", {})
+    ids = {r["message_id"]: r["id"] for r in db.execute(
+        "SELECT id, message_id FROM message_delivery WHERE message_id = ANY(%s)", ([first, second],))}
+    db.execute("INSERT INTO delivery_attempts (delivery_id, attempt, status_code) SELECT unnest(%s::bigint[]), 1, 503",
+               (list(ids.values()),))
+
+    [missing] = db.execute("SELECT max(id) + 1000 AS id FROM message_delivery").fetchall()
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match=f"no delivery with id {missing['id']}"):
+        db.execute("INSERT INTO delivery_attempts (delivery_id, attempt) VALUES (%s, 1)", (missing["id"],))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="no delivery with id"):
+        db.execute("UPDATE delivery_attempts SET delivery_id = %s WHERE delivery_id = %s",
+                   (missing["id"], ids[first]))
+    with pytest.raises(psycopg.errors.CheckViolation, match="cannot change"):
+        db.execute("UPDATE message_delivery SET id = %s WHERE id = %s", (missing["id"], ids[first]))
+
+    db.execute("DELETE FROM message_delivery WHERE id = %s", (ids[first],))
+    db.execute("DELETE FROM messages WHERE id = %s", (second,))
+    assert not db.execute("SELECT 1 FROM delivery_attempts WHERE delivery_id = ANY(%s)",
+                          (list(ids.values()),)).fetchall()
+
+    # TRUNCATE (in a transaction rolled back: the database is shared with the other tests).
+    with db.transaction(force_rollback=True):
+        third = client.publish(run_id + ".e", {})
+        db.execute("INSERT INTO delivery_attempts (delivery_id, attempt) "
+                   "SELECT id, 1 FROM message_delivery WHERE message_id = %s", (third,))
+        db.execute("TRUNCATE message_delivery")
+        assert db.execute("SELECT count(*) AS n FROM delivery_attempts").fetchone()["n"] == 0
