@@ -172,10 +172,12 @@ def test_stale_dispatcher_rows_go_live_ones_stay(client: Client, db: psycopg.Con
         assert held.id
 
 
+@pytest.mark.parametrize("retire", ["pgmsg_archive_messages", "pgmsg_expire_messages"])
 def test_archive_never_takes_a_delivery_being_redriven(client: Client, db: psycopg.Connection[Any], dsn: str,
-                                                       run_id: str, history_cleanup: None) -> None:
-    """Redrive in an open transaction (dead -> pending), then archive: the archive must not
-    carry the message away under it (it skips it; the next run decides again)."""
+                                                       run_id: str, history_cleanup: None, retire: str) -> None:
+    """Redrive in an open transaction (dead -> pending), then archive (or expire, without
+    history): neither may carry the message away under it (it is skipped; the next run decides
+    again)."""
     client.subscribe(run_id + "-rd", "async", message_type=run_id + ".*", max_attempts=1)
     message_id = client.publish(run_id + ".e", {})
     [delivery] = client.claim(run_id + "-rd", 1)
@@ -190,7 +192,7 @@ def test_archive_never_takes_a_delivery_being_redriven(client: Client, db: psyco
                                 (run_id + "-rd", [delivery.id])).fetchone()["n"] == 1
         pid = archiver.info.backend_pid
         worker = threading.Thread(target=lambda: archived.append(archiver.execute(
-            "SELECT pgmsg_archive_messages(interval '3000 days', 100) AS n").fetchone()["n"]))
+            f"SELECT {retire}(interval '3000 days', 100) AS n").fetchone()["n"]))
         worker.start()
         # The archive either finishes or waits for the redrive's row lock; then the redrive commits.
         wait_until(lambda: archived or db.execute(
