@@ -3,22 +3,29 @@ transactions lasts. Run against a scratch database (it creates and retires its o
 
     python -m bench.retention "host=127.0.0.1 port=25508 user=postgres dbname=messaging password=..." [messages]
 
-BENCH_RETENTION_BATCH sets the archive and expiry batch (default 2000, the role's). Prints the
+BENCH_RETENTION_BATCH sets the archive and expiry batch (default 2000, the role's); the last two
+measurements retire a backlog while a publisher holds BENCH_RETENTION_PEAK messages/s (default
+12600, the batch publish of docs/benchmarks.md) beside them. Prints the
 figures that docs/benchmarks.md's retention section quotes (bench/analysis.md)."""
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from pgmsg import Client
+
 TAG = "bench-retention"
 # The batches of roles/housekeeping/defaults/main.yml (housekeeping_archive_batch).
 ARCHIVE_BATCH = EXPIRE_BATCH = int(os.environ.get("BENCH_RETENTION_BATCH", "2000"))
+# The highest publish rate of docs/benchmarks.md (batch publish), held while retention runs.
+PEAK = int(os.environ.get("BENCH_RETENTION_PEAK", "12600"))
 
 
 def timed_batches(conn: psycopg.Connection[Any], call: str, args: tuple[Any, ...]) -> tuple[int, float, list[float]]:
@@ -39,6 +46,43 @@ def size(conn: psycopg.Connection[Any], table: str) -> str:
                         "pg_size_pretty(pg_indexes_size(%s::regclass)) AS s", (table, table)).fetchone()["s"]
 
 
+def publishing(dsn: str, stop: threading.Event, rate: list[float]) -> None:
+    """Publish batches of 1,000 (three subscribers) paced to PEAK messages/s until stopped."""
+    with Client(dsn, max_size=1) as client:
+        sent, t0 = 0, time.perf_counter()
+        while not stop.is_set():
+            client.publish_many([(TAG + ".live", {"n": i}, "default") for i in range(1000)])
+            sent += 1000
+            ahead = sent / PEAK - (time.perf_counter() - t0)
+            if ahead > 0:
+                stop.wait(ahead)
+        rate.append(sent / (time.perf_counter() - t0))
+
+
+def while_publishing(conn: psycopg.Connection[Any], dsn: str, messages: int) -> None:
+    """Archive, then expire, a backlog while a publisher holds the peak rate beside them."""
+    for function in ("pgmsg_archive_messages", "pgmsg_expire_messages"):
+        backlog(conn, messages, "400 days", "399 days")
+        stop, rate = threading.Event(), []
+        publisher = threading.Thread(target=publishing, args=(dsn, stop, rate))
+        publisher.start()
+        time.sleep(2)   # the publisher at its pace first
+        try:
+            moved, secs, d = timed_batches(conn, f"SELECT {function}(interval '30 days', %s) AS n",
+                                           (ARCHIVE_BATCH,))
+        finally:
+            stop.set()
+            publisher.join()
+        d.sort()
+        print(f"{function} while publishing at {PEAK}/s: {moved} messages in {secs:.1f} s = "
+              f"{moved / secs:,.0f} msg/s; transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms; "
+              f"publisher held {rate[0]:,.0f} msg/s")
+        # What the publisher wrote meanwhile goes too (not past retention: deleted here).
+        conn.execute("DELETE FROM messages WHERE message_type = %s", (TAG + ".live",))
+    conn.execute("DELETE FROM messages_history WHERE message_type = %s", (TAG + ".e",))
+    conn.execute("DELETE FROM message_delivery_history WHERE client_id LIKE %s", (TAG + "%",))
+
+
 def main() -> None:
     dsn, messages = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
@@ -46,7 +90,7 @@ def main() -> None:
         paused = [r["jobid"] for r in conn.execute(
             "UPDATE cron.job SET active = false WHERE jobname LIKE 'pgmsg-%' AND active RETURNING jobid")]
         try:
-            measure(conn, messages)
+            measure(conn, dsn, messages)
         finally:
             conn.execute("UPDATE cron.job SET active = true WHERE jobid = ANY(%s)", (paused,))
 
@@ -81,7 +125,7 @@ def retire(conn: psycopg.Connection[Any], function: str, batch: int, deliveries:
     print(f"vacuum after {function}: {time.perf_counter() - t0:.1f} s")
 
 
-def measure(conn: psycopg.Connection[Any], messages: int) -> None:
+def measure(conn: psycopg.Connection[Any], dsn: str, messages: int) -> None:
     for n in range(3):
         conn.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type) "
                      "VALUES (%s, 'async', %s)", (f"{TAG}-{n}", TAG + ".*"))
@@ -119,6 +163,7 @@ def measure(conn: psycopg.Connection[Any], messages: int) -> None:
     retire(conn, "pgmsg_archive_messages", ARCHIVE_BATCH, 0)
     conn.execute("DELETE FROM messages_history WHERE message_type = %s", (TAG + ".e",))
     conn.execute("DELETE FROM messages WHERE message_type = %s", (TAG + ".e",))
+    while_publishing(conn, dsn, messages)
     conn.execute("DELETE FROM subscriptions WHERE client_id LIKE %s", (TAG + "%",))
 
 
