@@ -79,3 +79,23 @@ def test_purge_asks_then_deletes_old_finished_deliveries(run: Run, client: Clien
 
     nothing = run("--json", "purge", "--older-than", AGE)
     assert json.loads(nothing.stdout) == {"purged": 0}
+
+
+def test_archive_without_history_asks_then_deletes_and_keeps_nothing(
+        run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+    client.subscribe(run_id + "-exp", "async", message_type=run_id + ".*")
+    done, waiting = client.publish(run_id + ".e", {"n": 1}), client.publish(run_id + ".e", {"n": 2})
+    client.ack(d for d in client.claim(run_id + "-exp", 10) if d.message_id == done)
+    db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = ANY(%s)", ([done, waiting],))
+
+    declined = run("archive", "--older-than", AGE, "--no-history", input="n\n")
+    assert declined.exit_code == 1 and "keeping no history" in declined.output
+    assert db.execute("SELECT count(*) AS n FROM messages WHERE id = ANY(%s)", ([done, waiting],)).fetchone()["n"] == 2
+
+    result = run("--json", "archive", "--older-than", AGE, "--no-history", "--yes")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"deleted": 1, "estimated": 1}
+    assert [r["id"] for r in db.execute("SELECT id FROM messages WHERE id = ANY(%s)", ([done, waiting],))] == [waiting]
+    assert not db.execute("SELECT 1 FROM message_delivery WHERE message_id = %s", (done,)).fetchone()
+    assert not db.execute("SELECT 1 FROM messages_history WHERE id = %s", (done,)).fetchone()
+    assert not db.execute("SELECT 1 FROM message_delivery_history WHERE message_id = %s", (done,)).fetchone()

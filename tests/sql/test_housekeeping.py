@@ -98,6 +98,8 @@ def test_pg_cron_really_runs_the_jobs(db: psycopg.Connection[Any]) -> None:
 @pytest.mark.parametrize(("call", "message"), [
     ("SELECT pgmsg_archive_messages(interval '-1 day')", "is not a positive interval"),
     ("SELECT pgmsg_archive_messages(interval '1 day', 0)", "archive batch 0 is not positive"),
+    ("SELECT pgmsg_expire_messages(interval '-1 day')", "expiry age -1 days is not a positive interval"),
+    ("SELECT pgmsg_expire_messages(interval '1 day', 0)", "expiry batch 0 is not positive"),
     ("SELECT pgmsg_purge_deliveries(interval '-7 days')", "is not a positive interval"),
     ("SELECT pgmsg_purge_deliveries(interval '7 days', 0)", "purge batch 0 is not positive"),
     ("SELECT pgmsg_trim_history(interval '-1 day')", "is not a positive interval"),

@@ -1,6 +1,7 @@
-"""Retention keeps up: one pass of every pg_cron job retires a day's backlog, each trim
-removes what is past its age and nothing else, and archiving never takes away a delivery
-that another transaction is sending round again."""
+"""Retention keeps up: one pass of every pg_cron job retires a day's backlog, with history
+(housekeeping_keep_history: true) or without (false), each trim removes what is past its age and
+nothing else, and archiving never takes away a delivery that another transaction is sending
+round again."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from pgmsg import Client
+from tests.support.devdb import housekeeping_jobs
 from tests.support.waiting import wait_until
 
 BACKLOG = 60_000
@@ -29,6 +31,21 @@ def run_every_job_once(dsn: str) -> None:
             conn.execute(command)
 
 
+@pytest.fixture(params=[True, False], ids=["keep-history", "no-history"])
+def keep_history(request: pytest.FixtureRequest, db: psycopg.Connection[Any]) -> Iterator[bool]:
+    """The retirement job as the role schedules it for housekeeping_keep_history (the database
+    keeps the default's); the default's job comes back afterwards."""
+    prefix, jobs = housekeeping_jobs({})
+    [(name, schedule, default)] = [j for j in jobs if j[0] == "archive-messages"]
+    [(_, _, command)] = [j for j in housekeeping_jobs({"housekeeping_keep_history": request.param})[1]
+                         if j[0] == name]
+    db.execute("SELECT pgmsg_ensure_cron_job(%s, %s, %s)", (prefix + name, schedule, command))
+    try:
+        yield request.param
+    finally:
+        db.execute("SELECT pgmsg_ensure_cron_job(%s, %s, %s)", (prefix + name, schedule, default))
+
+
 @pytest.fixture
 def history_cleanup(db: psycopg.Connection[Any], run_id: str) -> Iterator[None]:
     yield
@@ -39,7 +56,7 @@ def history_cleanup(db: psycopg.Connection[Any], run_id: str) -> Iterator[None]:
 
 
 def test_one_pass_of_every_job_retires_a_backlog_of_60000_messages(
-    client: Client, db: psycopg.Connection[Any], dsn: str, run_id: str, history_cleanup: None
+    client: Client, db: psycopg.Connection[Any], dsn: str, run_id: str, history_cleanup: None, keep_history: bool
 ) -> None:
     client.subscribe(run_id + "-bulk", "async", message_type=run_id + ".*")
     # 60,000 messages past retention, each with a delivered delivery (the fan-out trigger
@@ -56,6 +73,46 @@ def test_one_pass_of_every_job_retires_a_backlog_of_60000_messages(
     assert left["n"] == 0
     [gone] = db.execute("SELECT count(*) AS n FROM message_delivery WHERE client_id = %s", (run_id + "-bulk",))
     assert gone["n"] == 0
+    [kept] = db.execute("SELECT count(*) AS n FROM messages_history WHERE message_type = %s", (run_id + ".old",))
+    assert kept["n"] == (BACKLOG if keep_history else 0)
+
+
+@pytest.mark.parametrize("keep_history", [False], indirect=True, ids=["no-history"])
+def test_without_history_old_messages_go_with_deliveries_and_attempts_and_nothing_is_copied(
+    client: Client, db: psycopg.Connection[Any], dsn: str, run_id: str, history_cleanup: None, keep_history: bool
+) -> None:
+    """housekeeping_keep_history: false. A message past retention whose deliveries are finished
+    goes with its deliveries and their attempts, and no history table receives any of them; a
+    message with an open delivery, and a recent one, stay whole."""
+    client.subscribe(run_id + "-a", "async", message_type=run_id + ".*")
+    client.subscribe(run_id + "-b", "async", message_type=run_id + ".*")
+    done, waiting, recent = (client.publish(run_id + ".e", {"n": n}) for n in range(3))
+    db.execute("UPDATE messages SET created_at = now() - interval '400 days' WHERE id = ANY(%s)", ([done, waiting],))
+    # Finished: delivered (lately, so the purge job leaves it to this one) and dead.
+    db.execute("UPDATE message_delivery SET status = CASE client_id WHEN %s THEN 'delivered' ELSE 'dead' END, "
+               "delivered_at = now() WHERE message_id = %s", (run_id + "-a", done))
+    # Attempts for every delivery (as the dispatcher records them), the open one's included.
+    db.execute("INSERT INTO delivery_attempts (delivery_id, attempt, attempted_at, duration_ms, status_code, error) "
+               "SELECT id, 1, now() - interval '399 days', 5, 503, 'unavailable' FROM message_delivery "
+               "WHERE message_id = ANY(%s)", ([done, waiting, recent],))
+    doomed = [r["id"] for r in db.execute("SELECT id FROM message_delivery WHERE message_id = %s", (done,))]
+    assert len(doomed) == 2
+
+    run_every_job_once(dsn)
+
+    assert {r["id"] for r in db.execute("SELECT id FROM messages WHERE id = ANY(%s)",
+                                        ([done, waiting, recent],))} == {waiting, recent}
+    assert not db.execute("SELECT 1 FROM message_delivery WHERE message_id = %s", (done,)).fetchall()
+    assert not db.execute("SELECT 1 FROM delivery_attempts WHERE delivery_id = ANY(%s)", (doomed,)).fetchall()
+    for kept in (waiting, recent):
+        [row] = db.execute("SELECT count(*) AS deliveries, (SELECT count(*) FROM delivery_attempts a "
+                           "JOIN message_delivery d ON d.id = a.delivery_id WHERE d.message_id = %s) AS attempts "
+                           "FROM message_delivery WHERE message_id = %s", (kept, kept)).fetchall()
+        assert (row["deliveries"], row["attempts"]) == (2, 2)
+    assert not db.execute("SELECT 1 FROM messages_history WHERE id = %s", (done,)).fetchall()
+    assert not db.execute("SELECT 1 FROM message_delivery_history WHERE message_id = %s OR id = ANY(%s)",
+                          (done, doomed)).fetchall()
+    assert not db.execute("SELECT 1 FROM delivery_attempts_history WHERE delivery_id = ANY(%s)", (doomed,)).fetchall()
 
 
 def test_history_is_trimmed_after_its_keep_days(client: Client, db: psycopg.Connection[Any], dsn: str,
@@ -115,10 +172,12 @@ def test_stale_dispatcher_rows_go_live_ones_stay(client: Client, db: psycopg.Con
         assert held.id
 
 
+@pytest.mark.parametrize("retire", ["pgmsg_archive_messages", "pgmsg_expire_messages"])
 def test_archive_never_takes_a_delivery_being_redriven(client: Client, db: psycopg.Connection[Any], dsn: str,
-                                                       run_id: str, history_cleanup: None) -> None:
-    """Redrive in an open transaction (dead -> pending), then archive: the archive must not
-    carry the message away under it (it skips it; the next run decides again)."""
+                                                       run_id: str, history_cleanup: None, retire: str) -> None:
+    """Redrive in an open transaction (dead -> pending), then archive (or expire, without
+    history): neither may carry the message away under it (it is skipped; the next run decides
+    again)."""
     client.subscribe(run_id + "-rd", "async", message_type=run_id + ".*", max_attempts=1)
     message_id = client.publish(run_id + ".e", {})
     [delivery] = client.claim(run_id + "-rd", 1)
@@ -133,7 +192,7 @@ def test_archive_never_takes_a_delivery_being_redriven(client: Client, db: psyco
                                 (run_id + "-rd", [delivery.id])).fetchone()["n"] == 1
         pid = archiver.info.backend_pid
         worker = threading.Thread(target=lambda: archived.append(archiver.execute(
-            "SELECT pgmsg_archive_messages(interval '3000 days', 100) AS n").fetchone()["n"]))
+            f"SELECT {retire}(interval '3000 days', 100) AS n").fetchone()["n"]))
         worker.start()
         # The archive either finishes or waits for the redrive's row lock; then the redrive commits.
         wait_until(lambda: archived or db.execute(
@@ -180,3 +239,38 @@ def test_redrive_after_an_uncommitted_archive_changes_nothing(client: Client, db
     assert not db.execute("SELECT 1 FROM message_delivery WHERE id = %s", (delivery.id,)).fetchone()
     [row] = db.execute("SELECT status FROM message_delivery_history WHERE id = %s", (delivery.id,)).fetchall()
     assert row["status"] == "dead"
+
+
+def test_attempts_stay_tied_to_their_delivery(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+    """What the attempts' foreign key promised, now kept by statement-level triggers (024):
+    an attempt of a missing delivery is refused, a delivery's id cannot change under its
+    attempts, deleting deliveries (or their message) deletes their attempts, and TRUNCATE
+    takes them along."""
+    client.subscribe(run_id + "-att", "async", message_type=run_id + ".*")
+    first, second = client.publish(run_id + ".e", {}), client.publish(run_id + ".e", {})
+    ids = {r["message_id"]: r["id"] for r in db.execute(
+        "SELECT id, message_id FROM message_delivery WHERE message_id = ANY(%s)", ([first, second],))}
+    db.execute("INSERT INTO delivery_attempts (delivery_id, attempt, status_code) SELECT unnest(%s::bigint[]), 1, 503",
+               (list(ids.values()),))
+
+    [missing] = db.execute("SELECT max(id) + 1000 AS id FROM message_delivery").fetchall()
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match=f"no delivery with id {missing['id']}"):
+        db.execute("INSERT INTO delivery_attempts (delivery_id, attempt) VALUES (%s, 1)", (missing["id"],))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="no delivery with id"):
+        db.execute("UPDATE delivery_attempts SET delivery_id = %s WHERE delivery_id = %s",
+                   (missing["id"], ids[first]))
+    with pytest.raises(psycopg.errors.CheckViolation, match="cannot change"):
+        db.execute("UPDATE message_delivery SET id = %s WHERE id = %s", (missing["id"], ids[first]))
+
+    db.execute("DELETE FROM message_delivery WHERE id = %s", (ids[first],))
+    db.execute("DELETE FROM messages WHERE id = %s", (second,))
+    assert not db.execute("SELECT 1 FROM delivery_attempts WHERE delivery_id = ANY(%s)",
+                          (list(ids.values()),)).fetchall()
+
+    # TRUNCATE (in a transaction rolled back: the database is shared with the other tests).
+    with db.transaction(force_rollback=True):
+        third = client.publish(run_id + ".e", {})
+        db.execute("INSERT INTO delivery_attempts (delivery_id, attempt) "
+                   "SELECT id, 1 FROM message_delivery WHERE message_id = %s", (third,))
+        db.execute("TRUNCATE message_delivery")
+        assert db.execute("SELECT count(*) AS n FROM delivery_attempts").fetchone()["n"] == 0

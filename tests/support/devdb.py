@@ -87,10 +87,12 @@ def up(port: int, sql_dir: Path) -> str:
 
 def housekeeping_jobs(variables: dict) -> tuple[str, list[tuple[str, str, str]]]:
     """housekeeping_jobs of roles/housekeeping/defaults/main.yml with the inventory's overrides,
-    rendered as Ansible would (the jobs use only plain housekeeping_* values and `| int`)."""
+    rendered as Ansible would (the jobs use only plain housekeeping_* values, `| int` and `| bool`)."""
     context = yaml.safe_load((ROOT / "roles/housekeeping/defaults/main.yml").read_text())
     context.update({k: v for k, v in variables.items() if k.startswith("housekeeping_")})
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    # Ansible's `bool` filter (housekeeping_keep_history): true, yes, on, 1 in any case are true.
+    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("true", "yes", "on", "1")
 
     def render(value: object) -> str:
         text = str(value)

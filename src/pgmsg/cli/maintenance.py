@@ -1,4 +1,5 @@
-"""Housekeeping by hand: ``pgmsg archive`` and ``pgmsg purge`` (pg_cron runs the same functions every minute, in batches)."""
+"""Housekeeping by hand: ``pgmsg archive`` (``--no-history``: expire) and ``pgmsg purge`` (pg_cron runs the
+same functions every minute, in batches)."""
 
 from __future__ import annotations
 
@@ -49,10 +50,11 @@ def count_purgeable(conn: psycopg.Connection[dict[str, Any]], older_than: timede
 
 def run_batches(conn: psycopg.Connection[dict[str, Any]], function: str, older_than: timedelta,
                 batch: int, progress: Callable[[int], None]) -> int:
-    """Call an archive/purge function until it returns 0; each call commits on its own,
+    """Call an archive/expire/purge function until it returns 0; each call commits on its own,
     so an interrupted run keeps what it did and the next run carries on."""
     # The function name comes from this module, never from the user.
     statement = {"archive": "SELECT pgmsg_archive_messages(%s::interval, %s) AS n",
+                 "expire": "SELECT pgmsg_expire_messages(%s::interval, %s) AS n",
                  "purge": "SELECT pgmsg_purge_deliveries(%s::interval, %s) AS n"}[function]
     done = 0
     while True:
@@ -79,25 +81,36 @@ def _run_with_bar(app: AppContext, function: str, older_than: timedelta, batch: 
               help="Archive finished messages created longer ago than this (30d, 12h, '90 days').")
 @click.option("--batch", type=click.IntRange(min=1), default=DEFAULT_ARCHIVE_BATCH, show_default=True,
               help="Messages moved per transaction.")
+@click.option("--no-history", is_flag=True,
+              help="Delete the messages with their deliveries and attempts instead of moving them to the "
+                   "history tables (as housekeeping_keep_history: false does); asks first.")
+@yes_option
 @json_option
 @pass_app
-def archive(app: AppContext, older_than: timedelta, batch: int) -> None:
+def archive(app: AppContext, older_than: timedelta, batch: int, no_history: bool, yes: bool) -> None:
     """Move old finished messages, with their deliveries and attempts, to the history tables.
 
     A message is finished when none of its deliveries is pending or
     processing. Runs batch after batch (each one committed) until nothing is
     left, with a progress bar estimated from a count made first; interrupt it
-    any time and run it again to carry on.
+    any time and run it again to carry on. With --no-history the same
+    messages are deleted and nothing is kept.
 
     \b
     Examples:
       pgmsg archive --older-than 30d
       pgmsg archive --older-than '90 days' --batch 1000
+      pgmsg archive --older-than 30d --no-history --yes
     """
     estimate = count_archivable(app.connection(), older_than)
-    moved = _run_with_bar(app, "archive", older_than, batch, estimate, "Archiving messages") if estimate else 0
-    emit({"archived": moved, "estimated": estimate} if app.json else
-         f"archived {moved} message(s) older than {describe_duration(older_than)} "
+    if no_history and estimate:
+        confirm(f"Delete {estimate} finished message(s) older than {describe_duration(older_than)} with their "
+                "deliveries and attempts, keeping no history? This cannot be undone.", yes)
+    function, label = ("expire", "Deleting messages") if no_history else ("archive", "Archiving messages")
+    moved = _run_with_bar(app, function, older_than, batch, estimate, label) if estimate else 0
+    done = "deleted" if no_history else "archived"
+    emit({done: moved, "estimated": estimate} if app.json else
+         f"{done} {moved} message(s) older than {describe_duration(older_than)} "
          "with their deliveries and attempts", app.json)
 
 
