@@ -115,7 +115,10 @@ def test_an_ack_may_not_name_one_delivery_with_another_deliverys_token(
     consumer = run_id + "-swap"
     client.subscribe(consumer, "async", message_type=run_id + ".*")
     client.publish_many([(run_id + ".job", {"n": i}, "default") for i in range(2)])
-    x, y = claim(db, consumer, 600, "A")
+    # Two claims, two leases (the deliveries of one claim share its lease and token).
+    [x] = db.execute("SELECT * FROM pgmsg_claim(%s, 1, 'A', 600)", (consumer,)).fetchall()
+    [y] = db.execute("SELECT * FROM pgmsg_claim(%s, 1, 'B', 600)", (consumer,)).fetchall()
+    assert x["lease_token"] != y["lease_token"]
     acked = db.execute("SELECT * FROM pgmsg_ack(%s::bigint[], %s::uuid[])",
                        ([x["delivery_id"], y["delivery_id"]], [y["lease_token"], x["lease_token"]])).fetchone()
     assert acked == {"acked": 0, "not_acked": sorted([x["delivery_id"], y["delivery_id"]])}
