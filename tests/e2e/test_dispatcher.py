@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
@@ -15,7 +14,7 @@ from pgmsg import Client
 from pgmsg.dispatcher import Dispatcher, parse_retry_after
 from pgmsg.webhook_receiver import WebhookReceiver
 from tests.support.dispatching import running
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, serving
 from tests.support.waiting import wait_until
 
 
@@ -46,14 +45,8 @@ class Scripted(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted() -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    server.script, server.seen = [], []
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Scripted, script=[], seen=[]) as server:
+        yield server
 
 
 def delivery(client: Client, message_id: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ import pytest
 from pgmsg import Client
 from pgmsg.dispatcher import Dispatcher
 from tests.support.dispatching import running
+from tests.support.receiver import serving
 from tests.support.scratch import scratch_database_fixtures
 from tests.support.waiting import wait_until
 
@@ -78,14 +79,8 @@ class ByPayload(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def by_payload() -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), ByPayload)
-    server.lock, server.seen, server.active, server.most_active, server.delay = threading.Lock(), set(), 0, 0, 0.0
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(ByPayload, lock=threading.Lock(), seen=set(), active=0, most_active=0, delay=0.0) as server:
+        yield server
 
 
 def test_batched_recording_records_every_attempt(client: Client, dispatcher: Dispatcher, by_payload: Any,

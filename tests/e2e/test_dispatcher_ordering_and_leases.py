@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
@@ -22,6 +22,7 @@ import pytest
 from pgmsg import Client
 from pgmsg.dispatcher import Dispatcher, _Finished
 from tests.support.dispatching import running
+from tests.support.receiver import serving
 from tests.support.scratch import scratch_database_fixtures
 from tests.support.waiting import wait_until
 
@@ -69,15 +70,8 @@ class Keyed(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def keyed() -> Iterator[Any]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), Keyed)
-    server.lock, server.seen, server.tries = threading.Lock(), [], {}
-    server.active, server.most_active, server.delay = {}, {}, 0.02
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Keyed, lock=threading.Lock(), seen=[], tries={}, active={}, most_active={}, delay=0.02) as server:
+        yield server
 
 
 def statuses(db: psycopg.Connection[Any], client_id: str) -> list[str]:

@@ -172,18 +172,24 @@ def test_stale_dispatcher_rows_go_live_ones_stay(client: Client, db: psycopg.Con
         assert held.id
 
 
+def old_dead_letter(client: Client, db: psycopg.Connection[Any], run_id: str, consumer: str) -> tuple[int, Any]:
+    """A message ten years old whose one delivery, to ``consumer``, is a dead letter."""
+    client.subscribe(consumer, "async", message_type=run_id + ".*", max_attempts=1)
+    message_id = client.publish(run_id + ".e", {})
+    [delivery] = client.claim(consumer, 1)
+    db.execute("UPDATE message_delivery SET status = 'dead', dead_at = now(), lease_expires_at = NULL "
+               "WHERE id = %s", (delivery.id,))
+    db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = %s", (message_id,))
+    return message_id, delivery
+
+
 @pytest.mark.parametrize("retire", ["pgmsg_archive_messages", "pgmsg_expire_messages"])
 def test_archive_never_takes_a_delivery_being_redriven(client: Client, db: psycopg.Connection[Any], dsn: str,
                                                        run_id: str, history_cleanup: None, retire: str) -> None:
     """Redrive in an open transaction (dead -> pending), then archive (or expire, without
     history): neither may carry the message away under it (it is skipped; the next run decides
     again)."""
-    client.subscribe(run_id + "-rd", "async", message_type=run_id + ".*", max_attempts=1)
-    message_id = client.publish(run_id + ".e", {})
-    [delivery] = client.claim(run_id + "-rd", 1)
-    db.execute("UPDATE message_delivery SET status = 'dead', dead_at = now(), lease_expires_at = NULL "
-               "WHERE id = %s", (delivery.id,))
-    db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = %s", (message_id,))
+    message_id, delivery = old_dead_letter(client, db, run_id, run_id + "-rd")
 
     archived: list[int] = []
     with psycopg.connect(dsn, row_factory=dict_row) as redriver, \
@@ -212,12 +218,7 @@ def test_redrive_after_an_uncommitted_archive_changes_nothing(client: Client, db
                                                               dsn: str, run_id: str, history_cleanup: None) -> None:
     """The other order: the archive holds the message; a redrive waits, then finds nothing
     left to redrive and says so (0), and the history keeps the dead delivery."""
-    client.subscribe(run_id + "-rd2", "async", message_type=run_id + ".*", max_attempts=1)
-    message_id = client.publish(run_id + ".e", {})
-    [delivery] = client.claim(run_id + "-rd2", 1)
-    db.execute("UPDATE message_delivery SET status = 'dead', dead_at = now(), lease_expires_at = NULL "
-               "WHERE id = %s", (delivery.id,))
-    db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = %s", (message_id,))
+    message_id, delivery = old_dead_letter(client, db, run_id, run_id + "-rd2")
 
     redriven: list[int] = []
     with psycopg.connect(dsn, row_factory=dict_row) as archiver, \

@@ -18,7 +18,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jinja2
@@ -26,7 +25,7 @@ import psycopg
 import yaml
 
 from pgmsg import migrations
-from tests.support.scratch import deployed_image, docker
+from tests.support.scratch import deployed_image, docker, wait_for_server
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = {"messaging_schema_publishers": "pgmsg_publisher", "messaging_schema_clients": "pgmsg_client",
@@ -53,15 +52,7 @@ def up(port: int, sql_dir: Path) -> str:
            *json.loads(docker("inspect", "--format", "{{json .Config.Cmd}}", "postgres-messaging")))
     dsn = (f"host=127.0.0.1 port={port} user=postgres dbname=messaging "
            f"password={variables['postgres_superuser_password']}")
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            psycopg.connect(dsn, connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    wait_for_server(dsn, name)
     migrations.apply(dsn, sql_dir)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pgmsg_set_webhook_allowlist(%s)",

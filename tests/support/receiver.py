@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -67,3 +69,21 @@ class Receiver:
         while len(self.requests) < count and time.monotonic() < deadline:
             time.sleep(0.02)
         return self.requests
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], **state: Any) -> Iterator[Any]:
+    """A threading HTTP server on 127.0.0.1 (port 0) with ``handler``; ``state`` becomes
+    attributes of the server (the handler reads them as ``self.server.<name>``), and ``url``
+    is its /hook address. Shut down when the block ends."""
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    for name, value in state.items():
+        setattr(server, name, value)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

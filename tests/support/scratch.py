@@ -25,6 +25,23 @@ def deployed_image(container: str) -> str:
     return docker("inspect", "--format", "{{.Config.Image}}", container).strip()
 
 
+def wait_for_server(dsn: str, container: str, timeout: float = 90) -> None:
+    """Wait until the PostgreSQL of ``container`` accepts ``dsn``; fail with its state and logs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(dsn, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=False)
+                state = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", container],
+                                       capture_output=True, text=True, check=False)
+                raise AssertionError(f"PostgreSQL {container} did not start: {state.stdout.strip()}\n"
+                                     f"{logs.stdout}{logs.stderr}") from None
+            time.sleep(0.5)
+
+
 @contextmanager
 def scratch_postgres(image: str, name: str, port: int) -> Iterator[str]:
     """Run ``image`` as container ``name`` on 127.0.0.1:``port`` (host network, like the
@@ -42,19 +59,7 @@ def scratch_postgres(image: str, name: str, port: int) -> Iterator[str]:
            "-c", "cron.database_name=messaging")
     dsn = f"host=127.0.0.1 port={port} user=postgres password={PASSWORD} dbname=messaging"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                psycopg.connect(dsn, connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, check=False)
-                    state = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", name],
-                                           capture_output=True, text=True, check=False)
-                    raise AssertionError(f"scratch PostgreSQL {name} did not start: {state.stdout.strip()}\n"
-                                         f"{logs.stdout}{logs.stderr}") from None
-                time.sleep(0.5)
+        wait_for_server(dsn, name)
         yield dsn
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
