@@ -7,6 +7,7 @@
 #   PGPORT                  port PostgreSQL listens on (also names the unix socket)
 #   PGMSG_HBA_CIDRS         space-separated networks allowed to log in with a password
 # Further server settings arrive as "-c name=value" arguments after "postgres".
+# "patroni CONFIG" runs a cluster member under Patroni instead.
 set -eu
 
 PGDATA="${PGDATA:-/var/lib/postgresql/data}"
@@ -16,6 +17,15 @@ HBA_CIDRS="${PGMSG_HBA_CIDRS:-127.0.0.1/32 ::1/128}"
 
 log() { printf '%s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+
+# A cluster member: Patroni (as the postgres user) initialises, replicates and
+# runs PostgreSQL itself, from the configuration file the patroni role mounts.
+if [ "${1:-}" = "patroni" ]; then
+    mkdir -p "$PGDATA" /var/run/postgresql
+    chown postgres:postgres "$PGDATA" /var/run/postgresql
+    chmod 0700 "$PGDATA"
+    exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"
+fi
 
 if [ "${1:-}" != "postgres" ]; then
     exec "$@"
