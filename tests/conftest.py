@@ -18,13 +18,14 @@ from psycopg.rows import dict_row
 from pgmsg import Client
 
 ROOT = Path(__file__).resolve().parents[1]
-INVENTORY = ROOT / "inventory" / "local" / "hosts.yml"
+# The deployment under test: the local inventory, or another one on this machine (local-ha).
+INVENTORY = Path(os.environ.get("PGMSG_TEST_INVENTORY") or ROOT / "inventory" / "local" / "hosts.yml")
 DB_HOST = "localhost"
 
 
 @pytest.fixture(scope="session")
 def inventory_vars() -> dict[str, Any]:
-    """Variables of the database host in the local inventory, as Ansible sees them."""
+    """Variables of this machine in the inventory under test, as Ansible sees them."""
     ansible_inventory = Path(sys.executable).with_name("ansible-inventory")
     out = subprocess.run(
         [str(ansible_inventory), "-i", str(INVENTORY), "--host", DB_HOST],

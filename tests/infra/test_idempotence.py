@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import INVENTORY
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -16,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_second_site_run_reports_no_change() -> None:
     playbook = Path(sys.executable).with_name("ansible-playbook")
     run = subprocess.run(
-        [str(playbook), "-i", str(ROOT / "inventory" / "local" / "hosts.yml"), "site.yml"],
+        [str(playbook), "-i", str(INVENTORY), "site.yml"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

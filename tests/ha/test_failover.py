@@ -1,0 +1,116 @@
+"""The cluster loses its leader under load, or hands it over, and nobody loses anything.
+
+Run against the local-ha deployment (scripts/test-ha.sh). The load is the shared outage
+scenario (tests/support/outage.py): four publishers at full speed, async consumers acking, a
+NOTIFY listener, a dispatcher pushing to a local receiver, and the deployed services. The
+outage is a ``docker kill`` of the leader's container, or a ``patronictl switchover``.
+Afterwards: every publish whose commit returned is on the new leader with all its deliveries,
+no acknowledged delivery is handed out again, every client carried on by itself through
+HAProxy, and the old leader rejoins as a replica.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.cluster import ROOT, Cluster, docker, inventory_under_test
+from tests.support.outage import Outage, run_outage_scenario
+from tests.support.waiting import wait_until
+
+ELECTION_LIMIT_SECONDS = 30
+REPORT = ROOT / "artifacts" / "ha-failover.json"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(inventory_under_test())
+    c.wait_healthy()
+    yield c
+    c.start_all()
+
+
+def writable(dsn: str) -> bool:
+    """The address clients use leads to a node that takes writes."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=2, autocommit=True) as conn:
+            return conn.execute("SELECT NOT pg_is_in_recovery()").fetchone() == (True,)
+    except psycopg.Error:
+        return False
+
+
+def node_name(dsn: str) -> str:
+    with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('pgmsg.node_name')").fetchone()
+        assert row is not None
+        return str(row[0])
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    data[name] = figures
+    REPORT.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def test_leader_killed_under_load_loses_nothing_and_rejoins(
+        dsn: str, run_id: str, inventory_vars: dict[str, Any], cluster: Cluster) -> None:
+    old = cluster.leader()
+    assert old is not None and node_name(dsn) == old
+    figures: dict[str, Any] = {"old_leader": old}
+
+    def kill_leader() -> Outage:
+        began = time.monotonic()
+        docker("kill", old)
+        figures["new_leader"] = cluster.wait_for_leader(other_than=old, timeout=90)
+        figures["election_seconds"] = round(time.monotonic() - began, 1)
+        wait_until(lambda: writable(dsn), timeout=60, interval=0.2,
+                   message="HAProxy did not route to the new leader")
+        back = time.monotonic()
+        figures["writable_after_seconds"] = round(back - began, 1)
+        return Outage(began=began, back=back)
+
+    journal = run_outage_scenario(dsn, run_id, inventory_vars, outage=kill_leader, publishers=4)
+    figures["committed"] = len(journal.committed)
+    figures["publish_errors_retried"] = len(journal.publish_errors)
+    report("leader_killed", figures)
+    assert figures["election_seconds"] <= ELECTION_LIMIT_SECONDS, figures
+    assert node_name(dsn) == figures["new_leader"]
+
+    # The old leader, started again, rejoins as a replica of the new timeline (pg_rewind).
+    docker("start", old)
+    cluster.wait_healthy()
+    roles = cluster.roles()
+    assert roles[old]["role"] in ("replica", "sync_standby"), roles
+    assert roles[old]["timeline"] == roles[figures["new_leader"]]["timeline"], roles
+
+
+def test_switchover_under_load_loses_nothing(
+        dsn: str, run_id: str, inventory_vars: dict[str, Any], cluster: Cluster) -> None:
+    old = cluster.leader()
+    assert old is not None
+    candidate = next(n for n, m in cluster.roles().items() if m["role"] == "sync_standby")
+    figures: dict[str, Any] = {"old_leader": old, "candidate": candidate}
+
+    def switchover() -> Outage:
+        began = time.monotonic()
+        cluster.patronictl("switchover", "--leader", old, "--candidate", candidate, "--force", member=old)
+        figures["new_leader"] = cluster.wait_for_leader(other_than=old, timeout=60)
+        wait_until(lambda: writable(dsn), timeout=60, interval=0.2,
+                   message="HAProxy did not route to the new leader")
+        back = time.monotonic()
+        figures["writable_after_seconds"] = round(back - began, 1)
+        return Outage(began=began, back=back)
+
+    journal = run_outage_scenario(dsn, run_id, inventory_vars, outage=switchover, publishers=4)
+    figures["committed"] = len(journal.committed)
+    figures["publish_errors_retried"] = len(journal.publish_errors)
+    report("switchover", figures)
+    assert figures["new_leader"] == candidate
+    cluster.wait_healthy()
+    assert cluster.roles()[old]["role"] in ("replica", "sync_standby")
