@@ -122,3 +122,15 @@ def test_unreachable_database_exits_3(run: Run) -> None:
     assert result.exit_code == 3
     assert "cannot connect to the messaging database" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cluster_check_on_a_single_node(run: Run, inventory_vars: dict[str, Any]) -> None:
+    result = run("health", "--check", "cluster", "--json")
+    assert result.exit_code == 0, result.output
+    found = checks(result)
+    if inventory_vars.get("pgmsg_ha_enabled"):
+        assert found["cluster"]["detail"].startswith("leader postgres-messaging-"), found
+        return
+    assert set(found) == {"cluster"}
+    assert found["cluster"]["status"] == "ok"
+    assert found["cluster"]["detail"].startswith("single node, timeline "), found

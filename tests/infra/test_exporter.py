@@ -39,6 +39,10 @@ CUSTOM_METRICS = [
     "pgmsg_transactions_idle_in_transaction_oldest_seconds",
     "pgmsg_transactions_oldest_seconds",
     "pgmsg_transactions_oldest_xmin_age",
+    "pgmsg_cluster_is_leader",
+    "pgmsg_cluster_timeline",
+    "pgmsg_cluster_replicas_streaming",
+    "pgmsg_cluster_sync_standbys",
 ]
 
 Sample = tuple[str, dict[str, str], float]
@@ -213,3 +217,16 @@ def test_deferred_messages_are_reported_while_they_wait(metrics_url: str, client
                         and (value(s, "pgmsg_deferred_oldest_waiting_age_seconds") or 0) > 0,
                         "a deferred message waits")
     wait_for_scrape(metrics_url, lambda s: value(s, "pgmsg_deferred_waiting") == 0, "the worker moved it")
+
+
+def test_single_node_reports_itself_as_the_writable_node_without_replicas(metrics_url: str, hostvars: dict[str, Any]) -> None:
+    samples = scrape(metrics_url)
+    if hostvars.get("pgmsg_ha_enabled"):
+        # tests/ha/test_cluster_reporting.py checks the cluster's figures.
+        assert value(samples, "pgmsg_cluster_replicas_streaming") == 2
+        return
+    assert value(samples, "pgmsg_cluster_is_leader", node="single") == 1
+    assert value(samples, "pgmsg_cluster_replicas_streaming", node="single") == 0
+    assert value(samples, "pgmsg_cluster_sync_standbys", node="single") == 0
+    assert (value(samples, "pgmsg_cluster_timeline", node="single") or 0) >= 1
+    assert not [n for n, _, _ in samples if n.startswith("pgmsg_replication_")]

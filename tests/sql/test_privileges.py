@@ -193,6 +193,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_retry_in_transaction_pushes()": {ADM: "EXECUTE"},
     "function pgmsg_retry_deferred(bigint[])": {ADM: "EXECUTE"},
     "function pgmsg_cron_jobs()": {ADM: "EXECUTE", MON: "EXECUTE"},
+    # Which node, its timeline, its replicas and their lag (026): no query texts.
+    "function pgmsg_cluster_status()": {ADM: "EXECUTE", MON: "EXECUTE"},
     # The deployment's (the superuser's) only.
     "function pgmsg_apply_migration(integer,text,text,text)": {},
     "function pgmsg_set_webhook_allowlist(text[])": {},

@@ -43,6 +43,7 @@ class Thresholds:
     idle_in_transaction: float = 60
     transaction: float = 300
     deferred: float = 60
+    replication_lag: float = 30
 
 
 def check_extensions(conn: Conn, _limits: Thresholds, _client: str | None) -> list[Check]:
@@ -216,6 +217,36 @@ def check_transactions(conn: Conn, limits: Thresholds, _client: str | None) -> l
     return checks
 
 
+def check_cluster(conn: Conn, limits: Thresholds, _client: str | None) -> list[Check]:
+    """The node pgmsg is connected to, and on a Patroni leader its replicas: streaming, which is
+    synchronous, how far behind."""
+    rows = conn.execute("SELECT * FROM pgmsg_cluster_status()").fetchall()
+    first = rows[0]
+    node, timeline = first["node"], first["timeline"]
+    replicas = [r for r in rows if r["replica"] is not None]
+    if not first["is_leader"]:
+        return [Check("cluster", WARNING, f"connected to {node}, a read-only replica (timeline {timeline}): "
+                      "point pgmsg at the leader (HAProxy's primary port)")]
+    if node == "single" and not replicas:
+        return [Check("cluster", OK, f"single node, timeline {timeline}")]
+    streaming = [r for r in replicas if r["replica_state"] == "streaming"]
+    sync = [r["replica"] for r in streaming if r["sync_state"] in ("sync", "quorum")]
+    detail = (f"leader {node}, timeline {timeline}, {len(streaming)} replica(s) streaming, "
+              f"synchronous standby: {', '.join(sync) or 'none'}")
+    if not streaming:
+        checks = [Check("cluster", WARNING, detail + "; commits exist on this node only")]
+    elif first["synchronous_standby_names"] and not sync:
+        checks = [Check("cluster", WARNING, detail + "; synchronous replication is configured but no standby is in sync")]
+    else:
+        checks = [Check("cluster", OK, detail)]
+    for r in replicas:
+        lag = f"{r['lag_bytes'] or 0:.0f} bytes, {r['lag_seconds'] or 0:.1f} s behind"
+        lagging = r["replica_state"] != "streaming" or (r["lag_seconds"] or 0) > limits.replication_lag
+        checks.append(Check(f"replica {r['replica']}", WARNING if lagging else OK,
+                            f"{r['replica_state']} ({r['sync_state']}), {lag}"))
+    return checks
+
+
 CHECKS: dict[str, Callable[[Conn, Thresholds, str | None], list[Check]]] = {
     "extensions": check_extensions,
     "cron": check_cron,
@@ -224,6 +255,7 @@ CHECKS: dict[str, Callable[[Conn, Thresholds, str | None], list[Check]]] = {
     "dead-letters": check_dead_letters,
     "deferred": check_deferred,
     "transactions": check_transactions,
+    "cluster": check_cluster,
 }
 
 
@@ -265,6 +297,8 @@ def _when(value: Any) -> str:
               help="Warn when a transaction has been open longer than this (seconds).")
 @click.option("--max-deferred-age", type=click.FloatRange(min=0), default=60, show_default=True,
               help="Warn when a deferred message has waited for the fan-out longer than this (seconds).")
+@click.option("--max-replication-lag", type=click.FloatRange(min=0), default=30, show_default=True,
+              help="Warn when a replica replays more than this many seconds behind the leader.")
 @click.option("--client", "client_id",
               help="Limit the pending, dead-letter and dispatcher checks to this client.")
 @click.option("--check", "only", type=click.Choice(list(CHECKS)), multiple=True,
@@ -273,7 +307,7 @@ def _when(value: Any) -> str:
 @pass_app
 def health(app: AppContext, max_pending_age: float, critical_pending_age: float, heartbeat_age: float,
            idle_transaction_age: float, max_transaction_age: float, max_deferred_age: float,
-           client_id: str | None,
+           max_replication_lag: float, client_id: str | None,
            only: tuple[str, ...]) -> None:
     """Check the messaging system; exit 0 ok, 1 warning, 2 critical, 3 database unreachable.
 
@@ -286,6 +320,8 @@ def health(app: AppContext, max_pending_age: float, critical_pending_age: float,
       dead-letters  no dead letters are waiting
       deferred      deferred messages reach the fan-out in time, and none failed
       transactions  no session idles in a transaction, no transaction runs too long
+      cluster       the node is writable; on a Patroni leader, replicas stream, one is
+                    synchronous, none lags more than --max-replication-lag
 
     \b
     Examples:
@@ -297,7 +333,7 @@ def health(app: AppContext, max_pending_age: float, critical_pending_age: float,
     if critical_pending_age < max_pending_age:
         raise click.BadParameter("must not be lower than --max-pending-age", param_hint="--critical-pending-age")
     limits = Thresholds(max_pending_age, critical_pending_age, heartbeat_age, idle_transaction_age,
-                        max_transaction_age, max_deferred_age)
+                        max_transaction_age, max_deferred_age, max_replication_lag)
     try:
         checks = run_checks(app.connection(), limits, client_id=client_id, only=only)
     except ConnectionFailed as exc:
