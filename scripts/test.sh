@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite against the system deployed with the local inventory
-# (scripts/deploy.sh first). Extra arguments go to pytest.
+# (scripts/deploy.sh first), then the cluster phase (scripts/test-ha.sh: the same machine as a
+# three-node Patroni cluster, then back to the single node). Extra arguments go to the main
+# suite's pytest.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,8 +11,12 @@ cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 # The JUnit report feeds docs/reliability.md (scripts/reliability-report.py).
 mkdir -p "$ROOT/artifacts"
-exec "$ROOT/.venv/bin/python" -m pytest \
+status=0
+"$ROOT/.venv/bin/python" -m pytest \
     --junitxml="$ROOT/artifacts/junit.xml" \
     --hosts="ansible://messaging_db" \
     --ansible-inventory="$ROOT/inventory/local/hosts.yml" \
-    "$@"
+    --ignore="$ROOT/tests/ha" \
+    "$@" || status=$?
+"$ROOT/scripts/test-ha.sh" || status=$?
+exit "$status"

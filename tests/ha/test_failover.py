@@ -82,6 +82,16 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
     assert figures["election_seconds"] <= ELECTION_LIMIT_SECONDS, figures
     assert node_name(dsn) == figures["new_leader"]
 
+    # pg_cron runs on the new leader by itself: housekeeping jobs succeed there after the failover.
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        after = conn.execute("SELECT now()").fetchone()
+        assert after is not None
+        wait_until(lambda: conn.execute(
+            "SELECT 1 FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
+            "WHERE j.jobname LIKE 'pgmsg-%%' AND d.start_time > %s AND d.status = 'succeeded'",
+            (after[0],)).fetchone(), timeout=120, interval=1,
+            message="no pg_cron job ran on the new leader")
+
     # The old leader, started again, rejoins as a replica of the new timeline (pg_rewind).
     docker("start", old)
     cluster.wait_healthy()

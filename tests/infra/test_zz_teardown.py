@@ -10,14 +10,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.support.cluster import Cluster
 from tests.support.waiting import wait_until
 
+from tests.conftest import INVENTORY
+
 ROOT = Path(__file__).resolve().parents[2]
-INVENTORY = str(ROOT / "inventory" / "local" / "hosts.yml")
 
 
 def playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", INVENTORY, *args],
+    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=1200)
 
 
@@ -32,7 +34,15 @@ def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_var
         message_id = conn.execute(
             "INSERT INTO messages (message_type, payload) VALUES ('teardown.probe', %s) RETURNING id",
             (json.dumps({"survives": True}),)).fetchone()[0]
-    expected = set(inventory_vars["pgmsg_services_enabled"]) | {"postgres-messaging", "postgres-exporter", "pgadmin"}
+    if inventory_vars.get("pgmsg_ha_enabled"):
+        # The cluster: its members, etcd and HAProxy restart from their volumes (Patroni and etcd
+        # find their data and elect a leader again).
+        cluster = Cluster(INVENTORY)
+        database = {m.name for m in cluster.members} | {e.name for e in cluster.etcd} | {cluster.haproxy}
+        data_volumes = {m.name + "-data" for m in cluster.members} | {e.name + "-data" for e in cluster.etcd}
+    else:
+        database, data_volumes = {"postgres-messaging"}, {"pgmsg-postgres-data"}
+    expected = set(inventory_vars["pgmsg_services_enabled"]) | {"postgres-exporter", "pgadmin"} | database
     assert expected <= running_containers()
 
     down = playbook("playbooks/teardown.yml")
@@ -40,7 +50,7 @@ def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_var
     assert not (expected & running_containers())
     volumes = subprocess.run(["docker", "volume", "ls", "--format", "{{.Name}}"], capture_output=True, text=True,
                              check=True).stdout.split()
-    assert "pgmsg-postgres-data" in volumes and "pgmsg-pgadmin-data" in volumes
+    assert data_volumes | {"pgmsg-pgadmin-data"} <= set(volumes)
 
     up = playbook("site.yml")
     assert up.returncode == 0, up.stdout[-3000:]

@@ -152,6 +152,8 @@ def run_outage_scenario(dsn: str, run_id: str, inventory_vars: dict[str, Any], *
     carried on by themselves. Returns the journal for the caller's own checks."""
     n_publishers = publishers
     services = list(inventory_vars.get("pgmsg_services_enabled", []))
+    # The services must carry on in the process they run in now: no restart by Docker either.
+    started = {s: container_state(s)["StartedAt"] for s in services}
     journal = Journal()
     stop_publishing, stop_consuming = threading.Event(), threading.Event()
     receiver = Receiver().start()
@@ -291,6 +293,7 @@ def run_outage_scenario(dsn: str, run_id: str, inventory_vars: dict[str, Any], *
             return [s for s in services if not (healthy(s) and endpoint_ok(health_url(s)))]
         wait_until(lambda: not unhealthy(), timeout=60, interval=0.5,
                    message="the services are not all healthy after the restart")
+        assert {s: container_state(s)["StartedAt"] for s in services} == started, "a service was restarted"
         expected_roles = service_roles(inventory_vars, services)
         with psycopg.connect(dsn, autocommit=True) as conn:
             def connected() -> set[str]:
