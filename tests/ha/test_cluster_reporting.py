@@ -28,10 +28,9 @@ def cluster() -> Cluster:
 
 
 @pytest.fixture(scope="module")
-def members(host) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def members() -> list[dict[str, Any]]:
     """`patronictl list -f json`, run in a member's container."""
-    out = host.check_output("docker exec postgres-messaging-1 patronictl -c /etc/patroni/patroni.yml list -f json")
-    return json.loads(out)
+    return json.loads(Cluster(inventory_under_test()).patronictl("list", "-f", "json"))
 
 
 @pytest.mark.parametrize("name", MEMBERS)
@@ -50,7 +49,7 @@ def test_member_is_running_in_the_cluster(name: str, members: list[dict[str, Any
 @pytest.mark.parametrize("name", MEMBERS)
 def test_member_container_is_healthy_and_on_loopback(host, name: str, cluster: Cluster) -> None:  # type: ignore[no-untyped-def]
     member = cluster.by_name[name]
-    state = json.loads(host.check_output(f"docker inspect --format '{{{{json .}}}}' {name}"))
+    state = json.loads(host.check_output(f"docker inspect --format '{{{{json .}}}}' {member.container}"))
     assert state["State"]["Health"]["Status"] == "healthy"
     assert state["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert state["HostConfig"]["NetworkMode"] == "host"
@@ -70,9 +69,9 @@ def test_haproxy_routes_the_primary_port_to_the_leader_only(name: str, cluster: 
 
 def test_etcd_has_three_healthy_members(host, cluster: Cluster) -> None:  # type: ignore[no-untyped-def]
     for member in cluster.etcd:
-        listing = json.loads(host.check_output(f"docker exec {member.name} etcdctl member list -w json"))
+        listing = json.loads(host.check_output(f"docker exec {member.container} etcdctl member list -w json"))
         assert sorted(m["name"] for m in listing["members"]) == sorted(e.name for e in cluster.etcd)
-        assert host.run(f"docker exec {member.name} etcdctl endpoint health").rc == 0
+        assert host.run(f"docker exec {member.container} etcdctl endpoint health").rc == 0
 
 
 def test_health_reports_leader_replicas_and_sync_standby(dsn: str, cluster: Cluster) -> None:

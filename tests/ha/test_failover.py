@@ -27,10 +27,11 @@ ELECTION_LIMIT_SECONDS = 30
 REPORT = ROOT / "artifacts" / "ha-failover.json"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster() -> Iterator[Cluster]:
+    """The cluster, every member running (whatever an earlier test stopped), before and after."""
     c = Cluster(inventory_under_test())
-    c.wait_healthy()
+    c.start_all()
     yield c
     c.start_all()
 
@@ -66,7 +67,7 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
 
     def kill_leader() -> Outage:
         began = time.monotonic()
-        docker("kill", old)
+        docker("kill", cluster.container(old))
         figures["new_leader"] = cluster.wait_for_leader(other_than=old, timeout=90)
         figures["election_seconds"] = round(time.monotonic() - began, 1)
         wait_until(lambda: writable(dsn), timeout=60, interval=0.2,
@@ -93,7 +94,7 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
             message="no pg_cron job ran on the new leader")
 
     # The old leader, started again, rejoins as a replica of the new timeline (pg_rewind).
-    docker("start", old)
+    docker("start", cluster.container(old))
     cluster.wait_healthy()
     roles = cluster.roles()
     assert roles[old]["role"] in ("replica", "sync_standby"), roles

@@ -9,14 +9,17 @@ etcd keeps its quorum with two of three members, so the leader keeps its lease.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 import psycopg
 import pytest
 
 from pgmsg import Client, PgmsgError
-from tests.support.cluster import Cluster, docker, inventory_under_test
+from tests.support.cluster import ROOT, Cluster, docker, inventory_under_test
 from tests.support.waiting import wait_until
 
 WRITES_RESUME_LIMIT = 30
@@ -25,7 +28,7 @@ WRITES_RESUME_LIMIT = 30
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     c = Cluster(inventory_under_test())
-    c.wait_healthy()
+    c.start_all()
     yield c
     c.start_all()
 
@@ -79,7 +82,7 @@ def test_losing_the_sync_standby_moves_sync_to_the_other_replica(
     try:
         wait_until(lambda: len(publisher.committed) >= 20, timeout=30, message="no load")
         killed = time.monotonic()
-        docker("kill", sync)
+        docker("kill", cluster.container(sync))
         wait_until(lambda: publisher.committed_after(killed + 0.5) >= 20, timeout=WRITES_RESUME_LIMIT,
                    message="writes did not resume after losing the synchronous standby")
         wait_until(lambda: cluster.roles(exclude={sync}).get(other, {}).get("role") == "sync_standby",
@@ -98,13 +101,13 @@ def test_losing_both_replicas_leaves_the_leader_writing_alone(dsn: str, run_id: 
         wait_until(lambda: len(publisher.committed) >= 20, timeout=30, message="no load")
         killed = time.monotonic()
         for name in replicas:
-            docker("kill", name)
+            docker("kill", cluster.container(name))
         # Not strict: the leader stops waiting for a standby that is gone and goes on alone.
         wait_until(lambda: publisher.committed_after(killed + 0.5) >= 20, timeout=WRITES_RESUME_LIMIT,
                    message="writes did not resume with no replica left")
         assert cluster.leader(exclude=set(replicas)) == leader
         # A replica back: it catches up and becomes the synchronous standby again.
-        docker("start", replicas[0])
+        docker("start", cluster.container(replicas[0]))
         wait_until(lambda: cluster.roles().get(replicas[0], {}).get("role") == "sync_standby",
                    timeout=90, message="the returning replica did not become synchronous")
     finally:
@@ -115,7 +118,7 @@ def test_losing_both_replicas_leaves_the_leader_writing_alone(dsn: str, run_id: 
 def test_losing_one_etcd_member_keeps_the_leader_and_writes(
         dsn: str, run_id: str, cluster: Cluster) -> None:
     leader = cluster.leader()
-    victim = cluster.etcd[0].name
+    victim = cluster.etcd[0].container
     publisher = Publisher(dsn, run_id + ".evt")
     try:
         wait_until(lambda: len(publisher.committed) >= 20, timeout=30, message="no load")
@@ -130,3 +133,26 @@ def test_losing_one_etcd_member_keeps_the_leader_and_writes(
     finally:
         ids = publisher.close()
     assert_all_present(dsn, ids)
+
+
+def test_replacing_a_member_clones_it_from_the_leader(dsn: str, run_id: str, cluster: Cluster) -> None:
+    """docs/operations.md, "Replace a node": container and volume removed, the member deployed
+    again with --limit; it clones the leader and has what was committed meanwhile."""
+    leader = cluster.leader()
+    victim = next(n for n in cluster.by_name if n != leader)
+    container = cluster.container(victim)
+    docker("rm", "-f", container)
+    docker("volume", "rm", container + "-data")
+    with Client(dsn, max_size=1) as client:
+        message_id = client.publish(run_id + ".evt", {"while": "replacing"})
+    playbook = Path(sys.executable).with_name("ansible-playbook")
+    run = subprocess.run([str(playbook), "-i", str(inventory_under_test()), "playbooks/database.yml",
+                          "--limit", victim], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    cluster.wait_healthy()
+    member = cluster.by_name[victim]
+    with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, host=member.address, port=str(member.pg_port)),
+                         autocommit=True) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        wait_until(lambda: conn.execute("SELECT 1 FROM messages WHERE id = %s", (message_id,)).fetchone(),
+                   timeout=30, message="the new member does not have what the leader committed")

@@ -38,8 +38,8 @@ def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_var
         # The cluster: its members, etcd and HAProxy restart from their volumes (Patroni and etcd
         # find their data and elect a leader again).
         cluster = Cluster(INVENTORY)
-        database = {m.name for m in cluster.members} | {e.name for e in cluster.etcd} | {cluster.haproxy}
-        data_volumes = {m.name + "-data" for m in cluster.members} | {e.name + "-data" for e in cluster.etcd}
+        database = {m.container for m in cluster.members} | {e.container for e in cluster.etcd} | {cluster.haproxy}
+        data_volumes = {m.container + "-data" for m in cluster.members} | {e.container + "-data" for e in cluster.etcd}
     else:
         database, data_volumes = {"postgres-messaging"}, {"pgmsg-postgres-data"}
     expected = set(inventory_vars["pgmsg_services_enabled"]) | {"postgres-exporter", "pgadmin"} | database

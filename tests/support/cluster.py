@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Member:
-    name: str           # container and Patroni member name
+    name: str           # Patroni member name
+    container: str      # its container on its host
     address: str
     pg_port: int
     rest_port: int
@@ -37,6 +38,7 @@ class Member:
 @dataclass(frozen=True)
 class EtcdMember:
     name: str
+    container: str
     address: str
     client_port: int
 
@@ -62,12 +64,16 @@ class Cluster:
     def __init__(self, inventory: Path) -> None:
         hostvars = inventory_hostvars(inventory)
         groups = hostvars.pop("__groups__")
-        self.members = [Member(name=hostvars[h].get("patroni_container_name", h),
+        self.members = [Member(name=hostvars[h].get("patroni_member_name", h),
+                               container=hostvars[h].get("patroni_container_name",
+                                                         hostvars[h].get("patroni_member_name", h)),
                                address=hostvars[h].get("patroni_address", "127.0.0.1"),
                                pg_port=int(hostvars[h]["patroni_postgres_port"]),
                                rest_port=int(hostvars[h]["patroni_restapi_port"]))
                         for h in groups["messaging_db"]]
-        self.etcd = [EtcdMember(name=h, address=hostvars[h].get("etcd_address", "127.0.0.1"),
+        self.etcd = [EtcdMember(name=hostvars[h].get("etcd_member_name", h),
+                                container=hostvars[h].get("etcd_container_name", hostvars[h].get("etcd_member_name", h)),
+                                address=hostvars[h].get("etcd_address", "127.0.0.1"),
                                 client_port=int(hostvars[h]["etcd_client_port"]))
                      for h in groups["etcd_cluster"]]
         any_host = hostvars[groups["messaging_db"][0]]
@@ -76,6 +82,9 @@ class Cluster:
         self.haproxy_stats = int(any_host.get("haproxy_stats_port", 7000))
         self.replica_port = int(any_host.get("haproxy_replica_port", 5433))
         self.by_name = {m.name: m for m in self.members}
+
+    def container(self, member: str) -> str:
+        return self.by_name[member].container
 
     # -- Patroni's view ------------------------------------------------------------------
 
@@ -125,11 +134,11 @@ class Cluster:
 
     def patronictl(self, *args: str, member: str | None = None, timeout: float = 120) -> str:
         name = member or self.leader() or self.members[0].name
-        return docker("exec", name, "patronictl", "-c", "/etc/patroni/patroni.yml", *args, timeout=timeout)
+        return docker("exec", self.by_name[name].container, "patronictl", "-c", "/etc/patroni/patroni.yml", *args, timeout=timeout)
 
     def start_all(self) -> None:
         """Start whatever member, etcd member or HAProxy a test stopped, and wait for health."""
-        for name in [m.name for m in self.members] + [e.name for e in self.etcd] + [self.haproxy]:
+        for name in [m.container for m in self.members] + [e.container for e in self.etcd] + [self.haproxy]:
             if docker("inspect", "--format", "{{.State.Running}}", name).strip() != "true":
                 docker("start", name)
         self.wait_healthy()

@@ -247,8 +247,11 @@ def run_outage_scenario(dsn: str, run_id: str, inventory_vars: dict[str, Any], *
                     "FROM message_delivery WHERE subscription_id = ANY(%s) "
                     "AND status <> CASE delivery_mode WHEN 'notify' THEN 'notified' ELSE 'delivered' END",
                     (subscription_ids,)).fetchall()
-        wait_until(lambda: not incomplete(), timeout=COMPLETION_TIMEOUT, interval=0.5,
-                   message="deliveries still incomplete")
+        try:
+            wait_until(lambda: not incomplete(), timeout=COMPLETION_TIMEOUT, interval=0.5,
+                       message="deliveries still incomplete")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {incomplete()[:10]}") from None
         assert not journal.crashed, journal.crashed
         assert all(t.is_alive() for name, t in threads.items() if not name.startswith("publisher"))
 
