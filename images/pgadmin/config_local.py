@@ -5,6 +5,7 @@ its own to the internet: the deployment may have no route there.
 """
 
 import logging
+import os
 
 # Multi-user web server with a login page (not the desktop runtime).
 SERVER_MODE = True
@@ -32,3 +33,9 @@ CHECK_EMAIL_DELIVERABILITY = False
 
 # Backup, restore and the other tools use the image's postgresql-client.
 DEFAULT_BINARY_PATHS = {"pg": "/usr/bin"}
+
+# Where TLS is on, the deployment's CA certificate (mounted read-only by the pgadmin role) as a
+# shared storage: in server mode pgAdmin opens certificate files only inside a storage, so the
+# server list names it "pgmsg-tls:/ca.crt" (its sslrootcert).
+if os.environ.get("PGMSG_TLS_CA_DIR"):
+    SHARED_STORAGE = [{"name": "pgmsg-tls", "path": os.environ["PGMSG_TLS_CA_DIR"], "restricted_access": True}]

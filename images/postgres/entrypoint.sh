@@ -6,6 +6,9 @@
 #   PGMSG_DATABASE          database created on first start (default: messaging)
 #   PGPORT                  port PostgreSQL listens on (also names the unix socket)
 #   PGMSG_HBA_CIDRS         space-separated networks allowed to log in with a password
+#   PGMSG_HBA_CONNECTION_TYPE  "host" (default) or "hostssl": with hostssl those logins need
+#                           TLS and a plain-text TCP connection is rejected (the server then
+#                           needs ssl = on and its certificate files among the -c settings)
 # Further server settings arrive as "-c name=value" arguments after "postgres".
 # "patroni CONFIG" runs a cluster member under Patroni instead.
 set -eu
@@ -14,6 +17,7 @@ PGDATA="${PGDATA:-/var/lib/postgresql/data}"
 PGPORT="${PGPORT:-5432}"
 DATABASE="${PGMSG_DATABASE:-messaging}"
 HBA_CIDRS="${PGMSG_HBA_CIDRS:-127.0.0.1/32 ::1/128}"
+HBA_TYPE="${PGMSG_HBA_CONNECTION_TYPE:-host}"
 
 log() { printf '%s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
@@ -30,6 +34,11 @@ fi
 if [ "${1:-}" != "postgres" ]; then
     exec "$@"
 fi
+
+case "$HBA_TYPE" in
+    host|hostssl) ;;
+    *) log "PGMSG_HBA_CONNECTION_TYPE must be host or hostssl, not '$HBA_TYPE'"; exit 1 ;;
+esac
 
 mkdir -p "$PGDATA" /var/run/postgresql
 chown postgres:postgres "$PGDATA" /var/run/postgresql
@@ -65,8 +74,11 @@ fi
 {
     echo "# Written by entrypoint.sh on every start; edit the inventory, not this file."
     echo "local all all peer map=pgmsg"
+    if [ "$HBA_TYPE" = hostssl ]; then
+        echo "hostnossl all all all reject"
+    fi
     for cidr in $HBA_CIDRS; do
-        echo "host all all $cidr scram-sha-256"
+        echo "$HBA_TYPE all all $cidr scram-sha-256"
     done
 } > "$PGDATA/pg_hba.conf"
 cp /etc/pgmsg/pg_ident.conf "$PGDATA/pg_ident.conf"
