@@ -127,3 +127,40 @@ def test_in_transaction_push_is_off_unless_an_inventory_turns_it_on() -> None:
     for environment in SHARED:
         assert group_vars(environment).get("messaging_schema_in_transaction_push", False) is False, environment
     assert group_vars("local")["messaging_schema_in_transaction_push"] is True
+
+
+def inventory_listing(environment: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [str(ANSIBLE_BIN / "ansible-inventory"), "-i", f"inventory/{environment}/hosts.yml", "--list",
+         "--vault-password-file", str(EXAMPLE_VAULT_PASSWORD)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    return json.loads(out)
+
+
+def group_hosts(listing: dict[str, Any], group: str) -> set[str]:
+    """Hosts of a group, through its children."""
+    entry = listing.get(group, {})
+    hosts = set(entry.get("hosts", []))
+    for child in entry.get("children", []):
+        hosts |= group_hosts(listing, child)
+    return hosts
+
+
+@pytest.mark.parametrize("environment", SHARED)
+def test_shared_inventories_run_a_three_node_cluster_with_tls(environment: str) -> None:
+    listing = inventory_listing(environment)
+    hostvars = listing["_meta"]["hostvars"]
+    db = group_hosts(listing, "messaging_db")
+    assert len(db) == 3
+    assert group_hosts(listing, "etcd_cluster") == db
+    # HAProxy on every host: each client host reaches the leader on its own loopback.
+    assert group_hosts(listing, "haproxy") == group_hosts(listing, "docker_hosts")
+    for host in group_hosts(listing, "docker_hosts"):
+        v = hostvars[host]
+        assert v["pgmsg_ha_enabled"] is True and v["pgmsg_tls_enabled"] is True
+        assert v["pgmsg_db_host"] == "127.0.0.1"
+        assert "0.0.0.0" not in json.dumps({k: val for k, val in v.items() if "listen" in k or "bind" in k})
+    for host in db:
+        assert "vault_patroni_replication_password" in hostvars[host]["patroni_replication_password"]
+        assert "vault_patroni_restapi_password" in hostvars[host]["patroni_restapi_password"]
