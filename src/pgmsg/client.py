@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -236,6 +237,19 @@ def decode_json(data: bytes | str) -> Any:
     return json.loads(raw)
 
 
+#: Seconds a connection attempt may take unless the conninfo or PGCONNECT_TIMEOUT says otherwise.
+#: Without it libpq would wait as long as psycopg's default (130 s) on an attempt that hangs,
+#: e.g. one made through HAProxy while a cluster elects a new leader.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+def with_connect_timeout(conninfo: str, seconds: float) -> str:
+    """``conninfo`` with connect_timeout set, unless it or the environment already sets one."""
+    if "connect_timeout" in psycopg.conninfo.conninfo_to_dict(conninfo) or os.environ.get("PGCONNECT_TIMEOUT"):
+        return conninfo
+    return psycopg.conninfo.make_conninfo(conninfo, connect_timeout=str(max(2, math.ceil(seconds))))
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     set_json_loads(decode_json, conn)
 
@@ -319,7 +333,8 @@ class Client:
         max_size: int = 4,
         connect_timeout: float = 10.0,
     ) -> None:
-        self.conninfo = conninfo_from_env() if conninfo is None else conninfo
+        self.conninfo = with_connect_timeout(conninfo_from_env() if conninfo is None else conninfo,
+                                             connect_timeout)
         self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
         self._pool = ConnectionPool(
             self.conninfo,
@@ -881,7 +896,7 @@ class Listener:
     """
 
     def __init__(self, conninfo: str, channels: Iterable[str]) -> None:
-        self.conninfo = conninfo
+        self.conninfo = with_connect_timeout(conninfo, DEFAULT_CONNECT_TIMEOUT)
         self.channels = tuple(channels)
         if not self.channels:
             raise InvalidInput("listen to at least one channel")

@@ -42,7 +42,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgmsg import metrics
-from pgmsg.client import Listener
+from pgmsg.client import DEFAULT_CONNECT_TIMEOUT, Listener, with_connect_timeout
 from pgmsg.errors import ConnectionFailed, InvalidInput, PgmsgError, translated
 from pgmsg.signing import signature_headers
 from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
@@ -127,7 +127,7 @@ class Dispatcher:
                 raise InvalidInput(f"dispatcher setting {setting}={value!r} is out of range: give {low} to {high}"
                                    + (" (well above the longest http_timeout_ms, at most 60 s)"
                                       if setting == "lease_seconds" else ""))
-        self.conninfo = conninfo
+        self.conninfo = with_connect_timeout(conninfo, DEFAULT_CONNECT_TIMEOUT)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.per_subscription = per_subscription
         #: Deliveries claimed per subscription beyond its request slots: they wait in the
