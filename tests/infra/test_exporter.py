@@ -43,6 +43,10 @@ CUSTOM_METRICS = [
     "pgmsg_cluster_timeline",
     "pgmsg_cluster_replicas_streaming",
     "pgmsg_cluster_sync_standbys",
+    # Backups are on in the local inventory; its deploy takes a first check and full backup.
+    "pgmsg_backup_last_success_age_seconds",
+    "pgmsg_backup_last_check_ok",
+    "pgmsg_backup_last_check_age_seconds",
 ]
 
 Sample = tuple[str, dict[str, str], float]
