@@ -27,9 +27,10 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
-from pgmsg import Client
+from pgmsg import Client, migrations
 from pgmsg.cli import cli
 from tests.support.backup import ROOT, BackupNode
+from tests.support.scratch import deployed_image, scratch_postgres
 from tests.support.waiting import wait_until
 
 ROLE_DEFAULTS = yaml.safe_load((ROOT / "roles" / "pgbackrest" / "defaults" / "main.yml").read_text())
@@ -330,3 +331,39 @@ def test_restore_drill(backup_node: BackupNode) -> None:
         run = wait_for_run(backup_node, conn.execute("SELECT pgmsg_backup_start('check') AS id").fetchone()["id"])
     assert run["ok"], run["error"]
 
+
+
+def test_health_warns_without_backups_and_is_critical_when_runs_fail(backup_node: BackupNode) -> None:
+    """A server of the same image with no pgBackRest configuration: nothing recorded is a warning;
+    runs that really fail (pgbackrest finds no stanza) are critical, with pgBackRest's words. The
+    scratch server runs without docker's init, and the failed runs still restart nothing: the
+    detached script always exits 0 itself."""
+    image = deployed_image(backup_node.container)
+
+    def health(dsn: str) -> tuple[int, dict[str, dict[str, str]]]:
+        result = CliRunner().invoke(cli, ["health", "--check", "backups", "--json"], env={"PGMSG_DSN": dsn},
+                                    catch_exceptions=False)
+        return result.exit_code, {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+
+    with scratch_postgres(image, "pgmsg-bk-test-unconfigured", 25612) as dsn:
+        migrations.apply(dsn)
+        code, checks = health(dsn)
+        assert code == 1
+        assert checks["backup"]["status"] == "warning" and "no backup has been recorded" in checks["backup"]["detail"]
+        assert checks["backup-check"]["status"] == "warning"
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+            started = conn.execute("SELECT pg_postmaster_start_time() AS t").fetchone()["t"]
+            ids = [conn.execute("SELECT pgmsg_backup_start(%s) AS id", (kind,)).fetchone()["id"]
+                   for kind in ("full", "check")]
+            runs = [wait_until(lambda i=i: conn.execute(  # type: ignore[misc]
+                        "SELECT * FROM pgmsg_backup_runs WHERE id = %s AND finished_at IS NOT NULL", (i,)).fetchone(),
+                        timeout=60, message=f"run {i} recorded") for i in ids]
+            assert [r["ok"] for r in runs] == [False, False]
+            assert all(r["error"].startswith("pgbackrest exited with") for r in runs), runs
+            assert conn.execute("SELECT pg_postmaster_start_time() AS t").fetchone()["t"] == started
+        code, checks = health(dsn)
+        assert code == 2
+        assert checks["backup"]["status"] == "critical"
+        assert "no backup has succeeded; the last full backup failed" in checks["backup"]["detail"]
+        assert checks["backup-check"]["status"] == "critical"
+        assert "pgbackrest check failed" in checks["backup-check"]["detail"]
