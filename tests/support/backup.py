@@ -81,6 +81,7 @@ def backup_node_inventory(directory: Path) -> Path:
         "postgres_data_volume": f"{BACKUP_NODE_PREFIX}-data",
         "postgres_secrets_dir": str(directory / "secrets"),
         "postgres_build_dir": str(directory / "build" / "postgres"),
+        "pgmsg_tls_dir": str(directory / "tls"),
         "pgbackrest_repo_volume": f"{BACKUP_NODE_PREFIX}-repo",
         "pgbackrest_config_dir": str(directory / "pgbackrest"),
         "postgres_exporter_container_name": f"{BACKUP_NODE_PREFIX}-exporter",
