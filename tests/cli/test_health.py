@@ -134,3 +134,25 @@ def test_cluster_check_on_a_single_node(run: Run, inventory_vars: dict[str, Any]
     assert set(found) == {"cluster"}
     assert found["cluster"]["status"] == "ok"
     assert found["cluster"]["detail"].startswith("single node, timeline "), found
+
+
+def test_backups_report_the_last_good_backup_and_check(run: Run, inventory_vars: dict[str, Any]) -> None:
+    """With backups on (pgbackrest_enabled, as in the local inventory) the deploy ran pgbackrest
+    check and took a full backup, and pg_cron keeps both going (roles/pgbackrest)."""
+    base = ("health", "--check", "backups", "--json", "--max-backup-check-age", "1e9")
+    if not inventory_vars.get("pgbackrest_enabled", False):
+        off = run(*base)
+        assert off.exit_code == 1 and "no backup has been recorded" in checks(off)["backup"]["detail"]
+        return
+    relaxed = run(*base, "--max-backup-age", "1e9", "--critical-backup-age", "1e9")
+    assert relaxed.exit_code == 0, relaxed.output
+    found = checks(relaxed)
+    assert found["backup"]["detail"].startswith("last good backup ")
+    assert found["backup-check"]["detail"].startswith("pgbackrest check passed ")
+    warning = run(*base, "--max-backup-age", "0", "--critical-backup-age", "1e9")
+    assert warning.exit_code == 1 and checks(warning)["backup"]["status"] == "warning"
+    critical = run(*base, "--max-backup-age", "0", "--critical-backup-age", "0")
+    assert critical.exit_code == 2 and checks(critical)["backup"]["status"] == "critical"
+    assert "over 0ms" in checks(critical)["backup"]["detail"]
+    refused = run("health", "--max-backup-age", "600", "--critical-backup-age", "60")
+    assert refused.exit_code == 2 and "must not be lower than --max-backup-age" in refused.output

@@ -132,6 +132,10 @@ EXPECTED: dict[str, dict[str, str]] = {
     # Recent subscription removals, for the sweep of deliveries a racing publish wrote (023):
     # written by the deletion triggers and the sweep (SECURITY DEFINER) only.
     "table pgmsg_removed_subscriptions": {},
+    # pgBackRest runs started from pg_cron (027): written by the runs (the superuser), read by operators
+    # and monitoring (`pgmsg health`, the exporter).
+    "table pgmsg_backup_runs": {ADM: "SELECT", MON: "SELECT"},
+    "view pgmsg_backup_status": {ADM: "SELECT", MON: "SELECT"},
     "table cron.job": {},
     "table cron.job_run_details": {},
 
@@ -142,6 +146,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "sequence subscriptions_id_seq": {},
     "sequence message_delivery_id_seq": {},
     "sequence delivery_attempts_id_seq": {},
+    "sequence pgmsg_backup_runs_id_seq": {},
     "sequence cron.jobid_seq": {},
     "sequence cron.runid_seq": {},
 
@@ -201,6 +206,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_ensure_cron_job(text,text,text)": {},
     "function pgmsg_prune_cron_jobs(text,text[])": {},
     "function pgmsg_ensure_subscription(jsonb)": {},
+    # Runs a program on the database server (COPY FROM PROGRAM): the superuser's pg_cron jobs only.
+    "function pgmsg_backup_start(text,text)": {},
     # Trigger functions: never called directly (their triggers fire regardless of EXECUTE).
     "function pgmsg_validate_message()": {},
     "function pgmsg_validate_subscription()": {},

@@ -49,7 +49,7 @@ def up(port: int, sql_dir: Path) -> str:
     docker("run", "-d", "--name", name, "--network", "host", "-e", f"PGPORT={port}",
            "-e", "POSTGRES_PASSWORD_FILE=/run/secret", "-v", f"{secret}:/run/secret:ro",
            deployed_image("postgres-messaging"),
-           *json.loads(docker("inspect", "--format", "{{json .Config.Cmd}}", "postgres-messaging")))
+           *without_archiving(json.loads(docker("inspect", "--format", "{{json .Config.Cmd}}", "postgres-messaging"))))
     dsn = (f"host=127.0.0.1 port={port} user=postgres dbname=messaging "
            f"password={variables['postgres_superuser_password']}")
     wait_for_server(dsn, name)
@@ -74,6 +74,18 @@ def up(port: int, sql_dir: Path) -> str:
             conn.execute("SELECT pgmsg_ensure_cron_job(%s, %s, %s)", (prefix + name, schedule, command))
         conn.execute("SELECT pgmsg_prune_cron_jobs(%s, %s)", (prefix, [prefix + name for name, _, _ in jobs]))
     return dsn
+
+
+def without_archiving(command: list[str]) -> list[str]:
+    """The deployed server's command without its "-c archive_*" settings: the copy has no
+    pgBackRest configuration or repository to archive into."""
+    kept: list[str] = []
+    for word in command:
+        if kept and kept[-1] == "-c" and word.startswith("archive_"):
+            kept.pop()
+            continue
+        kept.append(word)
+    return kept
 
 
 def housekeeping_jobs(variables: dict) -> tuple[str, list[tuple[str, str, str]]]:

@@ -73,7 +73,8 @@ def test_deploy_without_the_vault_password_is_refused(environment: str) -> None:
 def test_deploy_with_the_example_secrets_is_refused(environment: str) -> None:
     run = validate(environment)
     assert run.returncode != 0
-    assert "needs a strong, vaulted password" in run.stdout
+    # The first role to check a REPLACE-ME secret refuses (pgbackrest's come before postgres's).
+    assert "needs a strong, vaulted" in run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("password", ["admin", "postgres", "short-but-new", "pgmsg-local-dev-only"])
@@ -93,6 +94,14 @@ def test_weak_pgadmin_password_is_refused_outside_local(password: str) -> None:
     assert "needs a strong, vaulted pgAdmin password (vault_pgadmin_password)" in run.stdout
     if len(password) > 5:  # "admin" is in many a line; a distinctive password must not be shown
         assert password not in run.stdout + run.stderr
+
+
+def test_weak_backup_passphrase_is_refused_outside_local() -> None:
+    strong = {k: "Qm9v-long-random-secret-7731" for k in example_vault("production")}
+    run = validate("production", "-e", json.dumps({**strong, "vault_pgbackrest_repo_cipher_pass": "short-pass"}))
+    assert run.returncode != 0
+    assert "needs a strong, vaulted repository passphrase" in run.stdout + run.stderr
+    assert "short-pass" not in run.stdout + run.stderr
 
 
 def test_weak_login_role_password_is_refused_and_named() -> None:

@@ -44,6 +44,9 @@ class Thresholds:
     transaction: float = 300
     deferred: float = 60
     replication_lag: float = 30
+    backup_warning: float = 26 * 3600
+    backup_critical: float = 50 * 3600
+    backup_check: float = 2 * 3600
 
 
 def check_extensions(conn: Conn, _limits: Thresholds, _client: str | None) -> list[Check]:
@@ -247,6 +250,59 @@ def check_cluster(conn: Conn, limits: Thresholds, _client: str | None) -> list[C
     return checks
 
 
+BACKUP_KINDS = ("full", "diff", "incr")
+
+
+def check_backups(conn: Conn, limits: Thresholds, _client: str | None) -> list[Check]:
+    """The last good backup's age and the last `pgbackrest check`, as the runs pg_cron starts
+    recorded them (pgmsg_backup_status, migration 027; roles/pgbackrest)."""
+    rows = {r["kind"]: r for r in conn.execute(
+        "SELECT kind, last_success_label, last_ok, last_error, "
+        "extract(epoch FROM now() - last_success_at)::float8 AS success_age, "
+        "extract(epoch FROM now() - last_finished_at)::float8 AS finished_age, "
+        "last_finished_at FROM pgmsg_backup_status").fetchall()}
+    return [_backup_age(rows, limits), _backup_check(rows.get("check"), limits)]
+
+
+def _backup_age(rows: dict[str, dict[str, Any]], limits: Thresholds) -> Check:
+    backups = [rows[k] for k in BACKUP_KINDS if k in rows and rows[k]["last_finished_at"] is not None]
+    if not backups:
+        return Check("backup", WARNING, "no backup has been recorded here: backups are off "
+                                        "(pgbackrest_enabled) or have never run")
+    good = [b for b in backups if b["success_age"] is not None]
+    latest = min(backups, key=lambda b: b["finished_age"])
+    failed = "" if latest["last_ok"] else (f"; the last {latest['kind']} backup failed "
+                                           f"{format_seconds(latest['finished_age'])} ago: {_short(latest['last_error'])}")
+    if not good:
+        return Check("backup", CRITICAL, f"no backup has succeeded{failed}")
+    newest = min(good, key=lambda b: b["success_age"])
+    age = newest["success_age"]
+    detail = (f"last good backup {format_seconds(age)} ago ({newest['kind']} {newest['last_success_label']})")
+    if age > limits.backup_critical:
+        return Check("backup", CRITICAL, f"{detail}, over {format_seconds(limits.backup_critical)}{failed}")
+    if age > limits.backup_warning:
+        return Check("backup", WARNING, f"{detail}, over {format_seconds(limits.backup_warning)}{failed}")
+    return Check("backup", WARNING if failed else OK, detail + failed)
+
+
+def _backup_check(row: dict[str, Any] | None, limits: Thresholds) -> Check:
+    if row is None or row["last_finished_at"] is None:
+        return Check("backup-check", WARNING, "pgbackrest check has not run here")
+    age = row["finished_age"]
+    if not row["last_ok"]:
+        return Check("backup-check", CRITICAL,
+                     f"pgbackrest check failed {format_seconds(age)} ago: {_short(row['last_error'])}; "
+                     "WAL may not reach the repository (see pg_stat_archiver)")
+    if age > limits.backup_check:
+        return Check("backup-check", WARNING, f"last pgbackrest check passed {format_seconds(age)} ago, "
+                                              f"over {format_seconds(limits.backup_check)}: is its pg_cron job running?")
+    return Check("backup-check", OK, f"pgbackrest check passed {format_seconds(age)} ago")
+
+
+def _short(text: str | None) -> str:
+    return " ".join((text or "").split())[:300]
+
+
 CHECKS: dict[str, Callable[[Conn, Thresholds, str | None], list[Check]]] = {
     "extensions": check_extensions,
     "cron": check_cron,
@@ -256,6 +312,7 @@ CHECKS: dict[str, Callable[[Conn, Thresholds, str | None], list[Check]]] = {
     "deferred": check_deferred,
     "transactions": check_transactions,
     "cluster": check_cluster,
+    "backups": check_backups,
 }
 
 
@@ -299,6 +356,12 @@ def _when(value: Any) -> str:
               help="Warn when a deferred message has waited for the fan-out longer than this (seconds).")
 @click.option("--max-replication-lag", type=click.FloatRange(min=0), default=30, show_default=True,
               help="Warn when a replica replays more than this many seconds behind the leader.")
+@click.option("--max-backup-age", type=click.FloatRange(min=0), default=26 * 3600, show_default=True,
+              help="Warn when the last successful backup (full, diff or incr) is older than this (seconds).")
+@click.option("--critical-backup-age", type=click.FloatRange(min=0), default=50 * 3600, show_default=True,
+              help="Critical when the last successful backup is older than this (seconds).")
+@click.option("--max-backup-check-age", type=click.FloatRange(min=0), default=2 * 3600, show_default=True,
+              help="Warn when the last pgbackrest check finished longer ago than this (seconds).")
 @click.option("--client", "client_id",
               help="Limit the pending, dead-letter and dispatcher checks to this client.")
 @click.option("--check", "only", type=click.Choice(list(CHECKS)), multiple=True,
@@ -307,7 +370,8 @@ def _when(value: Any) -> str:
 @pass_app
 def health(app: AppContext, max_pending_age: float, critical_pending_age: float, heartbeat_age: float,
            idle_transaction_age: float, max_transaction_age: float, max_deferred_age: float,
-           max_replication_lag: float, client_id: str | None,
+           max_replication_lag: float, max_backup_age: float, critical_backup_age: float,
+           max_backup_check_age: float, client_id: str | None,
            only: tuple[str, ...]) -> None:
     """Check the messaging system; exit 0 ok, 1 warning, 2 critical, 3 database unreachable.
 
@@ -322,18 +386,23 @@ def health(app: AppContext, max_pending_age: float, critical_pending_age: float,
       transactions  no session idles in a transaction, no transaction runs too long
       cluster       the node is writable; on a Patroni leader, replicas stream, one is
                     synchronous, none lags more than --max-replication-lag
+      backups       age of the last good backup, result of the last pgbackrest check
 
     \b
     Examples:
       pgmsg health
       pgmsg health --max-pending-age 60 --critical-pending-age 600 --heartbeat-age 30
       pgmsg health --client webhook-server --check pending --check dead-letters
+      pgmsg health --check backups --max-backup-age 90000 --critical-backup-age 180000
       pgmsg health --json
     """
     if critical_pending_age < max_pending_age:
         raise click.BadParameter("must not be lower than --max-pending-age", param_hint="--critical-pending-age")
+    if critical_backup_age < max_backup_age:
+        raise click.BadParameter("must not be lower than --max-backup-age", param_hint="--critical-backup-age")
     limits = Thresholds(max_pending_age, critical_pending_age, heartbeat_age, idle_transaction_age,
-                        max_transaction_age, max_deferred_age, max_replication_lag)
+                        max_transaction_age, max_deferred_age, max_replication_lag, max_backup_age,
+                        critical_backup_age, max_backup_check_age)
     try:
         checks = run_checks(app.connection(), limits, client_id=client_id, only=only)
     except ConnectionFailed as exc:
