@@ -1,5 +1,9 @@
 """Fixtures of tests/ha.
 
+The cluster (tests/support/cluster.py): ``cluster`` is the deployed cluster of the inventory under
+test (PGMSG_TEST_INVENTORY), every member, etcd member and HAProxy running before and after each
+test, whatever an earlier one stopped.
+
 Backups (roles/pgbackrest, playbooks/restore.yml): ``backup_node`` is a single-node deployment
 of the tests' own (tests/support/backup.py): a restore drill stops and rewrites a database,
 which the shared deployment must never see.
@@ -13,6 +17,7 @@ import pytest
 import yaml
 
 from tests.support.backup import BackupNode, backup_node_inventory, remove_backup_node
+from tests.support.cluster import Cluster, inventory_under_test
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +35,11 @@ def backup_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackupNode
         yield node
     finally:
         remove_backup_node(variables)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(inventory_under_test())
+    c.start_all()
+    yield c
+    c.start_all()

@@ -13,27 +13,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
 
-from tests.support.cluster import ROOT, Cluster, docker, inventory_under_test
+from tests.support.cluster import ROOT, Cluster, docker
 from tests.support.outage import Outage, run_outage_scenario
 from tests.support.waiting import wait_until
 
 ELECTION_LIMIT_SECONDS = 30
 REPORT = ROOT / "artifacts" / "ha-failover.json"
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    """The cluster, every member running (whatever an earlier test stopped), before and after."""
-    c = Cluster(inventory_under_test())
-    c.start_all()
-    yield c
-    c.start_all()
 
 
 def writable(dsn: str) -> bool:
@@ -52,6 +42,25 @@ def node_name(dsn: str) -> str:
         return str(row[0])
 
 
+def new_leader_routed(dsn: str, cluster: Cluster, old: str, began: float, figures: dict[str, Any]) -> Outage:
+    """After the leader went (killed, or handed over): wait for another leader, then for HAProxy
+    to route the clients' address to it; note both in ``figures``."""
+    figures["new_leader"] = cluster.wait_for_leader(other_than=old, timeout=90)
+    figures["election_seconds"] = round(time.monotonic() - began, 1)
+    wait_until(lambda: writable(dsn), timeout=60, interval=0.2, message="HAProxy did not route to the new leader")
+    back = time.monotonic()
+    figures["writable_after_seconds"] = round(back - began, 1)
+    return Outage(began=began, back=back)
+
+
+def run_and_report(name: str, dsn: str, run_id: str, inventory_vars: dict[str, Any],
+                   outage: Callable[[], Outage], figures: dict[str, Any]) -> None:
+    journal = run_outage_scenario(dsn, run_id, inventory_vars, outage=outage, publishers=4)
+    figures["committed"] = len(journal.committed)
+    figures["publish_errors_retried"] = len(journal.publish_errors)
+    report(name, figures)
+
+
 def report(name: str, figures: dict[str, Any]) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
@@ -68,18 +77,9 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
     def kill_leader() -> Outage:
         began = time.monotonic()
         docker("kill", cluster.container(old))
-        figures["new_leader"] = cluster.wait_for_leader(other_than=old, timeout=90)
-        figures["election_seconds"] = round(time.monotonic() - began, 1)
-        wait_until(lambda: writable(dsn), timeout=60, interval=0.2,
-                   message="HAProxy did not route to the new leader")
-        back = time.monotonic()
-        figures["writable_after_seconds"] = round(back - began, 1)
-        return Outage(began=began, back=back)
+        return new_leader_routed(dsn, cluster, old, began, figures)
 
-    journal = run_outage_scenario(dsn, run_id, inventory_vars, outage=kill_leader, publishers=4)
-    figures["committed"] = len(journal.committed)
-    figures["publish_errors_retried"] = len(journal.publish_errors)
-    report("leader_killed", figures)
+    run_and_report("leader_killed", dsn, run_id, inventory_vars, kill_leader, figures)
     assert figures["election_seconds"] <= ELECTION_LIMIT_SECONDS, figures
     assert node_name(dsn) == figures["new_leader"]
 
@@ -111,17 +111,9 @@ def test_switchover_under_load_loses_nothing(
     def switchover() -> Outage:
         began = time.monotonic()
         cluster.patronictl("switchover", "--leader", old, "--candidate", candidate, "--force", member=old)
-        figures["new_leader"] = cluster.wait_for_leader(other_than=old, timeout=60)
-        wait_until(lambda: writable(dsn), timeout=60, interval=0.2,
-                   message="HAProxy did not route to the new leader")
-        back = time.monotonic()
-        figures["writable_after_seconds"] = round(back - began, 1)
-        return Outage(began=began, back=back)
+        return new_leader_routed(dsn, cluster, old, began, figures)
 
-    journal = run_outage_scenario(dsn, run_id, inventory_vars, outage=switchover, publishers=4)
-    figures["committed"] = len(journal.committed)
-    figures["publish_errors_retried"] = len(journal.publish_errors)
-    report("switchover", figures)
+    run_and_report("switchover", dsn, run_id, inventory_vars, switchover, figures)
     assert figures["new_leader"] == candidate
     cluster.wait_healthy()
     assert cluster.roles()[old]["role"] in ("replica", "sync_standby")

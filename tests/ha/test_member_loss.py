@@ -13,24 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 import psycopg
-import pytest
 
 from pgmsg import Client, PgmsgError
 from tests.support.cluster import ROOT, Cluster, docker, inventory_under_test
 from tests.support.waiting import wait_until
 
 WRITES_RESUME_LIMIT = 30
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    c = Cluster(inventory_under_test())
-    c.start_all()
-    yield c
-    c.start_all()
 
 
 class Publisher:
