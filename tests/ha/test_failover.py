@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import ROOT, Cluster, docker
 from tests.support.outage import Outage, run_outage_scenario
@@ -61,6 +63,18 @@ def run_and_report(name: str, dsn: str, run_id: str, inventory_vars: dict[str, A
     report(name, figures)
 
 
+def leaders_reported(port: int) -> list[str]:
+    """The nodes the exporter reports as writable (pgmsg_cluster_is_leader 1)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return []
+    return [s.labels["node"] for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "pgmsg_cluster_is_leader" and s.value == 1]
+
+
 def report(name: str, figures: dict[str, Any]) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
@@ -82,6 +96,11 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
     run_and_report("leader_killed", dsn, run_id, inventory_vars, kill_leader, figures)
     assert figures["election_seconds"] <= ELECTION_LIMIT_SECONDS, figures
     assert node_name(dsn) == figures["new_leader"]
+
+    # The exporter, never restarted, reports the new leader.
+    port = inventory_vars.get("postgres_exporter_port", 9187)
+    wait_until(lambda: leaders_reported(port) == [figures["new_leader"]],
+               timeout=60, interval=1, message="the exporter does not report the new leader")
 
     # pg_cron runs on the new leader by itself: housekeeping jobs succeed there after the failover.
     with psycopg.connect(dsn, autocommit=True) as conn:
