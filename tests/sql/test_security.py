@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 
 from pgmsg import Client, InvalidInput, PgmsgError
 from tests.conftest import ROOT
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize(
@@ -268,8 +269,16 @@ def test_publishing_as_a_publisher_still_works(dsn: str, inventory_vars: dict[st
                publisher.publish(run_id + ".p", {"n": 3}, deferred=True),
                *publisher.publish_many([(run_id + ".p", {"n": 4}, "shop")], deferred=True)]
     assert len(set(ids)) == 4
-    db.execute("SELECT pgmsg_fan_out_deferred(100000)")
-    rows = db.execute("SELECT id, published_by FROM messages WHERE id = ANY (%s) ORDER BY id", (ids,)).fetchall()
+
+    def fanned_out() -> list[Any]:
+        # The deployed fan-out worker may be moving these rows right now (it holds the fan-out lock, so
+        # this call then moves nothing): wait until every deferred message has reached `messages`.
+        db.execute("SELECT pgmsg_fan_out_deferred(100000)")
+        found = db.execute("SELECT id, published_by FROM messages WHERE id = ANY (%s) ORDER BY id",
+                           (ids,)).fetchall()
+        return found if len(found) == len(ids) else []
+
+    rows = wait_until(fanned_out, message="the deferred messages were not fanned out")
     assert [(r["id"], r["published_by"]) for r in rows] == [(i, "pgmsg_publisher_local") for i in sorted(ids)]
 
 
