@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import psycopg
 import psycopg.sql
 
 from pgmsg.errors import InvalidInput, translated
+
+#: The states :func:`status` gives a migration.
+APPLIED, PENDING, MISMATCH, UNKNOWN = "applied", "pending", "CHECKSUM MISMATCH", "not in sql dir"
 
 MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql\.j2$")
 
@@ -92,6 +96,32 @@ def load(sql_dir: Path | None = None, variables: dict[str, Any] | None = None) -
         text = env.from_string(path.read_text()).render(**(variables or {}))
         found[version] = Migration(version, path.name.removesuffix(".sql.j2"), text)
     return [found[v] for v in sorted(found)]
+
+
+def status(applied: Iterable[Mapping[str, Any]], sql_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every migration known to the files or to the database, with its state.
+
+    ``applied`` are the rows of pgmsg_migrations (version, name, checksum, applied_at), as
+    :meth:`pgmsg.Client.applied_migrations` reads them.
+    """
+    available = {m.version: m for m in load(sql_dir)}
+    recorded = {r["version"]: r for r in applied}
+    rows = []
+    for version in sorted(available.keys() | recorded.keys()):
+        file, row = available.get(version), recorded.get(version)
+        if row is None:
+            state = PENDING
+        elif file is None:
+            state = UNKNOWN
+        elif row["checksum"] != file.checksum:
+            state = MISMATCH
+        else:
+            state = APPLIED
+        rows.append({"version": version, "name": file.name if file else row["name"], "state": state,
+                     "applied_at": row["applied_at"] if row else None,
+                     "checksum": file.checksum if file else None,
+                     "applied_checksum": row["checksum"] if row else None})
+    return rows
 
 
 def apply(conninfo: str, sql_dir: Path | None = None,

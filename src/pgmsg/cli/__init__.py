@@ -2,7 +2,8 @@
 
 The root group lives in :mod:`pgmsg.cli.root`; each topic has its own module
 (subscriptions, deliveries, dead letters, maintenance, health, migrations) whose
-click commands stay thin over plain functions that take a connection.
+click commands stay thin over :class:`pgmsg.client.Client`, the CLI's only way to the
+database: no statement is written here.
 """
 
 from __future__ import annotations

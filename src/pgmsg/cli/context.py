@@ -1,28 +1,23 @@
-"""The context object every command receives: connection settings, output mode, and
-lazily opened database handles; plus the options and error handling commands share."""
+"""The context object every command receives: connection settings, output mode, and the
+lazily opened client (the CLI's only way to the database); plus the options and error
+handling commands share."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
 import psycopg
-from psycopg.rows import dict_row
 
-from pgmsg.client import Client
+from pgmsg.client import DEFAULT_CONNECT_TIMEOUT, Client, is_connection_error
+from pgmsg.client import with_connect_timeout as _with_connect_timeout
+from pgmsg.client.connection import CONNECT_FAILED
 from pgmsg.errors import ConnectionFailed, PgmsgError, describe
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Used when neither the DSN nor PGCONNECT_TIMEOUT sets one: an operator at a
-#: terminal should hear about an unreachable host in seconds, not minutes.
-DEFAULT_CONNECT_TIMEOUT = 10
-
-CONNECT_FAILED = "cannot connect to the messaging database"
 
 #: Exit code of ``pgmsg health`` (and nothing else) when the database is unreachable.
 EXIT_UNREACHABLE = 3
@@ -36,21 +31,13 @@ class CommandError(click.ClickException):
         self.exit_code = exit_code
 
 
-def with_connect_timeout(dsn: str, environ: dict[str, str] | None = None) -> str:
-    """``dsn`` with connect_timeout added unless the DSN or PGCONNECT_TIMEOUT sets one."""
-    env = os.environ if environ is None else environ
+def with_connect_timeout(dsn: str) -> str:
+    """``dsn`` with connect_timeout added unless the DSN or PGCONNECT_TIMEOUT sets one: an
+    operator at a terminal should hear about an unreachable host in seconds, not minutes."""
     try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
+        return _with_connect_timeout(dsn, DEFAULT_CONNECT_TIMEOUT)
     except psycopg.ProgrammingError as exc:
         raise CommandError(f"invalid connection string in --dsn / PGMSG_DSN: {exc}") from exc
-    if "connect_timeout" in params or env.get("PGCONNECT_TIMEOUT"):
-        return dsn
-    return psycopg.conninfo.make_conninfo(dsn, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
-
-
-def is_connection_error(exc: psycopg.Error) -> bool:
-    """Lost or refused connections (no SQLSTATE, or class 08), not e.g. a cancelled statement."""
-    return isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate.startswith("08"))
 
 
 def connection_failed_message(error: object) -> str:
@@ -64,38 +51,26 @@ class AppContext:
 
     dsn: str
     json: bool = False
-    _conn: psycopg.Connection[dict[str, Any]] | None = field(default=None, repr=False)
     _client: Client | None = field(default=None, repr=False)
 
-    def connection(self) -> psycopg.Connection[dict[str, Any]]:
-        """One autocommit connection with dict rows, for the CLI's own queries."""
-        if self._conn is None or self._conn.closed:
-            try:
-                self._conn = psycopg.connect(self.dsn, autocommit=True, row_factory=dict_row)
-            except psycopg.OperationalError as exc:
-                reason = " ".join(describe(exc).split())  # libpq's message spans lines
-                raise ConnectionFailed(
-                    f"{CONNECT_FAILED}: {reason}; check --dsn / PGMSG_DSN (or PGHOST, PGPORT, "
-                    "PGUSER, PGPASSWORD, PGDATABASE) and that PostgreSQL is running"
-                ) from exc
-        return self._conn
-
     def client(self) -> Client:
-        """The library client, for operations it already offers."""
+        """The library client, opened on first use. An unreachable database fails at once
+        with libpq's reason, not after the pool's retries (which would say less)."""
         if self._client is None:
-            # Connecting directly first fails fast with libpq's reason; the
-            # client's pool would retry until its timeout and then say less.
-            self.connection()
-            self._client = Client(self.dsn, min_size=1, max_size=2)
+            try:
+                self._client = Client(self.dsn, min_size=1, max_size=2, fail_fast=True)
+            except ConnectionFailed as exc:
+                if not str(exc).startswith(CONNECT_FAILED):
+                    raise
+                raise ConnectionFailed(
+                    f"{exc}; check --dsn / PGMSG_DSN (or PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) "
+                    "and that PostgreSQL is running") from exc
         return self._client
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 pass_app = click.make_pass_decorator(AppContext)

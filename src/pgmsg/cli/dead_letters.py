@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import click
-import psycopg
 
 from pgmsg.cli.context import AppContext, confirm, json_option, pass_app, yes_option
 from pgmsg.cli.lookups import require_client, require_delivery
 from pgmsg.cli.output import Column, emit, emit_record, json_default, render_table
-from pgmsg.errors import translated
 
 COLUMNS = (
     Column("id"),
@@ -31,17 +27,6 @@ ATTEMPT_COLUMNS = (
     Column("status_code", "http"),
     Column("error"),
 )
-
-
-def count_dead(conn: psycopg.Connection[dict[str, Any]], client_id: str | None, ids: list[int] | None) -> int:
-    with translated("counting dead letters"):
-        row = conn.execute(
-            "SELECT count(*) AS n FROM message_delivery WHERE status = 'dead' "
-            "AND (%(c)s::text IS NULL OR client_id = %(c)s) AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s))",
-            {"c": client_id, "ids": ids},
-        ).fetchone()
-    assert row is not None
-    return int(row["n"])
 
 
 @click.group("dead-letters")
@@ -83,8 +68,8 @@ def show(app: AppContext, delivery_id: int) -> None:
       pgmsg dead-letters show 4711
       pgmsg dead-letters show 4711 --json
     """
-    delivery = require_delivery(app.connection(), delivery_id)
     client = app.client()
+    delivery = require_delivery(client, delivery_id)
     message = client.message(delivery["message_id"])
     attempts = client.attempts(delivery_id)
     if app.json:
@@ -120,16 +105,16 @@ def redrive(app: AppContext, client_id: str | None, ids: tuple[int, ...], yes: b
     """
     if client_id is not None and ids:
         raise click.UsageError("give --client or --id, not both")
-    conn = app.connection()
+    client = app.client()
     if client_id is not None:
-        require_client(conn, client_id)
+        require_client(client, client_id)
     wanted = list(ids) or None
-    count = count_dead(conn, client_id, wanted)
+    count = client.count_dead_letters(client_id, wanted)
     if count == 0:
         emit({"redriven": 0} if app.json else "no dead letters to redrive", app.json)
         return
     scope = (f"of client {client_id!r}" if client_id else
              f"among ids {', '.join(map(str, ids))}" if ids else "of every client")
     confirm(f"Redrive {count} dead letter(s) {scope}? They will be delivered again.", yes)
-    redriven = app.client().redrive(client_id, wanted)
+    redriven = client.redrive(client_id, wanted)
     emit({"redriven": redriven} if app.json else f"redrove {redriven} dead letter(s)", app.json)

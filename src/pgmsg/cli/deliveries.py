@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
-
 import click
-import psycopg
 
 from pgmsg.cli.context import AppContext, json_option, pass_app
 from pgmsg.cli.durations import DURATION
 from pgmsg.cli.output import Column, emit, format_seconds
 from pgmsg.client import DELIVERY_MODES
-from pgmsg.errors import translated
 
 STATUSES = ("pending", "processing", "delivered", "failed", "notified", "dead", "cancelled")
 
@@ -38,58 +34,6 @@ STATS_COLUMNS = (
     Column("p95_seconds", "p95", format_seconds),
     Column("p99_seconds", "p99", format_seconds),
 )
-
-
-def list_deliveries(conn: psycopg.Connection[dict[str, Any]], *, client_id: str | None = None,
-                    status: str | None = None, mode: str | None = None, message_id: int | None = None,
-                    since: timedelta | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest deliveries matching every filter given."""
-    with translated("listing deliveries"):
-        return conn.execute(
-            """
-            SELECT * FROM message_delivery
-             WHERE (%(client)s::text IS NULL OR client_id = %(client)s)
-               AND (%(status)s::text IS NULL OR status = %(status)s)
-               AND (%(mode)s::text IS NULL OR delivery_mode = %(mode)s)
-               AND (%(message)s::bigint IS NULL OR message_id = %(message)s)
-               AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
-             ORDER BY id DESC
-             LIMIT %(limit)s
-            """,
-            {"client": client_id, "status": status, "mode": mode, "message": message_id,
-             "since": since, "limit": limit},
-        ).fetchall()
-
-
-def delivery_stats(conn: psycopg.Connection[dict[str, Any]], *, client_id: str | None = None,
-                   since: timedelta | None = None) -> list[dict[str, Any]]:
-    """Per client and mode: counts per status and the delay (delivered_at - created_at) percentiles."""
-    with translated("summarising deliveries"):
-        return conn.execute(
-            """
-            SELECT client_id, delivery_mode,
-                   count(*) FILTER (WHERE status = 'pending')    AS pending,
-                   count(*) FILTER (WHERE status = 'processing') AS processing,
-                   count(*) FILTER (WHERE status = 'delivered')  AS delivered,
-                   count(*) FILTER (WHERE status = 'failed')     AS failed,
-                   count(*) FILTER (WHERE status = 'notified')   AS notified,
-                   count(*) FILTER (WHERE status = 'dead')       AS dead,
-                   count(*) FILTER (WHERE status = 'cancelled')  AS cancelled,
-                   count(*) AS total,
-                   -- undelivered rows have a NULL delay, which the aggregates skip
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY delay)  AS p50_seconds,
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY delay) AS p95_seconds,
-                   percentile_cont(0.99) WITHIN GROUP (ORDER BY delay) AS p99_seconds
-              FROM (SELECT client_id, delivery_mode, status,
-                           extract(epoch FROM delivered_at - created_at)::float8 AS delay
-                      FROM message_delivery
-                     WHERE (%(client)s::text IS NULL OR client_id = %(client)s)
-                       AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)) d
-             GROUP BY client_id, delivery_mode
-             ORDER BY client_id, delivery_mode
-            """,
-            {"client": client_id, "since": since},
-        ).fetchall()
 
 
 @click.group()
@@ -123,8 +67,8 @@ def list_(app: AppContext, client_id: str | None, status: str | None, mode: str 
       pgmsg deliveries list --client webhook-server --status failed --since 12h
       pgmsg deliveries list --message-id 1001 --json
     """
-    rows = list_deliveries(app.connection(), client_id=client_id, status=status, mode=mode,
-                           message_id=message_id, since=since, limit=limit)
+    rows = app.client().find_deliveries(client_id=client_id, status=status, mode=mode,
+                                        message_id=message_id, since=since, limit=limit)
     emit(rows, app.json, columns=LIST_COLUMNS, empty="no deliveries match")
 
 
@@ -146,5 +90,5 @@ def stats(app: AppContext, client_id: str | None, since: timedelta | None) -> No
       pgmsg deliveries stats --client webhook-server --since 24h
       pgmsg deliveries stats --json
     """
-    rows = delivery_stats(app.connection(), client_id=client_id, since=since)
+    rows = app.client().delivery_stats(client_id=client_id, since=since)
     emit(rows, app.json, columns=STATS_COLUMNS, empty="no deliveries match")

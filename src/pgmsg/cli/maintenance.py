@@ -6,74 +6,38 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 import click
-import psycopg
 
 from pgmsg.cli.context import AppContext, confirm, json_option, pass_app, yes_option
 from pgmsg.cli.durations import DURATION, describe_duration
 from pgmsg.cli.output import emit
-from pgmsg.errors import translated
+from pgmsg.client import Client
 
 DEFAULT_ARCHIVE_BATCH = 10000
 DEFAULT_PURGE_BATCH = 50000
 
 
-def count_archivable(conn: psycopg.Connection[dict[str, Any]], older_than: timedelta) -> int:
-    """Messages pgmsg_archive_messages would move now (the same condition), for the estimate."""
-    with translated("counting messages to archive"):
-        row = conn.execute(
-            """
-            SELECT count(*) AS n FROM messages m
-             WHERE m.created_at < now() - %s::interval
-               AND NOT EXISTS (SELECT 1 FROM message_delivery d
-                                WHERE d.message_id = m.id AND d.status IN ('pending', 'processing'))
-            """,
-            (older_than,),
-        ).fetchone()
-    assert row is not None
-    return int(row["n"])
-
-
-def count_purgeable(conn: psycopg.Connection[dict[str, Any]], older_than: timedelta) -> int:
-    """Deliveries pgmsg_purge_deliveries would delete now (the same condition)."""
-    with translated("counting deliveries to purge"):
-        row = conn.execute(
-            "SELECT count(*) AS n FROM message_delivery WHERE status IN ('delivered', 'notified') "
-            "AND coalesce(delivered_at, created_at) < now() - %s::interval",
-            (older_than,),
-        ).fetchone()
-    assert row is not None
-    return int(row["n"])
-
-
-def run_batches(conn: psycopg.Connection[dict[str, Any]], function: str, older_than: timedelta,
-                batch: int, progress: Callable[[int], None]) -> int:
-    """Call an archive/expire/purge function until it returns 0; each call commits on its own,
-    so an interrupted run keeps what it did and the next run carries on."""
-    # The function name comes from this module, never from the user.
-    statement = {"archive": "SELECT pgmsg_archive_messages(%s::interval, %s) AS n",
-                 "expire": "SELECT pgmsg_expire_messages(%s::interval, %s) AS n",
-                 "purge": "SELECT pgmsg_purge_deliveries(%s::interval, %s) AS n"}[function]
+def run_batches(client: Client, task: str, older_than: timedelta, batch: int,
+                progress: Callable[[int], None]) -> int:
+    """Archive, expire or purge batch after batch until none is left; each batch commits on its
+    own, so an interrupted run keeps what it did and the next run carries on."""
+    one_batch = {"archive": client.archive_messages, "expire": client.expire_messages,
+                 "purge": client.purge_deliveries}[task]
     done = 0
-    while True:
-        with translated(f"running pgmsg_{function}"):
-            row = conn.execute(statement, (older_than, batch)).fetchone()
-        moved = int(row["n"]) if row else 0
-        if moved == 0:
-            return done
+    while moved := one_batch(older_than, batch):
         done += moved
         progress(moved)
+    return done
 
 
-def _run_with_bar(app: AppContext, function: str, older_than: timedelta, batch: int, estimate: int,
+def _run_with_bar(app: AppContext, task: str, older_than: timedelta, batch: int, estimate: int,
                   label: str) -> int:
-    conn = app.connection()
+    client = app.client()
     # The bar goes to stderr so stdout carries only the result (and stays valid JSON).
     with click.progressbar(length=max(estimate, 1), label=label, show_eta=True, show_pos=True,
                            file=sys.stderr) as bar:
-        return run_batches(conn, function, older_than, batch, bar.update)
+        return run_batches(client, task, older_than, batch, bar.update)
 
 
 @click.command()
@@ -102,7 +66,7 @@ def archive(app: AppContext, older_than: timedelta, batch: int, no_history: bool
       pgmsg archive --older-than '90 days' --batch 1000
       pgmsg archive --older-than 30d --no-history --yes
     """
-    estimate = count_archivable(app.connection(), older_than)
+    estimate = app.client().count_archivable(older_than)
     if no_history and estimate:
         confirm(f"Delete {estimate} finished message(s) older than {describe_duration(older_than)} with their "
                 "deliveries and attempts, keeping no history? This cannot be undone.", yes)
@@ -133,7 +97,7 @@ def purge(app: AppContext, older_than: timedelta, batch: int, yes: bool) -> None
       pgmsg purge --older-than 7d
       pgmsg purge --older-than '14 days' --yes
     """
-    estimate = count_purgeable(app.connection(), older_than)
+    estimate = app.client().count_purgeable(older_than)
     if estimate == 0:
         emit({"purged": 0} if app.json else "no deliveries to purge", app.json)
         return

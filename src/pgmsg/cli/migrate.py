@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
-import psycopg
 
 from pgmsg import migrations
 from pgmsg.cli.context import AppContext, CommandError, json_option, pass_app
 from pgmsg.cli.output import Column, emit
-from pgmsg.errors import translated
-
-APPLIED, PENDING, MISMATCH, UNKNOWN = "applied", "pending", "CHECKSUM MISMATCH", "not in sql dir"
 
 STATUS_COLUMNS = (
     Column("version"),
@@ -34,32 +29,6 @@ def resolve_sql_dir(sql_dir: Path | None) -> Path:
         raise CommandError(f"{directory} has no bootstrap.sql and migrations/; "
                            "point --sql-dir (or PGMSG_SQL_DIR) at the sql/ directory of pgmsg")
     return directory
-
-
-def migration_status(conn: psycopg.Connection[dict[str, Any]], sql_dir: Path | None) -> list[dict[str, Any]]:
-    """Every migration known to the files or the database, with its state."""
-    available = {m.version: m for m in migrations.load(sql_dir)}
-    with translated("reading the applied migrations"):
-        tracked = conn.execute("SELECT to_regclass('pgmsg_migrations') IS NOT NULL AS yes").fetchone()
-        applied = {r["version"]: r for r in conn.execute(
-            "SELECT version, name, checksum, applied_at FROM pgmsg_migrations ORDER BY version").fetchall()
-        } if tracked and tracked["yes"] else {}
-    rows = []
-    for version in sorted(available.keys() | applied.keys()):
-        file, row = available.get(version), applied.get(version)
-        if row is None:
-            state = PENDING
-        elif file is None:
-            state = UNKNOWN
-        elif row["checksum"] != file.checksum:
-            state = MISMATCH
-        else:
-            state = APPLIED
-        rows.append({"version": version, "name": file.name if file else row["name"], "state": state,
-                     "applied_at": row["applied_at"] if row else None,
-                     "checksum": file.checksum if file else None,
-                     "applied_checksum": row["checksum"] if row else None})
-    return rows
 
 
 @click.group(invoke_without_command=True)
@@ -86,7 +55,7 @@ def migrate(ctx: click.Context, sql_dir: Path | None) -> None:
     sql_dir = resolve_sql_dir(sql_dir)
     app = ctx.find_object(AppContext)
     assert app is not None
-    app.connection()  # a clear "cannot connect" before anything else
+    app.client()  # a clear "cannot connect" before anything else
     applied = migrations.apply(app.dsn, sql_dir)
     if app.json:
         emit({"applied": applied}, True)
@@ -114,9 +83,9 @@ def status(app: AppContext, sql_dir: Path | None) -> None:
       pgmsg migrate status --json
     """
     sql_dir = resolve_sql_dir(sql_dir or click.get_current_context().meta.get("pgmsg.sql_dir"))
-    rows = migration_status(app.connection(), sql_dir)
+    rows = migrations.status(app.client().applied_migrations(), sql_dir)
     emit(rows, app.json, columns=STATUS_COLUMNS, empty="no migrations found")
-    mismatched = [f"{r['version']:03d} {r['name']}" for r in rows if r["state"] == MISMATCH]
+    mismatched = [f"{r['version']:03d} {r['name']}" for r in rows if r["state"] == migrations.MISMATCH]
     if mismatched:
         raise CommandError(f"{len(mismatched)} migration(s) changed after they were applied: "
                            f"{', '.join(mismatched)}; revert the edits and add a new migration instead")

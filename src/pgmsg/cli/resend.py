@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import click
-import psycopg
 
 from pgmsg.cli.context import AppContext, CommandError, confirm, json_option, pass_app, yes_option
 from pgmsg.cli.durations import DURATION, DURATION_OR_TIMESTAMP
 from pgmsg.cli.lookups import require_client
 from pgmsg.cli.output import Column, emit
-from pgmsg.errors import InvalidInput, translated
-
-#: The same cap retry_failed_http_push() applies by default.
-DEFAULT_MAX_RETRIES = 10
+from pgmsg.client import Client
+from pgmsg.client.operations import DEFAULT_MAX_RETRIES
+from pgmsg.errors import InvalidInput
 
 RETRY_COLUMNS = (
     Column("delivery_id"),
@@ -25,45 +22,6 @@ RETRY_COLUMNS = (
     Column("push_status_code", "http"),
     Column("last_error"),
 )
-
-
-def failed_http_deliveries(conn: psycopg.Connection[dict[str, Any]], *, client_id: str | None,
-                           since: timedelta | None, ids: list[int] | None, max_retries: int) -> list[int]:
-    """Ids of failed http deliveries to retry; the retry cap is waived for ids named explicitly."""
-    with translated("finding failed http deliveries"):
-        rows = conn.execute(
-            """
-            SELECT id FROM message_delivery
-             WHERE status = 'failed' AND delivery_mode = 'http'
-               AND (%(client)s::text IS NULL OR client_id = %(client)s)
-               AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
-               AND (%(ids)s::bigint[] IS NULL AND retry_count < %(cap)s OR id = ANY (%(ids)s::bigint[]))
-             ORDER BY id
-            """,
-            {"client": client_id, "since": since, "ids": ids, "cap": max_retries},
-        ).fetchall()
-    return [r["id"] for r in rows]
-
-
-def resend_now(conn: psycopg.Connection[dict[str, Any]], delivery_id: int) -> dict[str, Any] | None:
-    """Push one failed http delivery again, as retry_failed_http_push() does; None if it is
-    no longer failed or another session holds it."""
-    with translated(f"re-sending delivery {delivery_id}"):
-        with conn.transaction():
-            locked = conn.execute(
-                "SELECT id FROM message_delivery WHERE id = %s AND status = 'failed' AND delivery_mode = 'http' "
-                "FOR UPDATE SKIP LOCKED",
-                (delivery_id,),
-            ).fetchone()
-            if locked is None:
-                return None
-            conn.execute("UPDATE message_delivery SET retry_count = retry_count + 1 WHERE id = %s", (delivery_id,))
-            conn.execute("SELECT pgmsg_push_http(%s)", (delivery_id,))
-        return conn.execute(
-            "SELECT id AS delivery_id, message_id, client_id, status, push_status_code, last_error "
-            "FROM message_delivery WHERE id = %s",
-            (delivery_id,),
-        ).fetchone()
 
 
 @click.command()
@@ -83,6 +41,8 @@ def retry(app: AppContext, client_id: str | None, since: timedelta | None, ids: 
     in-transaction subscriptions, any failure. Each push happens inside the
     database (signed and allowlisted, an attempt is logged). Exits 1 when a
     retried delivery failed again or a named one could not be retried.
+    Without --since and --id this is the database's retry_failed_http_push(),
+    which re-sends at most 50 per run (run it again for more).
 
     \b
     Examples:
@@ -90,21 +50,14 @@ def retry(app: AppContext, client_id: str | None, since: timedelta | None, ids: 
       pgmsg retry --client webhook-server --since 1h
       pgmsg retry --id 4711 --id 4712
     """
-    conn = app.connection()
+    client = app.client()
     if client_id is not None:
-        require_client(conn, client_id)
-    wanted = list(ids) or None
-    candidates = failed_http_deliveries(conn, client_id=client_id, since=since, ids=wanted,
-                                        max_retries=max_retries)
+        require_client(client, client_id)
+    outcomes = client.retry_failed_http_push(client_id, max_retries=max_retries, since=since,
+                                             delivery_ids=list(ids) or None)
+    retried = {o["delivery_id"] for o in outcomes}
     problems = [f"delivery {i} is not a failed http delivery (matching the filters); skipped"
-                for i in dict.fromkeys(ids) if i not in candidates]
-    outcomes = []
-    for delivery_id in candidates:
-        outcome = resend_now(conn, delivery_id)
-        if outcome is None:
-            problems.append(f"delivery {delivery_id} was taken or changed meanwhile; skipped")
-        else:
-            outcomes.append(outcome)
+                for i in dict.fromkeys(ids) if i not in retried]
     emit(outcomes, app.json, columns=RETRY_COLUMNS, empty="no failed http deliveries to retry")
     for problem in problems:
         click.echo(problem, err=True)
@@ -142,26 +95,24 @@ def replay(app: AppContext, client_id: str, from_id: int | None, since: timedelt
         raise click.UsageError("give exactly one of --from-id or --since")
     if until is not None and since is None:
         raise click.UsageError("--until needs --since")
-    conn = app.connection()
-    counts = require_client(conn, client_id)
+    client = app.client()
+    counts = require_client(client, client_id)
     if counts["active"] == 0:
         raise InvalidInput(f"client {client_id!r} has no active subscription; "
                            f"resume it first (pgmsg subscriptions resume {client_id})")
-    start, end = (to_instant(conn, since), to_instant(conn, until)) if since is not None else (None, None)
+    start, end = (to_instant(client, since), to_instant(client, until)) if since is not None else (None, None)
     if start is not None and end is not None and end <= start:
         raise click.BadParameter("--until must be later than --since", param_hint="--until")
     what = f"from message id {from_id}" if from_id is not None else (
         f"created since {start.isoformat()}" + (f" and before {end.isoformat()}" if end else ""))
     confirm(f"Replay the messages {what} to {client_id!r}? Its deliveries of them start over.", yes)
-    count = app.client().replay(client_id, from_message_id=from_id, since=start, until=end)
+    count = client.replay(client_id, from_message_id=from_id, since=start, until=end)
     emit({"client_id": client_id, "replayed": count} if app.json else
          f"replayed {count} deliveries to {client_id!r}", app.json)
 
 
-def to_instant(conn: psycopg.Connection[dict[str, Any]], value: timedelta | datetime | None) -> datetime | None:
+def to_instant(client: Client, value: timedelta | datetime | None) -> datetime | None:
     """A timestamp as is; a duration as that long before the database's clock (not this host's)."""
     if value is None or isinstance(value, datetime):
         return value
-    row = conn.execute("SELECT now() - %s::interval AS at", (value,)).fetchone()
-    assert row is not None
-    return row["at"]
+    return client.database_time_ago(value)

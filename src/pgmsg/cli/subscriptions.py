@@ -7,14 +7,12 @@ import json
 from typing import Any
 
 import click
-import psycopg
 
 from pgmsg.cli.context import AppContext, CommandError, confirm, json_option, pass_app, yes_option
 from pgmsg.cli.lookups import require_client
 from pgmsg.cli.output import Column, emit, format_seconds
 from pgmsg.cli.webhook_probe import send_test_event
 from pgmsg.client import DELIVERY_MODES, Subscription
-from pgmsg.errors import NotFound, translated
 
 SECRET_FIELDS = ("signing_secret",)
 
@@ -62,27 +60,6 @@ def show(app: AppContext, subs: list[Subscription], show_secrets: bool, empty: s
         emit([public_view(s, show_secrets) for s in subs], True)
     else:
         emit([table_row(s) for s in subs], False, columns=COLUMNS, empty=empty)
-
-
-def set_active(conn: psycopg.Connection[dict[str, Any]], client_id: str, active: bool,
-               subscription_id: int | None) -> list[int]:
-    """Pause or resume a client's subscriptions (or one of them); the ids changed."""
-    require_client(conn, client_id)
-    with translated(f"{'resuming' if active else 'pausing'} the subscriptions of {client_id!r}"):
-        rows = conn.execute(
-            """
-            UPDATE subscriptions
-               SET active = %(active)s,
-                   -- resuming clears why it was switched off (e.g. a 410 from the endpoint)
-                   deactivated_reason = CASE WHEN %(active)s THEN NULL ELSE deactivated_reason END
-             WHERE client_id = %(client)s AND (%(id)s::bigint IS NULL OR id = %(id)s)
-            RETURNING id
-            """,
-            {"active": active, "client": client_id, "id": subscription_id},
-        ).fetchall()
-    if not rows:
-        raise NotFound(f"no subscription with id {subscription_id} for client {client_id!r}")
-    return sorted(r["id"] for r in rows)
 
 
 def parse_filter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dict[str, Any] | None:
@@ -208,7 +185,9 @@ def pause(app: AppContext, client_id: str, subscription_id: int | None) -> None:
       pgmsg subscriptions pause webhook-server
       pgmsg subscriptions pause webhook-server --id 12
     """
-    ids = set_active(app.connection(), client_id, False, subscription_id)
+    client = app.client()
+    require_client(client, client_id)
+    ids = client.pause_subscriptions(client_id, subscription_id)
     emit({"client_id": client_id, "paused": ids} if app.json else
          f"paused {len(ids)} subscription(s) of {client_id!r}: {', '.join(map(str, ids))}", app.json)
 
@@ -226,7 +205,9 @@ def resume(app: AppContext, client_id: str, subscription_id: int | None) -> None
       pgmsg subscriptions resume webhook-server
       pgmsg subscriptions resume webhook-server --id 12
     """
-    ids = set_active(app.connection(), client_id, True, subscription_id)
+    client = app.client()
+    require_client(client, client_id)
+    ids = client.resume_subscriptions(client_id, subscription_id)
     emit({"client_id": client_id, "resumed": ids} if app.json else
          f"resumed {len(ids)} subscription(s) of {client_id!r}: {', '.join(map(str, ids))}", app.json)
 
@@ -244,7 +225,7 @@ def remove(app: AppContext, client_id: str, yes: bool) -> None:
       pgmsg subscriptions remove old-service
       pgmsg subscriptions remove old-service --yes
     """
-    counts = require_client(app.connection(), client_id)
+    counts = require_client(app.client(), client_id)
     confirm(f"Delete the {counts['total']} subscription(s) of {client_id!r}? "
             "It receives no further messages.", yes)
     removed = app.client().remove_subscriptions(client_id)
@@ -290,7 +271,7 @@ def send_test(app: AppContext, subscription_id: int) -> None:
       pgmsg subscriptions test 12
       pgmsg subscriptions test 12 --json
     """
-    result = send_test_event(app.connection(), subscription_id)
+    result = send_test_event(app.client(), subscription_id)
     if app.json:
         emit({**dataclasses.asdict(result), "ok": result.ok}, True)
     else:

@@ -13,11 +13,8 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
-
-from pgmsg.errors import NotFound, translated
+from pgmsg.client import Client
 from pgmsg.ssrf import Allowlist, Resolver, check_url
 from pgmsg.webhook_http import NoAnswer, post_once
 
@@ -42,32 +39,13 @@ class ProbeResult:
         return self.status is not None and 200 <= self.status < 300
 
 
-def load_target(conn: psycopg.Connection[dict[str, Any]], subscription_id: int) -> dict[str, Any]:
-    """The subscription's URL and timeout, and the test event the database built and signed.
-
-    The database signs (pgmsg_webhook_test_event, migration 023): an administrator may
-    not read signing secrets, and gets a signature of the fixed test event only, under
-    a fresh ``test_`` webhook-id and the database's clock, never one of its choosing.
-    """
-    with translated(f"signing a test event for subscription {subscription_id}"):
-        row = conn.execute("SELECT * FROM pgmsg_webhook_test_event(%s)", (subscription_id,)).fetchone()
-    if row is None:     # the function raises instead; kept for a clear message regardless
-        raise NotFound(f"no subscription with id {subscription_id}")
-    return row
-
-
-def load_allowlist(conn: psycopg.Connection[dict[str, Any]]) -> Allowlist:
-    with translated("reading the webhook allowlist"):
-        rows = conn.execute("SELECT entry FROM pgmsg_webhook_allowlist ORDER BY entry").fetchall()
-    return Allowlist.parse([r["entry"] for r in rows])
-
-
-def send_test_event(conn: psycopg.Connection[dict[str, Any]], subscription_id: int, *,
+def send_test_event(client: Client, subscription_id: int, *,
                     resolve: Resolver | None = None) -> ProbeResult:
-    """POST a signed test event; raises BlockedTarget when the allowlist refuses the URL."""
-    target = load_target(conn, subscription_id)
+    """POST a test event the database signed (:meth:`Client.webhook_test_event`); raises
+    BlockedTarget when the allowlist refuses the URL."""
+    target = client.webhook_test_event(subscription_id)
     url = target["webhook_url"]
-    addresses = check_url(url, load_allowlist(conn), resolve=resolve)
+    addresses = check_url(url, Allowlist.parse(client.webhook_allowlist()), resolve=resolve)
     body = target["body"].encode()
     # A fresh id each time (the database draws it): receivers drop repeated webhook-ids.
     webhook_id = target["webhook_id"]
