@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 import click
 import psycopg
 
-from pgmsg.client import DEFAULT_CONNECT_TIMEOUT, Client, is_connection_error
-from pgmsg.client import with_connect_timeout as _with_connect_timeout
+from pgmsg.client import Client, is_connection_error
 from pgmsg.client.connection import CONNECT_FAILED
 from pgmsg.errors import ConnectionFailed, PgmsgError, describe
 
@@ -29,15 +28,6 @@ class CommandError(click.ClickException):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def with_connect_timeout(dsn: str) -> str:
-    """``dsn`` with connect_timeout added unless the DSN or PGCONNECT_TIMEOUT sets one: an
-    operator at a terminal should hear about an unreachable host in seconds, not minutes."""
-    try:
-        return _with_connect_timeout(dsn, DEFAULT_CONNECT_TIMEOUT)
-    except psycopg.ProgrammingError as exc:
-        raise CommandError(f"invalid connection string in --dsn / PGMSG_DSN: {exc}") from exc
 
 
 def connection_failed_message(error: object) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import click
+import psycopg
 
 from pgmsg.cli.context import (EXIT_UNREACHABLE, AppContext, CommandError, connection_failed_message, json_option,
                                pass_app)
 from pgmsg.cli.health_checks import CHECKS, SEVERITY, Thresholds, overall, run_checks
 from pgmsg.cli.output import emit
-from pgmsg.errors import ConnectionFailed
+from pgmsg.errors import ConnectionFailed, describe
 
 
 @click.command()
@@ -82,7 +83,9 @@ def health(app: AppContext, max_pending_age: float, critical_pending_age: float,
     try:
         checks = run_checks(app.client(), limits, client_id=client_id, only=only)
     except ConnectionFailed as exc:
-        raise CommandError(connection_failed_message(exc), EXIT_UNREACHABLE) from exc
+        # Lost during a check: libpq's reason, as when the first connection fails.
+        reason = describe(exc.__cause__) if isinstance(exc.__cause__, psycopg.Error) else exc
+        raise CommandError(connection_failed_message(reason), EXIT_UNREACHABLE) from exc
     status = overall(checks)
     if app.json:
         emit({"status": status, "checks": [asdict(c) for c in checks]}, True)

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+import psycopg
 
-from pgmsg.cli.context import AppContext, command_errors, with_connect_timeout
+from pgmsg.cli.context import AppContext, CommandError, command_errors
 from pgmsg.cli.dead_letters import dead_letters
 from pgmsg.cli.deferred import deferred
 from pgmsg.cli.deliveries import deliveries
@@ -21,6 +22,7 @@ from pgmsg.cli.migrate import migrate
 from pgmsg.cli.publish import publish
 from pgmsg.cli.resend import replay, retry
 from pgmsg.cli.subscriptions import subscriptions
+from pgmsg.client import DEFAULT_CONNECT_TIMEOUT, with_connect_timeout
 from pgmsg.config import DSN_VARIABLE, conninfo_from_env
 
 
@@ -56,7 +58,13 @@ def cli(ctx: click.Context, dsn: str | None, json_output: bool) -> None:
       pgmsg health
     """
     conninfo = dsn.strip() if dsn and dsn.strip() else conninfo_from_env()
-    app = AppContext(dsn=with_connect_timeout(conninfo), json=json_output)
+    try:
+        # Unless the DSN or PGCONNECT_TIMEOUT sets one: an operator at a terminal should
+        # hear about an unreachable host in seconds, not minutes.
+        conninfo = with_connect_timeout(conninfo, DEFAULT_CONNECT_TIMEOUT)
+    except psycopg.ProgrammingError as exc:
+        raise CommandError(f"invalid connection string in --dsn / PGMSG_DSN: {exc}") from exc
+    app = AppContext(dsn=conninfo, json=json_output)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
