@@ -678,12 +678,6 @@ BEGIN
 END;
 $$;
 
-REVOKE ALL ON FUNCTION public.retry_failed_http_push(p_message_id bigint, p_client_id text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.retry_failed_http_push(p_message_id bigint, p_client_id text) TO pgmsg_admin;
-
-REVOKE ALL ON FUNCTION public.retry_failed_http_push(p_client_id text, p_max_retries integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.retry_failed_http_push(p_client_id text, p_max_retries integer) TO pgmsg_admin;
-
 -- function retry_failed_http_push(text, integer)
 CREATE FUNCTION public.retry_failed_http_push(p_client_id text DEFAULT NULL::text, p_max_retries integer DEFAULT 10) RETURNS TABLE(delivery_id bigint, message_id bigint, client_id text, status text, push_status_code integer, last_error text)
     LANGUAGE plpgsql
@@ -714,6 +708,12 @@ BEGIN
     END LOOP;
 END;
 $$;
+
+REVOKE ALL ON FUNCTION public.retry_failed_http_push(p_message_id bigint, p_client_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.retry_failed_http_push(p_message_id bigint, p_client_id text) TO pgmsg_admin;
+
+REVOKE ALL ON FUNCTION public.retry_failed_http_push(p_client_id text, p_max_retries integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.retry_failed_http_push(p_client_id text, p_max_retries integer) TO pgmsg_admin;
 
 -- trigger delivery_attempts delivery_attempts_inserted
 CREATE TRIGGER delivery_attempts_inserted AFTER INSERT ON public.delivery_attempts REFERENCING NEW TABLE AS new_attempts FOR EACH STATEMENT EXECUTE FUNCTION public.pgmsg_attempts_need_delivery();

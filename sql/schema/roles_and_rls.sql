@@ -5,9 +5,21 @@
 -- change the schema with a new migration, then regenerate (sql/schema/README.md).
 -- Objects are owned by postgres; session settings of pg_dump are left out.
 
--- Group roles (NOLOGIN, created by the migrations; roles are cluster-wide, so no dump
--- holds them): pgmsg_admin, pgmsg_client, pgmsg_dispatcher, pgmsg_monitor, pgmsg_publisher. Login roles are members of these, created per
--- inventory by roles/messaging_schema (tasks/roles.yml), never by a migration.
+-- The group roles the migrations create. Roles are cluster-wide, so no dump of the
+-- database holds them; as pg_dumpall --roles-only writes them:
+--   CREATE ROLE pgmsg_admin;
+--   ALTER ROLE pgmsg_admin WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+--   CREATE ROLE pgmsg_client;
+--   ALTER ROLE pgmsg_client WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+--   CREATE ROLE pgmsg_dispatcher;
+--   ALTER ROLE pgmsg_dispatcher WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+--   CREATE ROLE pgmsg_monitor;
+--   ALTER ROLE pgmsg_monitor WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+--   CREATE ROLE pgmsg_publisher;
+--   ALTER ROLE pgmsg_publisher WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+--   GRANT pg_monitor TO pgmsg_monitor WITH INHERIT TRUE;
+-- Login roles are members of these, created per inventory by roles/messaging_schema
+-- (tasks/roles.yml), never by a migration: no file here names one.
 
 -- function pgmsg_client_ids_of(name)
 CREATE FUNCTION public.pgmsg_client_ids_of(p_role name) RETURNS SETOF text

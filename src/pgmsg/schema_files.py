@@ -84,6 +84,7 @@ ENTRY_HEADER = re.compile(r"^--\n-- Name: (?P<name>.*?); Type: (?P<kind>[A-Z ]+)
 NOISE = re.compile(r"^(?:SET [a-z_]+ = .*;|SELECT pg_catalog\.set_config\(.*\);|\\(?:un)?restrict .*|"
                    r"ALTER (?:TABLE|VIEW|SEQUENCE|FUNCTION|PROCEDURE) .* OWNER TO postgres;)$")
 #: Entries kept beside the object they belong to (after its definition) rather than in pg_dump's order.
+DEFINITIONS = {"TABLE", "VIEW", "FUNCTION", "PROCEDURE", "EXTENSION"}
 DEPENDENTS = {"COMMENT", "ACL", "CONSTRAINT", "INDEX", "DEFAULT", "SEQUENCE", "SEQUENCE OWNED BY"}
 
 
@@ -114,11 +115,13 @@ def migration_level(container: str, port: int, database: str) -> str:
     return _query(container, port, database, "SELECT name FROM pgmsg_migrations ORDER BY version DESC LIMIT 1")[0]
 
 
-def group_roles(container: str, port: int, database: str) -> list[str]:
-    """The roles the migrations created (a fresh server has only postgres and the pg_ ones):
-    cluster-wide, so not in a database's dump."""
-    return _query(container, port, database,
-                  "SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' AND rolname <> 'postgres' ORDER BY 1")
+def roles(container: str, port: int) -> list[str]:
+    """The statements that make the roles the migrations created (pg_dumpall --roles-only,
+    without postgres; a fresh server has no other role): cluster-wide, so not in a dump."""
+    text = subprocess.run(["docker", "exec", container, "pg_dumpall", "--roles-only", "--no-role-passwords",
+                           "-p", str(port), "-U", "postgres"], check=True, capture_output=True, text=True).stdout
+    return [line.replace(" GRANTED BY postgres", "") for line in text.splitlines()
+            if re.match(r"(CREATE ROLE|ALTER ROLE|GRANT) ", line) and not re.search(r"ROLE postgres\b", line)]
 
 
 def normalise(sql: str) -> str:
@@ -198,22 +201,23 @@ def assign(entries: list[Entry]) -> None:
 
 def render(text: str, level: str, roles: list[str]) -> dict[str, str]:
     """Area -> the file's text, from a dump of a database migrated up to ``level`` whose
-    migrations created ``roles``."""
+    migrations created ``roles`` (the statements of roles())."""
     entries = split(text)
     assign(entries)
-    first = {}
-    for position, e in enumerate(entries):
-        first.setdefault((e.area, e.owner), position)
+    # A dependent follows its owner's definition (the last one: every overload of a function
+    # shares its name, and its grants name the overload).
+    defined_at = {(e.area, e.owner): position for position, e in enumerate(entries) if e.kind in DEFINITIONS}
     files = {}
     for area, (title, _) in AREAS.items():
-        mine = [(first[(e.area, e.owner)] if e.kind in DEPENDENTS else position, position, e)
+        mine = [(defined_at.get((e.area, e.owner), position) if e.kind in DEPENDENTS else position, position, e)
                 for position, e in enumerate(entries) if e.area == area]
         parts = [header(title, level)]
         if area == "roles_and_rls":
-            parts.append(f"-- Group roles, created by the migrations (roles are cluster-wide, so no dump holds them):\n"
-                         f"--   {', '.join(roles)}.\n"
-                         f"-- Login roles are members of these, created per inventory by roles/messaging_schema\n"
-                         f"-- (tasks/roles.yml), never by a migration: no file here names one.")
+            parts.append("-- The group roles the migrations create. Roles are cluster-wide, so no dump of the\n"
+                         "-- database holds them; as pg_dumpall --roles-only writes them:\n"
+                         + "\n".join(f"--   {line}" for line in roles) + "\n"
+                         "-- Login roles are members of these, created per inventory by roles/messaging_schema\n"
+                         "-- (tasks/roles.yml), never by a migration: no file here names one.")
         for _, _, e in sorted(mine, key=lambda t: t[:2]):
             if not e.sql:
                 continue

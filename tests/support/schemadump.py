@@ -30,4 +30,4 @@ def area_files(name: str, port: int) -> dict[str, str]:
     """Area -> text of sql/schema/<area>.sql for the migrated database of container ``name``."""
     return schema_files.render(schema_files.dump(name, port, DATABASE),
                                schema_files.migration_level(name, port, DATABASE),
-                               schema_files.group_roles(name, port, DATABASE))
+                               schema_files.roles(name, port))
