@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pgmsg.errors import InvalidInput
 
-#: Area -> (title, the tables, views, functions and procedures it holds, by name; every
-#: overload of a function goes with its name). In this order the files can be applied to
+#: Area -> (title, the objects it holds by name: tables, views, functions and procedures (every
+#: overload goes with its name), types, standalone sequences, "schema <name>"). In this order the files can be applied to
 #: an empty database (tests/sql/test_schema_files.py does): tables before the functions
 #: that take their row types, functions before the triggers that call them, row-level
 #: security last. What is not listed follows its owner: a column's comment, grants,
@@ -80,11 +80,15 @@ AREAS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 ENTRY_HEADER = re.compile(r"^--\n-- Name: (?P<name>.*?); Type: (?P<kind>[A-Z ]+); Schema: (?P<schema>[^;]*); "
                           r"Owner: ?(?P<owner>.*)\n--\n", re.M)
-#: Session settings pg_dump writes for its own restore, and psql's \restrict guard (a new random key every dump).
-NOISE = re.compile(r"^(?:SET [a-z_]+ = .*;|SELECT pg_catalog\.set_config\(.*\);|\\(?:un)?restrict .*|"
-                   r"ALTER (?:TABLE|VIEW|SEQUENCE|FUNCTION|PROCEDURE) .* OWNER TO postgres;)$")
+#: Session settings pg_dump writes for its own restore (at an entry's start or end, never inside
+#: a function body) and psql's \restrict guard (a new random key every dump).
+SETTINGS = re.compile(r"^(?:SET [a-z_]+ = .*;|SELECT pg_catalog\.set_config\(.*\);|\\(?:un)?restrict .*|)$")
+#: Every object is the superuser's; an owner other than postgres is kept.
+OWNED_BY_POSTGRES = re.compile(r"^ALTER (?:TABLE|VIEW|SEQUENCE|FUNCTION|PROCEDURE) .* OWNER TO postgres;$")
 #: Entries kept beside the object they belong to (after its definition) rather than in pg_dump's order.
-DEFINITIONS = {"TABLE", "VIEW", "FUNCTION", "PROCEDURE", "EXTENSION"}
+#: Entries that define an object of their own (the owner of the entries that follow it).
+DEFINITIONS = {"TABLE", "VIEW", "MATERIALIZED VIEW", "FUNCTION", "PROCEDURE", "AGGREGATE", "TYPE", "DOMAIN",
+               "SCHEMA", "EXTENSION"}
 DEPENDENTS = {"COMMENT", "ACL", "CONSTRAINT", "INDEX", "DEFAULT", "SEQUENCE", "SEQUENCE OWNED BY"}
 
 
@@ -125,7 +129,13 @@ def roles(container: str, port: int) -> list[str]:
 
 
 def normalise(sql: str) -> str:
-    lines = [line.rstrip() for line in sql.splitlines() if not NOISE.match(line)]
+    """One entry's statements without pg_dump's settings and postgres' ownership, blank-line
+    runs made one blank line."""
+    lines = [line.rstrip() for line in sql.splitlines() if not OWNED_BY_POSTGRES.match(line)]
+    while lines and SETTINGS.match(lines[0]):
+        lines.pop(0)
+    while lines and SETTINGS.match(lines[-1]):   # the settings before the next entry's header
+        lines.pop()
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
@@ -143,7 +153,8 @@ def split(text: str) -> list[Entry]:
 def _base(name: str) -> str:
     """'pgmsg_claim(p_client text, ...)' -> 'pgmsg_claim'; 'COLUMN messages.id' -> 'messages'."""
     name = name.split("(", 1)[0].strip()
-    for prefix in ("TABLE ", "VIEW ", "FUNCTION ", "PROCEDURE ", "SEQUENCE ", "COLUMN ", "EXTENSION "):
+    for prefix in ("TABLE ", "VIEW ", "MATERIALIZED VIEW ", "FUNCTION ", "PROCEDURE ", "AGGREGATE ", "TYPE ",
+                   "DOMAIN ", "SEQUENCE ", "COLUMN ", "EXTENSION "):
         if name.startswith(prefix):
             name = name[len(prefix):]
             break
@@ -154,11 +165,12 @@ def assign(entries: list[Entry]) -> None:
     """Set each entry's owner and area; refuse an object AREAS does not place, and a name in
     AREAS the database does not have (a dropped object's stale entry)."""
     area_of = {name: area for area, (_, names) in AREAS.items() for name in names}
-    defined = {_base(e.name) for e in entries if e.kind in ("TABLE", "VIEW", "FUNCTION", "PROCEDURE")}
     sequence_table = {}   # identity sequence -> its table
     for e in entries:
         if e.kind == "SEQUENCE" and (table := re.search(r"ALTER TABLE public\.([a-z_0-9]+)", e.sql)):
             sequence_table[e.name] = table.group(1)
+    defined = {("schema " + e.name) if e.kind == "SCHEMA" else _base(e.name) for e in entries
+               if e.kind in DEFINITIONS - {"EXTENSION"} or (e.kind == "SEQUENCE" and e.name not in sequence_table)}
     unplaced = []
     for e in entries:
         if e.kind in ("EXTENSION",) or (e.kind == "COMMENT" and e.name.startswith("EXTENSION ")):
@@ -177,8 +189,8 @@ def assign(entries: list[Entry]) -> None:
                 e.owner = table.group(1) if table else e.name
             elif e.kind in ("SEQUENCE", "SEQUENCE OWNED BY") or e.name.startswith("SEQUENCE "):
                 e.owner = sequence_table.get(_base(e.name), _base(e.name))
-            elif e.kind == "ACL" and e.name.startswith("SCHEMA "):
-                e.owner = e.name.lower()
+            elif e.kind == "SCHEMA" or e.name.startswith("SCHEMA "):
+                e.owner = "schema " + e.name.removeprefix("SCHEMA ")
             else:
                 e.owner = _base(e.name)
             if e.kind == "ACL" and e.owner not in defined and e.owner not in area_of:
@@ -233,7 +245,7 @@ def header(title: str, level: str) -> str:
             f"-- GENERATED by scripts/schema-dump.py from a database migrated up to {level}\n"
             f"-- (sql/bootstrap.sql and sql/migrations/*.sql.j2 rendered for inventory/local). Do not edit:\n"
             f"-- change the schema with a new migration, then regenerate (sql/schema/README.md).\n"
-            f"-- Objects are owned by postgres; session settings of pg_dump are left out.")
+            f"-- Objects are owned by postgres unless an OWNER TO says otherwise; pg_dump's settings are left out.")
 
 
 def write(files: dict[str, str], directory: Path) -> list[Path]:
