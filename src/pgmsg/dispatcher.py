@@ -44,13 +44,11 @@ from psycopg.rows import dict_row
 from pgmsg import metrics
 from pgmsg.client import DEFAULT_CONNECT_TIMEOUT, Listener, with_connect_timeout
 from pgmsg.errors import ConnectionFailed, InvalidInput, PgmsgError, translated
-from pgmsg.signing import signature_headers
 from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
 from pgmsg.webhook_http import NoAnswer, WebhookClient
 
 log = logging.getLogger("pgmsg.dispatcher")
 
-USER_AGENT = "pgmsg-dispatcher/1"
 
 #: Pause between attempts to reach the database again from a push worker.
 RECONNECT_PAUSE_SECONDS = 0.5
@@ -464,15 +462,8 @@ class Dispatcher:
             addresses = await self._checked_addresses(url, allowlist)
         except (BlockedTarget, PgmsgError) as exc:
             return None, f"refused: {exc}", 0.0, None
-        headers = signature_headers(row["signing_secrets"], row["webhook_id"], body)
-        headers.update({
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "pgmsg-message-id": str(row["message_id"]),
-            "pgmsg-delivery-id": str(row["delivery_id"]),
-            "pgmsg-message-type": row["message_type"],
-            "pgmsg-client-id": row["client_id"],
-        })
+        # The contract's headers, signed by the claim (pgmsg_webhook_headers, migration 029).
+        headers = dict(row["headers"])
         try:
             # To the address just checked, not a new lookup of the name (DNS rebinding).
             answer = await self._http.post(url, addresses[0], headers, body, row["http_timeout_ms"] / 1000.0)

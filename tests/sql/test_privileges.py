@@ -175,7 +175,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     # Operating.
     "function pgmsg_matches(text,text)": {ADM: "EXECUTE"},
     "function pgmsg_notify_payload(messages,bigint)": {ADM: "EXECUTE"},
-    "function pgmsg_webhook_signature(subscriptions,text,bigint,text)": {ADM: "EXECUTE"},
+    "function pgmsg_webhook_signature(subscriptions,text,bigint,text)": {DIS: "EXECUTE", ADM: "EXECUTE"},
+    # One webhook contract (029): the headers every sender sends, signed in the dispatcher's claim.
+    "function pgmsg_webhook_headers(subscriptions,text,bigint,text,bigint,bigint,text,text)": {DIS: "EXECUTE"},
     "function pgmsg_push_http(bigint)": {ADM: "EXECUTE"},
     "function retry_failed_http_push(text,integer)": {ADM: "EXECUTE"},
     "function retry_failed_http_push(bigint,text)": {ADM: "EXECUTE"},
@@ -227,6 +229,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     # -- extensions' functions -------------------------------------------------
     **{f"function {signature}": {} for signature in PGSQL_HTTP + PG_CRON + PGCRYPTO},
     "function gen_random_bytes(integer)": {DIS: "EXECUTE", ADM: "EXECUTE"},
+    "function hmac(bytea,bytea,text)": {DIS: "EXECUTE"},
 }
 
 _TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
