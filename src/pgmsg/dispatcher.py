@@ -219,18 +219,20 @@ class Dispatcher:
         """The webhook allowlist from the database, re-read every 30 seconds."""
         if self._allowlist is None or time.monotonic() - self._allowlist_read > 30:
             rows = self._fetch("reading the webhook allowlist", "SELECT entry FROM pgmsg_webhook_allowlist")
+            blocked = [(r["network"], r["reason"]) for r in self._fetch(
+                "reading the blocked networks", "SELECT network::text AS network, reason FROM pgmsg_blocked_networks")]
             # An entry the database holds but the parser refuses (written into the table by
             # hand, or by an older release) is left out with a logged error: refusing the
             # whole list would give every claim back and claim again for ever.
             entries: list[str] = []
             for row in rows:
                 try:
-                    Allowlist.parse([row["entry"]])
+                    Allowlist.parse([row["entry"]], blocked)
                 except InvalidInput as exc:
                     log.error("ignoring webhook allowlist entry %r: %s", row["entry"], exc)
                 else:
                     entries.append(row["entry"])
-            self._allowlist = Allowlist.parse(entries)
+            self._allowlist = Allowlist.parse(entries, blocked)
             self._allowlist_read = time.monotonic()
         return self._allowlist
 

@@ -116,6 +116,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "table delivery_attempts": {CLI: "SELECT", DIS: "INSERT", ADM: ADMIN_TABLE, MON: "SELECT"},
     # Written by pgmsg_set_webhook_allowlist only, which only the deployment runs.
     "table pgmsg_webhook_allowlist": {DIS: "SELECT", ADM: "SELECT"},
+    "table pgmsg_blocked_networks": {DIS: "SELECT", ADM: "SELECT"},
     # Whether the database pushes webhooks itself: the deployment's decision (018).
     "table pgmsg_settings": {ADM: "SELECT", MON: "SELECT"},
     "function pgmsg_set_in_transaction_push(boolean)": {},

@@ -57,7 +57,8 @@ def load_target(conn: psycopg.Connection[dict[str, Any]], subscription_id: int) 
 def load_allowlist(conn: psycopg.Connection[dict[str, Any]]) -> Allowlist:
     with translated("reading the webhook allowlist"):
         rows = conn.execute("SELECT entry FROM pgmsg_webhook_allowlist ORDER BY entry").fetchall()
-    return Allowlist.parse([r["entry"] for r in rows])
+        blocked = conn.execute("SELECT network::text AS network, reason FROM pgmsg_blocked_networks").fetchall()
+    return Allowlist.parse([r["entry"] for r in rows], [(r["network"], r["reason"]) for r in blocked])
 
 
 def send_test_event(conn: psycopg.Connection[dict[str, Any]], subscription_id: int, *,
