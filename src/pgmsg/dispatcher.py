@@ -464,7 +464,7 @@ class Dispatcher:
             addresses = await self._checked_addresses(url, allowlist)
         except (BlockedTarget, PgmsgError) as exc:
             return None, f"refused: {exc}", 0.0, None
-        # The contract's headers, signed by the claim (pgmsg_webhook_headers, migration 029).
+        # The contract's headers, signed by the claim (pgmsg_webhook_headers, migration 028).
         headers = dict(row["headers"])
         try:
             # To the address just checked, not a new lookup of the name (DNS rebinding).

@@ -11,7 +11,7 @@ a few networks (link-local, cloud metadata, multicast, broadcast, unspecified)
 are refused even when an allowlist entry covers them. Both lists live in the
 database, which the in-transaction push checks against too: the allowlist in
 pgmsg_webhook_allowlist, the networks refused always, with the reason shown, in
-pgmsg_blocked_networks (migration 029). Callers read both and build an
+pgmsg_blocked_networks (migration 028). Callers read both and build an
 ``Allowlist`` from them.
 
 To avoid DNS rebinding between this check and the request, the caller should
@@ -89,7 +89,7 @@ class Allowlist:
         refused = tuple((ipaddress.ip_network(str(network)), str(reason)) for network, reason in blocked)
         if not refused:
             # Never a silent "nothing is blocked": the list comes from the database, which always has it.
-            raise InvalidInput("no blocked networks given: read them from pgmsg_blocked_networks (migration 029)")
+            raise InvalidInput("no blocked networks given: read them from pgmsg_blocked_networks (migration 028)")
         return cls(tuple(networks), tuple(hosts), refused)
 
     def network_for(self, ip: IPAddress) -> IPNetwork | None:

@@ -29,7 +29,7 @@ from tests.support.waiting import wait_until
 #: Header lines the HTTP client writes for the connection, not the contract: Host and Content-Length
 #: from both; pgsql-http's libcurl also sends Accept, Accept-Encoding, Connection: close and Charsets.
 TRANSPORT = {b"host", b"content-length", b"accept", b"accept-encoding", b"connection", b"charsets", b"expect"}
-#: The contract's header lines, in order (pgmsg_webhook_headers, migration 029).
+#: The contract's header lines, in order (pgmsg_webhook_headers, migration 028).
 CONTRACT = [b"user-agent", b"webhook-id", b"webhook-timestamp", b"webhook-signature", b"pgmsg-message-id",
             b"pgmsg-delivery-id", b"pgmsg-message-type", b"pgmsg-client-id", b"content-type"]
 #: The contract's lines that change with the send time.

@@ -177,7 +177,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_matches(text,text)": {ADM: "EXECUTE"},
     "function pgmsg_notify_payload(messages,bigint)": {ADM: "EXECUTE"},
     "function pgmsg_webhook_signature(subscriptions,text,bigint,text)": {DIS: "EXECUTE", ADM: "EXECUTE"},
-    # One webhook contract (029): the headers every sender sends, signed in the dispatcher's claim.
+    # One webhook contract (028): the headers every sender sends, signed in the dispatcher's claim.
     "function pgmsg_webhook_headers(subscriptions,text,bigint,text,bigint,bigint,text,text)": {DIS: "EXECUTE"},
     "function pgmsg_push_http(bigint)": {ADM: "EXECUTE"},
     "function retry_failed_http_push(text,integer)": {ADM: "EXECUTE"},

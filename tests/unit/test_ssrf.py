@@ -18,7 +18,7 @@ from pgmsg.ssrf import (
     parse_host,
 )
 
-#: pgmsg_blocked_networks as the deployed database holds it (migration 029): the one list.
+#: pgmsg_blocked_networks as the deployed database holds it (migration 028): the one list.
 BLOCKED: list[tuple[str, str]] = []
 
 

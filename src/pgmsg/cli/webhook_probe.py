@@ -70,7 +70,7 @@ def send_test_event(conn: psycopg.Connection[dict[str, Any]], subscription_id: i
     body = target["body"].encode()
     # A fresh id each time (the database draws it): receivers drop repeated webhook-ids.
     webhook_id = target["webhook_id"]
-    # The contract's headers for the test event (pgmsg_webhook_headers, migration 029).
+    # The contract's headers for the test event (pgmsg_webhook_headers, migration 028).
     headers = dict(target["headers"])
     started = time.monotonic()
     try:
