@@ -21,8 +21,6 @@ from pgmsg.errors import NotFound, translated
 from pgmsg.ssrf import Allowlist, Resolver, check_url
 from pgmsg.webhook_http import NoAnswer, post_once
 
-USER_AGENT = "pgmsg-cli/1"
-TEST_EVENT_TYPE = "pgmsg.test"
 #: How much of the endpoint's answer is shown.
 RESPONSE_PREVIEW_BYTES = 300
 
@@ -59,7 +57,8 @@ def load_target(conn: psycopg.Connection[dict[str, Any]], subscription_id: int) 
 def load_allowlist(conn: psycopg.Connection[dict[str, Any]]) -> Allowlist:
     with translated("reading the webhook allowlist"):
         rows = conn.execute("SELECT entry FROM pgmsg_webhook_allowlist ORDER BY entry").fetchall()
-    return Allowlist.parse([r["entry"] for r in rows])
+        blocked = conn.execute("SELECT network::text AS network, reason FROM pgmsg_blocked_networks").fetchall()
+    return Allowlist.parse([r["entry"] for r in rows], [(r["network"], r["reason"]) for r in blocked])
 
 
 def send_test_event(conn: psycopg.Connection[dict[str, Any]], subscription_id: int, *,
@@ -71,17 +70,8 @@ def send_test_event(conn: psycopg.Connection[dict[str, Any]], subscription_id: i
     body = target["body"].encode()
     # A fresh id each time (the database draws it): receivers drop repeated webhook-ids.
     webhook_id = target["webhook_id"]
-    headers = {
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(target["webhook_timestamp"]),
-        "webhook-signature": target["webhook_signature"],
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "pgmsg-message-id": "0",
-        "pgmsg-delivery-id": "0",
-        "pgmsg-message-type": TEST_EVENT_TYPE,
-        "pgmsg-client-id": target["client_id"],
-    }
+    # The contract's headers for the test event (pgmsg_webhook_headers, migration 028).
+    headers = dict(target["headers"])
     started = time.monotonic()
     try:
         # To the address just checked, as the dispatcher does (no second lookup).
