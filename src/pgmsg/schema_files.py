@@ -31,7 +31,8 @@ AREAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tables": ("Tables, their columns, constraints, indexes and grants; the migration bookkeeping", (
         "messages", "subscriptions", "message_delivery", "delivery_attempts", "message_inbox",
         "messages_history", "message_delivery_history", "delivery_attempts_history",
-        "pgmsg_settings", "pgmsg_webhook_allowlist", "pgmsg_dispatchers", "pgmsg_client_roles",
+        "pgmsg_settings", "pgmsg_webhook_allowlist", "pgmsg_blocked_networks", "pgmsg_dispatchers",
+        "pgmsg_client_roles",
         "pgmsg_removed_subscriptions", "pgmsg_backup_runs", "pgmsg_migrations",
         "pgmsg_refuse_id_change",
     )),
@@ -49,7 +50,7 @@ AREAS: dict[str, tuple[str, tuple[str, ...]]] = {
     )),
     "http": ("HTTP push: dispatcher claims and outcomes, URL policy, signatures, in-transaction push", (
         "pgmsg_claim_http_slots", "pgmsg_record_http_attempt", "pgmsg_record_http_attempts",
-        "pgmsg_attempts_need_delivery", "pgmsg_webhook_id", "pgmsg_webhook_signature",
+        "pgmsg_attempts_need_delivery", "pgmsg_webhook_id", "pgmsg_webhook_signature", "pgmsg_webhook_headers",
         "pgmsg_webhook_test_event", "pgmsg_webhook_url_problem", "pgmsg_always_blocked",
         "pgmsg_allowlist_entry_problem", "pgmsg_set_webhook_allowlist", "pgmsg_in_transaction_push_enabled",
         "pgmsg_set_in_transaction_push", "pgmsg_push_http", "retry_failed_http_push",
