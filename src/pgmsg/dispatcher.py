@@ -44,13 +44,11 @@ from psycopg.rows import dict_row
 from pgmsg import metrics
 from pgmsg.client import DEFAULT_CONNECT_TIMEOUT, Listener, with_connect_timeout
 from pgmsg.errors import ConnectionFailed, InvalidInput, PgmsgError, translated
-from pgmsg.signing import signature_headers
 from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
 from pgmsg.webhook_http import NoAnswer, WebhookClient
 
 log = logging.getLogger("pgmsg.dispatcher")
 
-USER_AGENT = "pgmsg-dispatcher/1"
 
 #: Pause between attempts to reach the database again from a push worker.
 RECONNECT_PAUSE_SECONDS = 0.5
@@ -221,18 +219,20 @@ class Dispatcher:
         """The webhook allowlist from the database, re-read every 30 seconds."""
         if self._allowlist is None or time.monotonic() - self._allowlist_read > 30:
             rows = self._fetch("reading the webhook allowlist", "SELECT entry FROM pgmsg_webhook_allowlist")
+            blocked = [(r["network"], r["reason"]) for r in self._fetch(
+                "reading the blocked networks", "SELECT network::text AS network, reason FROM pgmsg_blocked_networks")]
             # An entry the database holds but the parser refuses (written into the table by
             # hand, or by an older release) is left out with a logged error: refusing the
             # whole list would give every claim back and claim again for ever.
             entries: list[str] = []
             for row in rows:
                 try:
-                    Allowlist.parse([row["entry"]])
+                    Allowlist.parse([row["entry"]], blocked)
                 except InvalidInput as exc:
                     log.error("ignoring webhook allowlist entry %r: %s", row["entry"], exc)
                 else:
                     entries.append(row["entry"])
-            self._allowlist = Allowlist.parse(entries)
+            self._allowlist = Allowlist.parse(entries, blocked)
             self._allowlist_read = time.monotonic()
         return self._allowlist
 
@@ -464,15 +464,8 @@ class Dispatcher:
             addresses = await self._checked_addresses(url, allowlist)
         except (BlockedTarget, PgmsgError) as exc:
             return None, f"refused: {exc}", 0.0, None
-        headers = signature_headers(row["signing_secrets"], row["webhook_id"], body)
-        headers.update({
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "pgmsg-message-id": str(row["message_id"]),
-            "pgmsg-delivery-id": str(row["delivery_id"]),
-            "pgmsg-message-type": row["message_type"],
-            "pgmsg-client-id": row["client_id"],
-        })
+        # The contract's headers, signed by the claim (pgmsg_webhook_headers, migration 028).
+        headers = dict(row["headers"])
         try:
             # To the address just checked, not a new lookup of the name (DNS rebinding).
             answer = await self._http.post(url, addresses[0], headers, body, row["http_timeout_ms"] / 1000.0)

@@ -8,7 +8,11 @@ of libcurl and browsers accept IP spellings (``2130706433``, ``0x7f.1``,
 
 The policy is deny by default: a target must be covered by the allowlist, and
 a few networks (link-local, cloud metadata, multicast, broadcast, unspecified)
-are refused even when an allowlist entry covers them.
+are refused even when an allowlist entry covers them. Both lists live in the
+database, which the in-transaction push checks against too: the allowlist in
+pgmsg_webhook_allowlist, the networks refused always, with the reason shown, in
+pgmsg_blocked_networks (migration 028). Callers read both and build an
+``Allowlist`` from them.
 
 To avoid DNS rebinding between this check and the request, the caller should
 connect to one of the addresses ``check_url`` returns rather than resolving the
@@ -34,24 +38,6 @@ Resolver = Callable[[str, int], list[str]]
 class BlockedTarget(PgmsgError):
     """A webhook target was refused by the SSRF policy; the message says why."""
 
-
-_BLOCKED_REASONS: tuple[tuple[str, str], ...] = (
-    ("0.0.0.0/8", "unspecified / 'this network' address"),
-    ("::/128", "unspecified address"),
-    ("169.254.0.0/16", "link-local / cloud metadata address"),
-    ("fe80::/10", "link-local address"),
-    ("100.100.100.200/32", "Alibaba Cloud metadata address"),
-    ("fd00:ec2::254/128", "AWS IPv6 metadata address"),
-    ("224.0.0.0/4", "multicast address"),
-    ("ff00::/8", "multicast address"),
-    ("255.255.255.255/32", "broadcast address"),
-)
-
-#: Networks refused even when an allowlist entry covers them.
-ALWAYS_BLOCKED: tuple[IPNetwork, ...] = tuple(
-    ipaddress.ip_network(cidr) for cidr, _ in _BLOCKED_REASONS
-)
-_WHY_BLOCKED = dict(zip(ALWAYS_BLOCKED, (why for _, why in _BLOCKED_REASONS)))
 
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 # Translators route these IPv6 prefixes to the IPv4 address embedded in them.
@@ -80,12 +66,15 @@ class Allowlist:
     by a name, which matches any subdomain at any depth but not the name itself.
     """
 
-    networks: tuple[IPNetwork, ...] = ()
-    hosts: tuple[str, ...] = ()
+    networks: tuple[IPNetwork, ...]
+    hosts: tuple[str, ...]
+    #: Networks refused even when an entry covers them, each with the reason shown.
+    blocked: tuple[tuple[IPNetwork, str], ...]
 
     @classmethod
-    def parse(cls, entries: Iterable[str]) -> Allowlist:
-        """Build an allowlist from IPs, CIDR networks and hostname patterns."""
+    def parse(cls, entries: Iterable[str], blocked: Iterable[tuple[str, str]]) -> Allowlist:
+        """Build an allowlist from IPs, CIDR networks and hostname patterns, and the
+        (network, reason) pairs of pgmsg_blocked_networks."""
         if isinstance(entries, str):
             # Iterating a string would yield one-character "entries".
             raise InvalidInput("allowlist entries must be a list of strings, not one string")
@@ -97,7 +86,11 @@ class Allowlist:
                 networks.append(network)
             else:
                 hosts.append(_parse_host_pattern(entry))
-        return cls(tuple(networks), tuple(hosts))
+        refused = tuple((ipaddress.ip_network(str(network)), str(reason)) for network, reason in blocked)
+        if not refused:
+            # Never a silent "nothing is blocked": the list comes from the database, which always has it.
+            raise InvalidInput("no blocked networks given: read them from pgmsg_blocked_networks (migration 028)")
+        return cls(tuple(networks), tuple(hosts), refused)
 
     def network_for(self, ip: IPAddress) -> IPNetwork | None:
         """The first allowlisted network containing ``ip``, if any."""
@@ -285,7 +278,7 @@ def normalise_ip(host: str) -> IPAddress | None:
     return _parse_ipv4(_to_ascii(text))
 
 
-def _blocked_reason(ip: IPAddress) -> str | None:
+def _blocked_reason(ip: IPAddress, blocked: tuple[tuple[IPNetwork, str], ...]) -> str | None:
     candidates = [ip]
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.sixtofour is not None:
@@ -293,9 +286,9 @@ def _blocked_reason(ip: IPAddress) -> str | None:
         if ip in _NAT64:
             candidates.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     for candidate in candidates:
-        for network in ALWAYS_BLOCKED:
+        for network, why in blocked:
             if candidate in network:
-                return _WHY_BLOCKED[network]
+                return why
     return None
 
 
@@ -303,8 +296,8 @@ def _label(ip: IPAddress, target: str | None) -> str:
     return str(ip) if target is None or target == str(ip) else f"{target} ({ip})"
 
 
-def _refuse_always_blocked(ip: IPAddress, target: str | None) -> None:
-    reason = _blocked_reason(ip)
+def _refuse_always_blocked(ip: IPAddress, target: str | None, allowlist: Allowlist) -> None:
+    reason = _blocked_reason(ip, allowlist.blocked)
     if reason is not None:
         raise BlockedTarget(f"webhook target {_label(ip, target)} refused: {reason}")
 
@@ -315,7 +308,7 @@ def check_address(ip: IPAddress, allowlist: Allowlist, *, target: str | None = N
     ``target`` is the host as written, shown in the message when it differs.
     """
     ip = _unmap(ip)
-    _refuse_always_blocked(ip, target)
+    _refuse_always_blocked(ip, target, allowlist)
     if allowlist.network_for(ip) is None:
         raise BlockedTarget(f"webhook target {_label(ip, target)} refused: "
                             f"not in the allowlist ({allowlist.describe()})")
@@ -349,7 +342,7 @@ def check_url(url: str, allowlist: Allowlist, *, resolve: Resolver | None = None
 
     An IP-literal host must be in an allowlisted network. A hostname must match
     a host pattern or have every address it resolves to in an allowlisted
-    network. Every address must also be outside ALWAYS_BLOCKED. ``resolve(host,
+    network. Every address must also be outside the allowlist's blocked networks. ``resolve(host,
     port)`` returns IP strings and defaults to socket.getaddrinfo.
     """
     host, port = _split(url)
@@ -361,7 +354,7 @@ def check_url(url: str, allowlist: Allowlist, *, resolve: Resolver | None = None
     by_pattern = allowlist.matches_host(host)
     for address in addresses:
         if by_pattern:
-            _refuse_always_blocked(address, host)
+            _refuse_always_blocked(address, host, allowlist)
         else:
             check_address(address, allowlist, target=host)
     return [str(address) for address in addresses]

@@ -176,8 +176,8 @@ def test_target_removed_from_allowlist_is_refused_at_send_time(dsn: str, db: psy
         db.execute("SELECT pgmsg_set_webhook_allowlist(%s)", (["10.0.0.0/8"],))
         row = {"delivery_id": 0, "subscription_id": 0, "client_id": "probe", "webhook_id": "dlv_0",
                "webhook_url": "http://127.0.0.1:9/hook", "http_timeout_ms": 1000,
-               "signing_secrets": ["whsec_" + "A" * 43 + "="], "attempts": 1, "message_id": 0,
-               "message_type": "probe", "body": "{}"}
+               "attempts": 1, "message_id": 0, "message_type": "probe", "body": "{}",
+               "headers": [["Content-Type", "application/json"]]}
         code, error, _, _ = probe.push(row)
         assert code is None
         assert error == "refused: webhook target 127.0.0.1 refused: not in the allowlist (10.0.0.0/8)"

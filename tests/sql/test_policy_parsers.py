@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from pgmsg.errors import InvalidInput
 from pgmsg.signing import secret_key
-from pgmsg.ssrf import Allowlist
+from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
 
 ALLOWLIST_CORPUS = [
     # networks, valid
@@ -63,7 +63,7 @@ def sql_verdict(db: psycopg.Connection[dict[str, Any]], entry: str) -> tuple[str
 
 def python_verdict(entry: str) -> tuple[str, Any] | str:
     try:
-        allowlist = Allowlist.parse([entry])
+        allowlist = Allowlist.parse([entry], [("169.254.0.0/16", "link-local")])
     except InvalidInput as exc:
         return str(exc)
     if allowlist.networks:
@@ -154,3 +154,27 @@ def test_signing_secret_the_database_takes_is_one_the_signer_can_use(
         # The signer also takes a bare base64 key and surrounding spaces (for receivers);
         # with the prefix written exactly, a refusal must be shared.
         assert isinstance(in_python, str), f"{secret!r}: database refuses ({in_sql}), signer accepts"
+
+
+def test_the_database_and_the_dispatcher_refuse_the_blocked_networks_with_one_message(
+        db: psycopg.Connection[dict[str, Any]]) -> None:
+    """pgmsg_blocked_networks is the one list: the URL check in the database (the in-transaction
+    push, a subscription write) and the dispatcher's send-time check refuse each of its networks,
+    even under a catch-all allowlist, with the same words."""
+    blocked = [(r["network"], r["reason"]) for r in db.execute(
+        "SELECT network::text AS network, reason FROM pgmsg_blocked_networks ORDER BY network").fetchall()]
+    assert len(blocked) >= 9
+    before = [r["entry"] for r in db.execute("SELECT entry FROM pgmsg_webhook_allowlist").fetchall()]
+    allow_all = Allowlist.parse(["0.0.0.0/0", "::/0"], blocked)
+    try:
+        db.execute("SELECT pgmsg_set_webhook_allowlist(%s)", (["0.0.0.0/0", "::/0"],))
+        for network, reason in blocked:
+            address = ipaddress.ip_network(network)[-1]
+            host = f"[{address}]" if address.version == 6 else str(address)
+            url = f"http://{host}/hook"
+            in_sql = db.execute("SELECT pgmsg_webhook_url_problem(%s) AS why", (url,)).fetchone()["why"]
+            with pytest.raises(BlockedTarget) as in_python:
+                check_url(url, allow_all)
+            assert in_sql == str(in_python.value) == f"webhook target {address} refused: {reason}"
+    finally:
+        db.execute("SELECT pgmsg_set_webhook_allowlist(%s)", (before,))

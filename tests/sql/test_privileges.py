@@ -116,6 +116,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "table delivery_attempts": {CLI: "SELECT", DIS: "INSERT", ADM: ADMIN_TABLE, MON: "SELECT"},
     # Written by pgmsg_set_webhook_allowlist only, which only the deployment runs.
     "table pgmsg_webhook_allowlist": {DIS: "SELECT", ADM: "SELECT"},
+    "table pgmsg_blocked_networks": {DIS: "SELECT", ADM: "SELECT"},
     # Whether the database pushes webhooks itself: the deployment's decision (018).
     "table pgmsg_settings": {ADM: "SELECT", MON: "SELECT"},
     "function pgmsg_set_in_transaction_push(boolean)": {},
@@ -175,7 +176,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     # Operating.
     "function pgmsg_matches(text,text)": {ADM: "EXECUTE"},
     "function pgmsg_notify_payload(messages,bigint)": {ADM: "EXECUTE"},
-    "function pgmsg_webhook_signature(subscriptions,text,bigint,text)": {ADM: "EXECUTE"},
+    "function pgmsg_webhook_signature(subscriptions,text,bigint,text)": {DIS: "EXECUTE", ADM: "EXECUTE"},
+    # One webhook contract (028): the headers every sender sends, signed in the dispatcher's claim.
+    "function pgmsg_webhook_headers(subscriptions,text,bigint,text,bigint,bigint,text,text)": {DIS: "EXECUTE"},
     "function pgmsg_push_http(bigint)": {ADM: "EXECUTE"},
     "function retry_failed_http_push(text,integer)": {ADM: "EXECUTE"},
     "function retry_failed_http_push(bigint,text)": {ADM: "EXECUTE"},
@@ -227,6 +230,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     # -- extensions' functions -------------------------------------------------
     **{f"function {signature}": {} for signature in PGSQL_HTTP + PG_CRON + PGCRYPTO},
     "function gen_random_bytes(integer)": {DIS: "EXECUTE", ADM: "EXECUTE"},
+    "function hmac(bytea,bytea,text)": {DIS: "EXECUTE"},
 }
 
 _TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")

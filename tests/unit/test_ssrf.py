@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+import psycopg
 import pytest
 
 from pgmsg.errors import InvalidInput, PgmsgError
 from pgmsg.ssrf import (
-    ALWAYS_BLOCKED,
     Allowlist,
     BlockedTarget,
     check_address,
@@ -18,7 +18,22 @@ from pgmsg.ssrf import (
     parse_host,
 )
 
-LOOPBACK_ONLY = Allowlist.parse(["127.0.0.1/32"])
+#: pgmsg_blocked_networks as the deployed database holds it (migration 028): the one list.
+BLOCKED: list[tuple[str, str]] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _blocked_networks(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        BLOCKED[:] = conn.execute("SELECT network::text, reason FROM pgmsg_blocked_networks").fetchall()
+
+
+def allow(entries: list[str] | str) -> Allowlist:
+    return Allowlist.parse(entries, BLOCKED)
+
+
+def loopback_only() -> Allowlist:
+    return allow(["127.0.0.1/32"])
 
 
 def fake_resolver(table: dict[str, list[str]]) -> Callable[[str, int], list[str]]:
@@ -46,7 +61,7 @@ def no_resolver(host: str, port: int) -> list[str]:
     "HTTP://127.0.0.1/",
 ])
 def test_allowed_ip_literals(url: str) -> None:
-    assert check_url(url, LOOPBACK_ONLY, resolve=no_resolver) == ["127.0.0.1"]
+    assert check_url(url, loopback_only(), resolve=no_resolver) == ["127.0.0.1"]
 
 
 @pytest.mark.parametrize(("url", "reason"), [
@@ -73,18 +88,18 @@ def test_allowed_ip_literals(url: str) -> None:
 ])
 def test_refused_ip_literals(url: str, reason: str) -> None:
     with pytest.raises(BlockedTarget, match=r"^webhook target .* refused: ") as caught:
-        check_url(url, LOOPBACK_ONLY, resolve=no_resolver)
+        check_url(url, loopback_only(), resolve=no_resolver)
     assert reason in str(caught.value)
 
 
 def test_message_names_the_address_and_the_spelling() -> None:
     with pytest.raises(BlockedTarget) as caught:
-        check_url("http://2852039166/", LOOPBACK_ONLY, resolve=no_resolver)
+        check_url("http://2852039166/", loopback_only(), resolve=no_resolver)
     assert str(caught.value) == (
         "webhook target 2852039166 (169.254.169.254) refused: link-local / cloud metadata address"
     )
     with pytest.raises(BlockedTarget) as caught:
-        check_url("http://10.1.2.3/", LOOPBACK_ONLY, resolve=no_resolver)
+        check_url("http://10.1.2.3/", loopback_only(), resolve=no_resolver)
     assert str(caught.value) == "webhook target 10.1.2.3 refused: not in the allowlist (127.0.0.1/32)"
 
 
@@ -96,7 +111,7 @@ def test_message_names_the_address_and_the_spelling() -> None:
 ])
 def test_other_schemes_are_refused(url: str) -> None:
     with pytest.raises(BlockedTarget, match="is not http or https"):
-        check_url(url, LOOPBACK_ONLY, resolve=no_resolver)
+        check_url(url, loopback_only(), resolve=no_resolver)
 
 
 @pytest.mark.parametrize("url", [
@@ -107,7 +122,7 @@ def test_other_schemes_are_refused(url: str) -> None:
 ])
 def test_userinfo_is_refused(url: str) -> None:
     with pytest.raises(BlockedTarget, match=r"user:password@ are not allowed"):
-        check_url(url, LOOPBACK_ONLY, resolve=no_resolver)
+        check_url(url, loopback_only(), resolve=no_resolver)
 
 
 @pytest.mark.parametrize(("url", "message"), [
@@ -124,7 +139,7 @@ def test_userinfo_is_refused(url: str) -> None:
 ])
 def test_malformed_urls_are_invalid_input(url: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        check_url(url, LOOPBACK_ONLY, resolve=no_resolver)
+        check_url(url, loopback_only(), resolve=no_resolver)
 
 
 def test_parse_host() -> None:
@@ -172,7 +187,7 @@ def test_hostname_resolving_to_private_address_is_refused() -> None:
     resolve = fake_resolver({"internal.example": ["10.0.0.1"]})
     expected = r"internal\.example \(10\.0\.0\.1\) refused: not in the allowlist"
     with pytest.raises(BlockedTarget, match=expected):
-        check_url("http://internal.example/hook", LOOPBACK_ONLY, resolve=resolve)
+        check_url("http://internal.example/hook", loopback_only(), resolve=resolve)
 
 
 def test_hostname_resolving_to_allowlisted_address_is_allowed() -> None:
@@ -182,25 +197,25 @@ def test_hostname_resolving_to_allowlisted_address_is_allowed() -> None:
         seen.append((host, port))
         return ["127.0.0.1", "127.0.0.1"]
 
-    assert check_url("https://hooks.test/x", LOOPBACK_ONLY, resolve=resolve) == ["127.0.0.1"]
+    assert check_url("https://hooks.test/x", loopback_only(), resolve=resolve) == ["127.0.0.1"]
     assert seen == [("hooks.test", 443)]
 
 
 def test_every_resolved_address_must_pass() -> None:
     resolve = fake_resolver({"mixed.example": ["127.0.0.1", "10.0.0.1"]})
     with pytest.raises(BlockedTarget, match=r"10\.0\.0\.1"):
-        check_url("http://mixed.example:8080/", LOOPBACK_ONLY, resolve=resolve)
+        check_url("http://mixed.example:8080/", loopback_only(), resolve=resolve)
 
 
 def test_resolved_ipv4_mapped_addresses_are_checked_as_ipv4() -> None:
     resolve = fake_resolver({"mapped.example": ["::ffff:169.254.169.254"]})
-    allow_all = Allowlist.parse(["0.0.0.0/0", "::/0"])
+    allow_all = allow(["0.0.0.0/0", "::/0"])
     with pytest.raises(BlockedTarget, match="cloud metadata"):
         check_url("http://mapped.example/", allow_all, resolve=resolve)
 
 
 def test_host_pattern_skips_the_network_allowlist() -> None:
-    allowlist = Allowlist.parse(["127.0.0.1/32", "*.internal.example", "hooks.example.com"])
+    allowlist = allow(["127.0.0.1/32", "*.internal.example", "hooks.example.com"])
     # The resolver gets the lowercased name with its trailing dot, as libcurl would.
     resolve = fake_resolver({"a.b.internal.example": ["10.1.2.3"], "hooks.example.com.": ["192.168.0.9"]})
     assert check_url("http://a.b.internal.example/", allowlist, resolve=resolve) == ["10.1.2.3"]
@@ -208,7 +223,7 @@ def test_host_pattern_skips_the_network_allowlist() -> None:
 
 
 def test_wildcard_does_not_match_the_bare_name_or_lookalikes() -> None:
-    allowlist = Allowlist.parse(["*.internal.example"])
+    allowlist = allow(["*.internal.example"])
     resolve = fake_resolver({"internal.example": ["10.1.2.3"], "evilinternal.example": ["10.1.2.3"]})
     for url in ("http://internal.example/", "http://evilinternal.example/"):
         with pytest.raises(BlockedTarget, match="not in the allowlist"):
@@ -216,7 +231,7 @@ def test_wildcard_does_not_match_the_bare_name_or_lookalikes() -> None:
 
 
 def test_host_pattern_resolving_to_metadata_is_still_refused() -> None:
-    allowlist = Allowlist.parse(["hooks.example.com"])
+    allowlist = allow(["hooks.example.com"])
     resolve = fake_resolver({"hooks.example.com": ["203.0.113.7", "169.254.169.254"]})
     with pytest.raises(BlockedTarget, match="link-local / cloud metadata address"):
         check_url("https://hooks.example.com/", allowlist, resolve=resolve)
@@ -224,24 +239,24 @@ def test_host_pattern_resolving_to_metadata_is_still_refused() -> None:
 
 def test_unresolvable_name_is_refused() -> None:
     with pytest.raises(BlockedTarget, match="nowhere.example refused: does not resolve"):
-        check_url("http://nowhere.example/", LOOPBACK_ONLY, resolve=fake_resolver({}))
+        check_url("http://nowhere.example/", loopback_only(), resolve=fake_resolver({}))
 
     def failing(host: str, port: int) -> list[str]:
         raise OSError("Name or service not known")
 
     with pytest.raises(BlockedTarget, match="does not resolve .*Name or service not known"):
-        check_url("http://nowhere.example/", LOOPBACK_ONLY, resolve=failing)
+        check_url("http://nowhere.example/", loopback_only(), resolve=failing)
 
 
 def test_localhost_with_the_real_resolver() -> None:
-    allowlist = Allowlist.parse(["127.0.0.1/32", "::1/128"])
+    allowlist = allow(["127.0.0.1/32", "::1/128"])
     addresses = check_url("http://localhost:8080/webhook", allowlist)
     assert addresses
     assert set(addresses) <= {"127.0.0.1", "::1"}
 
 
 def test_always_blocked_beats_a_catch_all_allowlist() -> None:
-    allow_all = Allowlist.parse(["0.0.0.0/0", "::/0"])
+    allow_all = allow(["0.0.0.0/0", "::/0"])
     with pytest.raises(BlockedTarget, match="cloud metadata"):
         check_url("http://169.254.169.254/", allow_all, resolve=no_resolver)
     # Translated IPv6 forms reach the same IPv4 address.
@@ -254,21 +269,26 @@ def test_always_blocked_beats_a_catch_all_allowlist() -> None:
 def test_always_blocked_covers_the_required_networks() -> None:
     required = ["169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "100.100.100.200/32",
                 "fd00:ec2::254/128", "224.0.0.0/4", "ff00::/8", "255.255.255.255/32", "::/128"]
-    assert {ipaddress.ip_network(cidr) for cidr in required} <= set(ALWAYS_BLOCKED)
+    assert {ipaddress.ip_network(cidr) for cidr in required} <= {network for network, _ in allow([]).blocked}
+
+
+def test_an_allowlist_without_the_blocked_networks_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="pgmsg_blocked_networks"):
+        Allowlist.parse(["0.0.0.0/0"], [])
 
 
 def test_check_address() -> None:
-    check_address(ipaddress.ip_address("127.0.0.1"), LOOPBACK_ONLY)
-    check_address(ipaddress.ip_address("::ffff:127.0.0.1"), LOOPBACK_ONLY)
+    check_address(ipaddress.ip_address("127.0.0.1"), loopback_only())
+    check_address(ipaddress.ip_address("::ffff:127.0.0.1"), loopback_only())
     with pytest.raises(BlockedTarget, match="not in the allowlist"):
-        check_address(ipaddress.ip_address("10.0.0.1"), LOOPBACK_ONLY)
+        check_address(ipaddress.ip_address("10.0.0.1"), loopback_only())
     with pytest.raises(BlockedTarget, match="not in the allowlist \\(the allowlist is empty\\)"):
-        check_address(ipaddress.ip_address("127.0.0.1"), Allowlist.parse([]))
+        check_address(ipaddress.ip_address("127.0.0.1"), allow([]))
 
 
 def test_allowlist_parse() -> None:
     entries = [" 127.0.0.1 ", "10.0.0.0/8", "::1", "Hooks.Example.com.", "*.internal.example"]
-    allowlist = Allowlist.parse(entries)
+    allowlist = allow(entries)
     assert allowlist.networks == (
         ipaddress.ip_network("127.0.0.1/32"),
         ipaddress.ip_network("10.0.0.0/8"),
@@ -296,5 +316,5 @@ def test_allowlist_parse() -> None:
 ])
 def test_allowlist_parse_errors(entries: list[str] | str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message) as caught:
-        Allowlist.parse(entries)
+        allow(entries)
     assert isinstance(caught.value, PgmsgError)

@@ -18,8 +18,6 @@ from pgmsg.client import Client
 from pgmsg.ssrf import Allowlist, Resolver, check_url
 from pgmsg.webhook_http import NoAnswer, post_once
 
-USER_AGENT = "pgmsg-cli/1"
-TEST_EVENT_TYPE = "pgmsg.test"
 #: How much of the endpoint's answer is shown.
 RESPONSE_PREVIEW_BYTES = 300
 
@@ -45,21 +43,13 @@ def send_test_event(client: Client, subscription_id: int, *,
     BlockedTarget when the allowlist refuses the URL."""
     target = client.webhook_test_event(subscription_id)
     url = target["webhook_url"]
-    addresses = check_url(url, Allowlist.parse(client.webhook_allowlist()), resolve=resolve)
+    allowlist = Allowlist.parse(client.webhook_allowlist(), client.blocked_networks())
+    addresses = check_url(url, allowlist, resolve=resolve)
     body = target["body"].encode()
     # A fresh id each time (the database draws it): receivers drop repeated webhook-ids.
     webhook_id = target["webhook_id"]
-    headers = {
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(target["webhook_timestamp"]),
-        "webhook-signature": target["webhook_signature"],
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "pgmsg-message-id": "0",
-        "pgmsg-delivery-id": "0",
-        "pgmsg-message-type": TEST_EVENT_TYPE,
-        "pgmsg-client-id": target["client_id"],
-    }
+    # The contract's headers for the test event (pgmsg_webhook_headers, migration 028).
+    headers = dict(target["headers"])
     started = time.monotonic()
     try:
         # To the address just checked, as the dispatcher does (no second lookup).

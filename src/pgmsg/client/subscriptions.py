@@ -89,6 +89,9 @@ WEBHOOK_TEST_EVENT = "SELECT * FROM pgmsg_webhook_test_event(%s)"
 
 WEBHOOK_ALLOWLIST = "SELECT entry FROM pgmsg_webhook_allowlist ORDER BY entry"
 
+#: Networks no webhook may reach whatever the allowlist says, each with why (migration 028).
+BLOCKED_NETWORKS = "SELECT network::text AS network, reason FROM pgmsg_blocked_networks"
+
 
 class SubscriptionsMixin(ClientCore):
     """Who receives which messages, and how."""
@@ -231,3 +234,8 @@ class SubscriptionsMixin(ClientCore):
         """The entries of the webhook allowlist (hosts and networks), sorted."""
         with translated("reading the webhook allowlist"), self._connection() as conn:
             return [r["entry"] for r in conn.execute(WEBHOOK_ALLOWLIST).fetchall()]
+
+    def blocked_networks(self) -> list[tuple[str, str]]:
+        """(network, reason) of each network no webhook may reach, whatever the allowlist says."""
+        with translated("reading the webhook allowlist"), self._connection() as conn:
+            return [(r["network"], r["reason"]) for r in conn.execute(BLOCKED_NETWORKS).fetchall()]
