@@ -132,8 +132,9 @@ def refuse_edited(files: list[Migration], applied: dict[int, str]) -> None:
     version -> checksum recorded in pgmsg_migrations)."""
     edited = [m.name for m in files if applied.get(m.version, m.checksum) != m.checksum]
     if edited:
-        raise InvalidInput(f"migration {', '.join(edited)} differs from the one applied to the database; "
-                           "applied migrations are immutable: revert the edit and add a new migration")
+        raise InvalidInput(f"migration {', '.join(edited)} was changed after it was applied (its checksum "
+                           "differs from the recorded one); nothing was applied: applied migrations are "
+                           "immutable, revert the edit and add a new migration")
 
 
 def complete_concurrently(conn: psycopg.Connection[Any], index: str, statement: str) -> bool:

@@ -93,16 +93,14 @@ def test_rotation_signs_with_both_secrets_during_the_overlap(run: Run, client: C
     assert run("subscriptions", "test", str(sub.id)).exit_code == 0
 
 
-def test_non_2xx_and_unreachable_endpoints_exit_1(run: Run, client: Client, run_id: str) -> None:
-    plain = Receiver(status=503).start()
-    try:
-        sub = client.subscribe(run_id + "-503", "http", webhook_url=plain.url)
-        result = run("subscriptions", "test", str(sub.id))
-        assert result.exit_code == 1 and "HTTP 503" in result.output and "refused" in result.output
-        [request] = plain.requests
-        signing.verify([secret_of(run, run_id + "-503")], request.headers, request.body)
-    finally:
-        plain.stop()
+def test_non_2xx_and_unreachable_endpoints_exit_1(run: Run, client: Client, run_id: str, receiver: Receiver) -> None:
+    receiver.status = 503
+    sub = client.subscribe(run_id + "-503", "http", webhook_url=receiver.url)
+    result = run("subscriptions", "test", str(sub.id))
+    assert result.exit_code == 1 and "HTTP 503" in result.output and "refused" in result.output
+    [request] = receiver.requests
+    signing.verify([secret_of(run, run_id + "-503")], request.headers, request.body)
+    receiver.stop()
     gone = run("subscriptions", "test", str(sub.id), "--json")    # nobody listens on that port any more
     assert gone.exit_code == 1
     assert json.loads(gone.stdout)["status"] is None and "did not accept" in gone.output

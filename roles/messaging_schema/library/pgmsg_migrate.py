@@ -58,8 +58,7 @@ def main() -> None:
                          rc=rc, stdout=out, stderr=err)
     result = json.loads(out)
     if module.check_mode:
-        applied = [f"{r['version']:03d}_{r['name']}" if not str(r["name"]).startswith(f"{r['version']:03d}")
-                   else r["name"] for r in result if r["state"] == "pending"]
+        applied = [r["name"] for r in result if r["state"] == "pending"]
     else:
         applied = result["applied"]
     module.exit_json(changed=bool(applied), applied=applied)
