@@ -57,12 +57,16 @@ class Deployment:
 
     def value(self, name: str) -> Any:
         """``name`` as Ansible would resolve it (for values built from other plain values)."""
+        value = self.variables[name]
+        return self.render(value) if isinstance(value, str) else value
+
+    def render(self, text: str) -> str:
+        """``text`` with its ``{{ variable }}`` references resolved, as Ansible would."""
         env = jinja2.Environment(undefined=jinja2.StrictUndefined)
         env.filters["bool"] = _bool
-        value = self.variables[name]
-        while isinstance(value, str) and "{{" in value:
-            value = env.from_string(value).render(self.variables).strip()
-        return value
+        while "{{" in text:
+            text = env.from_string(text).render(self.variables).strip()
+        return text
 
     # -- the database -----------------------------------------------------------------
     @property
@@ -101,7 +105,14 @@ class Deployment:
         """The inventory's client login role (name, client_id, password, ...) of ``client_id``."""
         return next(c for c in self.value("messaging_schema_clients") if c["client_id"] == client_id)
 
-    def service_of_mode(self, mode: str) -> str:
-        """An enabled service whose client subscribes in delivery mode ``mode`` (async, notify, http)."""
-        clients = {s["client_id"] for s in self.value("messaging_schema_subscriptions") if s["delivery_mode"] == mode}
-        return next(s for s in self.services if s in clients)
+    @property
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription the deployment declares, as roles/messaging_schema derives them:
+        messaging_schema_subscriptions and each client's own, with its client_id and channel."""
+        found = [dict(s) for s in self.value("messaging_schema_subscriptions")]
+        for client in self.value("messaging_schema_clients"):
+            for subscription in client.get("subscriptions", []):
+                found.append({**subscription, "client_id": client["client_id"],
+                              **({"notify_channel": client["notify_channel"]}
+                                 if subscription["delivery_mode"] == "notify" and "notify_channel" in client else {})})
+        return found

@@ -133,8 +133,8 @@ def endpoint_ok(url: str) -> bool:
 def service_roles(inventory_vars: dict[str, Any], services: list[str]) -> set[str]:
     """The login roles the enabled services connect with."""
     by_client = {c["client_id"]: c["name"] for c in inventory_vars.get("messaging_schema_clients", [])}
-    roles = {by_client[CATALOG[s]["client_id"]] for s in services
-             if CATALOG[s].get("login") and CATALOG[s]["client_id"] in by_client}
+    # A client service runs as the client login role of its name (roles/pgmsg_services).
+    roles = {by_client[s] for s in services if CATALOG[s]["login_as"] == "client" and s in by_client}
     if "http-dispatcher" in services:
         roles.add(inventory_vars["messaging_schema_dispatchers"][0]["name"])
     return roles
