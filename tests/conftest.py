@@ -13,7 +13,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from pgmsg import Client
-from tests.support.deployment import Deployment
+from tests.support.deployment import INVENTORY, Deployment
 from tests.support.deployment import inventory_vars as deployment_vars
 from tests.support.receiver import Receiver
 from tests.support.scratch import ScratchServer, deployed_image, free_port, migrate_for_tests, remove, start_postgres
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def inventory_vars() -> dict[str, Any]:
     """Variables of this machine in the inventory under test, as Ansible sees them."""
-    return deployment_vars()
+    return deployment_vars(INVENTORY)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,13 @@ class Deployment:
     plain values tests need (``value`` renders ``{{ other_variable }}`` references)."""
 
     inventory_vars: dict[str, Any]
+    db_container: str = field(init=False)
+    db_name: str = field(init=False)
+    db_host: str = field(init=False)
+    db_port: int = field(init=False)
+    exporter_container: str = field(init=False)
+    pgadmin_container: str = field(init=False)
+    services: list[str] = field(init=False)
 
     @cached_property
     def variables(self) -> dict[str, Any]:
@@ -68,42 +75,15 @@ class Deployment:
             text = env.from_string(text).render(self.variables).strip()
         return text
 
-    # -- the database -----------------------------------------------------------------
-    @property
-    def db_container(self) -> str:
-        """The single node's PostgreSQL container."""
-        return str(self.value("postgres_container_name"))
-
-    @property
-    def db_name(self) -> str:
-        return str(self.value("pgmsg_db_name"))
-
-    @property
-    def db_port(self) -> int:
-        """Where clients reach PostgreSQL (the single node, or HAProxy's leader port)."""
-        return int(self.value("pgmsg_db_port"))
-
-    @property
-    def db_host(self) -> str:
-        return str(self.value("pgmsg_db_host"))
-
-    # -- monitoring and services -------------------------------------------------------
-    @property
-    def exporter_container(self) -> str:
-        return str(self.value("postgres_exporter_container_name"))
-
-    @property
-    def pgadmin_container(self) -> str:
-        return str(self.value("pgadmin_container_name"))
-
-    @property
-    def services(self) -> list[str]:
-        """The service containers the inventory enables on this host."""
-        return list(self.value("pgmsg_services_enabled"))
-
-    def client(self, client_id: str) -> dict[str, Any]:
-        """The inventory's client login role (name, client_id, password, ...) of ``client_id``."""
-        return next(c for c in self.value("messaging_schema_clients") if c["client_id"] == client_id)
+    def __post_init__(self) -> None:
+        # The names tests use, each read from the variable that declares it.
+        self.db_container = str(self.value("postgres_container_name"))  # the single node's container
+        self.db_name = str(self.value("pgmsg_db_name"))
+        self.db_host = str(self.value("pgmsg_db_host"))
+        self.db_port = int(self.value("pgmsg_db_port"))  # the single node, or HAProxy's leader port
+        self.exporter_container = str(self.value("postgres_exporter_container_name"))
+        self.pgadmin_container = str(self.value("pgadmin_container_name"))
+        self.services = list(self.value("pgmsg_services_enabled"))  # containers enabled on this host
 
     @property
     def subscriptions(self) -> list[dict[str, Any]]:
