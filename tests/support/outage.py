@@ -115,10 +115,10 @@ def publish_loop(client: Client, journal: Journal, number: int, message_type: st
 
 # -- the deployed services ------------------------------------------------------------------
 
-def health_url(service: str) -> str:
+def health_url(service: str, deployment: Deployment) -> str:
     spec = CATALOG[service]
     if spec.get("health_path"):
-        return f"http://127.0.0.1:{spec['health_port']}{spec['health_path']}"
+        return f"http://127.0.0.1:{deployment.render(str(spec['health_port']))}{spec['health_path']}"
     return f"http://127.0.0.1:{spec['metrics_port']}/metrics"
 
 
@@ -300,7 +300,7 @@ def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver:
 
         # -- the deployed services are back -----------------------------------------------------
         def unhealthy() -> list[str]:
-            return [s for s in services if not (healthy(s) and endpoint_ok(health_url(s)))]
+            return [s for s in services if not (healthy(s) and endpoint_ok(health_url(s, deployment)))]
         wait_until(lambda: not unhealthy(), timeout=60, interval=0.5,
                    message="the services are not all healthy after the restart")
         assert {s: container_state(s)["StartedAt"] for s in watched} == started, "a container was restarted"
