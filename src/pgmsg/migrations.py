@@ -1,9 +1,10 @@
-"""Versioned migrations (sql/migrations/NNN_description.sql.j2) applied from Python.
+"""Versioned migrations (sql/migrations/NNN_description.sql.j2): the one runner.
 
-The Ansible role messaging_schema applies the same files the same way: each is
-rendered with Jinja2, then handed as a bind parameter to the database function
-pgmsg_apply_migration, which runs it and records it in one transaction and
-refuses a migration that changed after it was applied.
+``pgmsg migrate`` and the Ansible role messaging_schema both run this code (the role runs
+``pgmsg migrate --json`` in a one-off container of the services image on the database host,
+library/pgmsg_migrate.py). Each file is rendered with Jinja2, then handed as a bind parameter
+to the database function pgmsg_apply_migration, which runs it and records it in one
+transaction. A migration that changed after it was applied is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jinja2
 import psycopg
 import psycopg.sql
 
-from pgmsg.errors import InvalidInput, translated
+from pgmsg.errors import InvalidInput, PgmsgError, describe, translated
 
 #: The states :func:`status` gives a migration.
 APPLIED, PENDING, MISMATCH, UNKNOWN = "applied", "pending", "CHECKSUM MISMATCH", "not in sql dir"
@@ -128,19 +129,42 @@ def apply(conninfo: str, sql_dir: Path | None = None,
           variables: dict[str, Any] | None = None) -> list[str]:
     """Apply the bookkeeping and every pending migration; return the names applied."""
     directory = sql_dir or default_sql_dir()
+    pending = load(directory, variables)
     applied: list[str] = []
     with translated("migrating the messaging database"), psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute((directory / "bootstrap.sql").read_text())
-        for migration in load(directory, variables):
-            row = conn.execute(
-                "SELECT pgmsg_apply_migration(%s, %s, %s, %s)",
-                (migration.version, migration.name, migration.checksum, migration.transactional),
-            ).fetchone()
-            if row and row[0]:
-                applied.append(migration.name)
-            for index, statement in migration.concurrent:
-                complete_concurrently(conn, index, statement)
+        refuse_edited(pending, dict(conn.execute("SELECT version, checksum FROM pgmsg_migrations").fetchall()))
+        for migration in pending:
+            try:
+                row = conn.execute(
+                    "SELECT pgmsg_apply_migration(%s, %s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum, migration.transactional),
+                ).fetchone()
+                if row and row[0]:
+                    applied.append(migration.name)
+                for index, statement in migration.concurrent:
+                    complete_concurrently(conn, index, statement)
+            except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError) and conn.closed:
+                    raise
+                # Named, so that a deploy's or an operator's error says which file to look at.
+                raise MigrationFailed(f"migration {migration.name} failed "
+                                      f"(applied before it: {', '.join(applied) or 'none'}): {describe(exc)}") from exc
     return applied
+
+
+class MigrationFailed(PgmsgError):
+    """A migration's SQL failed; its transaction was rolled back, the ones before it stay."""
+
+
+def refuse_edited(files: list[Migration], applied: dict[int, str]) -> None:
+    """Refuse to run anything when a migration changed after it was applied (``applied``:
+    version -> checksum recorded in pgmsg_migrations)."""
+    edited = [m.name for m in files if applied.get(m.version, m.checksum) != m.checksum]
+    if edited:
+        raise InvalidInput(f"migration {', '.join(edited)} was changed after it was applied (its checksum "
+                           "differs from the recorded one); nothing was applied: applied migrations are "
+                           "immutable, revert the edit and add a new migration")
 
 
 def complete_concurrently(conn: psycopg.Connection[Any], index: str, statement: str) -> bool:

@@ -52,14 +52,12 @@ def test_list_and_show(run: Run, client: Client, run_id: str) -> None:
     datetime.fromisoformat(detail["delivery"]["dead_at"])          # ISO 8601 in JSON
 
 
-def test_show_includes_http_attempts(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
-    receiver = Receiver(status=400).start()
-    try:
-        client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
-                         push_mode="in_transaction")
-        [delivery] = client.deliveries(client.publish(run_id + ".e", {"order": 7}))
-    finally:
-        receiver.stop()
+def test_show_includes_http_attempts(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str,
+                                     receiver: Receiver) -> None:
+    receiver.status = 400
+    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
+                     push_mode="in_transaction")
+    [delivery] = client.deliveries(client.publish(run_id + ".e", {"order": 7}))
     db.execute("UPDATE message_delivery SET status = 'dead', dead_at = now() WHERE id = %s", (delivery["id"],))
     detail = json.loads(run("dead-letters", "show", str(delivery["id"]), "--json").stdout)
     [attempt] = detail["attempts"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -16,12 +16,6 @@ from tests.support.receiver import Receiver
 Run = Callable[..., Result]
 
 
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def test_list_filters(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:

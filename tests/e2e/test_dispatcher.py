@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
@@ -14,7 +13,7 @@ from pgmsg import Client
 from pgmsg.dispatcher import Dispatcher, parse_retry_after
 from pgmsg.webhook_receiver import WebhookReceiver
 from tests.support.dispatching import running
-from tests.support.receiver import Receiver, serving
+from tests.support.receiver import Receiver, Reply
 from tests.support.waiting import wait_until
 
 
@@ -24,40 +23,15 @@ def dispatcher(dsn: str) -> Iterator[Dispatcher]:
         yield d
 
 
-class Scripted(BaseHTTPRequestHandler):
-    """Answers with the next (status, headers) of the server's script; records each request."""
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        server: Any = self.server
-        server.seen.append((time.monotonic(), dict(self.headers.items()), body))
-        status, headers, delay = server.script.pop(0) if server.script else (200, {}, 0)
-        if delay:
-            time.sleep(delay)
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def scripted() -> Iterator[Any]:
-    with serving(Scripted, script=[], seen=[]) as server:
-        yield server
-
-
 def delivery(client: Client, message_id: int) -> dict[str, Any]:
     [row] = client.deliveries(message_id)
     return row
 
 
 def test_fails_twice_then_succeeds_three_attempts_logged(client: Client, dispatcher: Dispatcher,
-                                                         scripted: Any, run_id: str) -> None:
-    scripted.script = [(503, {}, 0), (500, {}, 0), (200, {}, 0)]
-    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=scripted.url,
+                                                         receiver: Receiver, run_id: str) -> None:
+    receiver.script = [Reply(503), Reply(500), Reply(200)]
+    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
                      retry_base_ms=50, retry_max_ms=200)
     message_id = client.publish(run_id + ".paid", {"amount": 3})
     row = wait_until(lambda: (r := delivery(client, message_id))["status"] == "delivered" and r)
@@ -66,20 +40,20 @@ def test_fails_twice_then_succeeds_three_attempts_logged(client: Client, dispatc
     assert [(a["attempt"], a["status_code"]) for a in attempts] == [(1, 503), (2, 500), (3, 200)]
     assert attempts[0]["error"].startswith("HTTP 503") and attempts[2]["error"] is None
     assert all(a["duration_ms"] is not None for a in attempts)
-    ids = {h["webhook-id"] for _, h, _ in scripted.seen}
+    ids = {r.headers["webhook-id"] for r in receiver.requests}
     assert len(ids) == 1      # the same webhook-id on every retry, so receivers can deduplicate
 
 
 def test_client_errors_fail_without_retry_and_410_deactivates(client: Client, dispatcher: Dispatcher,
-                                                              scripted: Any, run_id: str) -> None:
-    scripted.script = [(404, {}, 0)]
-    sub = client.subscribe(run_id + "-nf", "http", message_type=run_id + ".a", webhook_url=scripted.url)
+                                                              receiver: Receiver, run_id: str) -> None:
+    receiver.script = [Reply(404)]
+    sub = client.subscribe(run_id + "-nf", "http", message_type=run_id + ".a", webhook_url=receiver.url)
     m1 = client.publish(run_id + ".a", {})
     row = wait_until(lambda: (r := delivery(client, m1))["status"] == "failed" and r)
     assert row["attempts"] == 1 and row["push_status_code"] == 404
 
-    scripted.script = [(410, {}, 0)]
-    client.subscribe(run_id + "-gone", "http", message_type=run_id + ".b", webhook_url=scripted.url)
+    receiver.script = [Reply(410)]
+    client.subscribe(run_id + "-gone", "http", message_type=run_id + ".b", webhook_url=receiver.url)
     m2 = client.publish(run_id + ".b", {})
     wait_until(lambda: delivery(client, m2)["status"] == "failed")
     [gone] = client.subscriptions(run_id + "-gone")
@@ -88,14 +62,14 @@ def test_client_errors_fail_without_retry_and_410_deactivates(client: Client, di
 
 
 def test_retry_after_is_honoured_and_attempts_end_in_dead_letter(client: Client, dispatcher: Dispatcher,
-                                                                 scripted: Any, run_id: str) -> None:
-    scripted.script = [(429, {"Retry-After": "1"}, 0), (503, {}, 0)]
-    client.subscribe(run_id + "-rl", "http", message_type=run_id + ".*", webhook_url=scripted.url,
+                                                                 receiver: Receiver, run_id: str) -> None:
+    receiver.script = [Reply(429, {"Retry-After": "1"}), Reply(503)]
+    client.subscribe(run_id + "-rl", "http", message_type=run_id + ".*", webhook_url=receiver.url,
                      max_attempts=2, retry_base_ms=10, retry_max_ms=20)
     message_id = client.publish(run_id + ".x", {})
     row = wait_until(lambda: (r := delivery(client, message_id))["status"] == "dead" and r)
     assert row["attempts"] == 2 and row["dead_at"] is not None
-    (t1, _, _), (t2, _, _) = scripted.seen
+    t1, t2 = (r.at for r in receiver.requests)
     assert t2 - t1 >= 0.9     # waited for Retry-After, not the 10-20 ms backoff
     assert client.redrive(run_id + "-rl") == 1
     wait_until(lambda: delivery(client, message_id)["status"] == "delivered")
@@ -130,7 +104,7 @@ def test_signed_requests_verify_and_survive_secret_rotation(client: Client, disp
 
 
 def test_publish_does_not_wait_for_a_hanging_endpoint(client: Client, dispatcher: Dispatcher,
-                                                      scripted: Any, run_id: str) -> None:
+                                                      receiver: Receiver, run_id: str) -> None:
     """Compare publish time with a subscriber whose endpoint hangs and with none."""
     def publish_batch(mtype: str) -> float:
         started = time.perf_counter()
@@ -140,31 +114,28 @@ def test_publish_does_not_wait_for_a_hanging_endpoint(client: Client, dispatcher
 
     publish_batch(run_id + ".warmup")
     without = publish_batch(run_id + ".none")
-    scripted.script = [(200, {}, 5)] * 100        # every request hangs 5 s (timeout 2 s)
-    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".slow", webhook_url=scripted.url,
+    receiver.script = [Reply(delay=5)] * 100       # every request hangs 5 s (timeout 2 s)
+    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".slow", webhook_url=receiver.url,
                      http_timeout_ms=2000)
     with_hanging = publish_batch(run_id + ".slow")
     # Blocking on the endpoint would cost >= 2 s per message (60 s in all).
     assert with_hanging < 3 * without + 1.0, (with_hanging, without)
 
 
-def test_a_slow_endpoint_does_not_delay_others(client: Client, dispatcher: Dispatcher, scripted: Any,
+def test_a_slow_endpoint_does_not_delay_others(client: Client, dispatcher: Dispatcher, receiver: Receiver,
                                                run_id: str) -> None:
-    scripted.script = [(200, {}, 3)] * 20
-    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".*", webhook_url=scripted.url,
+    receiver.script = [Reply(delay=3)] * 20
+    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".*", webhook_url=receiver.url,
                      http_timeout_ms=10000)
-    fast = Receiver().start()
-    try:
-        client.subscribe(run_id + "-fast", "http", message_type=run_id + ".*", webhook_url=fast.url)
-        ids = [client.publish(run_id + ".e", {"n": i}) for i in range(6)]
-        # 6 deliveries to the slow endpoint (2 in flight at a time, 3 s each) take >= 9 s;
-        # the fast endpoint gets all 6 long before the slow one has finished.
-        assert len(fast.wait_for(6, timeout=8)) == 6
-        slow_done = [r for i in ids for r in client.deliveries(i)
-                     if r["client_id"] == run_id + "-slow" and r["status"] == "delivered"]
-        assert len(slow_done) < 6
-    finally:
-        fast.stop()
+    fast = receiver.another()
+    client.subscribe(run_id + "-fast", "http", message_type=run_id + ".*", webhook_url=fast.url)
+    ids = [client.publish(run_id + ".e", {"n": i}) for i in range(6)]
+    # 6 deliveries to the slow endpoint (2 in flight at a time, 3 s each) take >= 9 s;
+    # the fast endpoint gets all 6 long before the slow one has finished.
+    assert len(fast.wait_for(6, timeout=8)) == 6
+    slow_done = [r for i in ids for r in client.deliveries(i)
+                 if r["client_id"] == run_id + "-slow" and r["status"] == "delivered"]
+    assert len(slow_done) < 6
 
 
 def test_target_removed_from_allowlist_is_refused_at_send_time(dsn: str, db: psycopg.Connection[Any]) -> None:
@@ -198,12 +169,11 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
 
 
 def test_dispatcher_works_with_its_least_privilege_role(client: Client, dsn: str, inventory_vars: dict[str, Any],
-                                                        run_id: str) -> None:
+                                                        run_id: str, receiver: Receiver) -> None:
     role = inventory_vars["messaging_schema_dispatchers"][0]
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     params.update(user=role["name"], password=role["password"])
     limited = Dispatcher(psycopg.conninfo.make_conninfo(**params), name=run_id + "-limited", workers=2)
-    receiver = Receiver().start()
     try:
         client.subscribe(run_id + "-lp", "http", message_type=run_id + ".*", webhook_url=receiver.url)
         message_id = client.publish(run_id + ".x", {"n": 1})
@@ -213,5 +183,4 @@ def test_dispatcher_works_with_its_least_privilege_role(client: Client, dsn: str
         assert "webhook-signature" in {k.lower() for k in receiver.requests[0].headers}
     finally:
         limited.close()
-        receiver.stop()
 

@@ -6,12 +6,10 @@ the only dispatcher is the test's own."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
@@ -20,16 +18,13 @@ import pytest
 from pgmsg import Client
 from pgmsg.dispatcher import Dispatcher
 from tests.support.dispatching import running
-from tests.support.receiver import serving
+from tests.support.receiver import Received, Receiver, Reply
 from tests.support.scratch import scratch_database_fixtures
 from tests.support.waiting import wait_until
 
-SCRATCH = "pgmsg-test-scratch-dispatch"
-SCRATCH_PORT = 25435
-
 
 # The deployed dispatcher would claim what these tests claim by hand: a server of their own.
-dsn, client, db = scratch_database_fixtures(SCRATCH, SCRATCH_PORT)
+dsn, client, db = scratch_database_fixtures()
 
 
 @pytest.fixture
@@ -48,42 +43,42 @@ def delivery(client: Client, message_id: int) -> dict[str, Any]:
     return row
 
 
-class ByPayload(BaseHTTPRequestHandler):
-    """Answers the status a message asks for (payload "want") on its first request, 200 after;
-    counts the requests in flight at once."""
+class ByPayload:
+    """The receiver answers the status a message asks for (payload "want") on its first
+    request, 200 after; counts the requests in flight at once."""
 
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        server: Any = self.server
-        webhook_id = self.headers["webhook-id"]
-        with server.lock:
-            server.active += 1
-            server.most_active = max(server.most_active, server.active)
-            first = webhook_id not in server.seen
-            server.seen.add(webhook_id)
+    def __init__(self, receiver: Receiver) -> None:
+        self.lock = threading.Lock()
+        self.seen: set[str] = set()
+        self.active = self.most_active = 0
+        self.delay = 0.0
+        self.url = receiver.url
+        receiver.respond = self.respond
+
+    def respond(self, request: Received) -> Reply:
+        webhook_id = request.headers["webhook-id"]
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            first = webhook_id not in self.seen
+            self.seen.add(webhook_id)
         try:
-            time.sleep(server.delay)
-            want = json.loads(body)["payload"]["want"]
+            time.sleep(self.delay)
+            want = request.json["payload"]["want"]
         finally:
             # Counted out before the answer leaves: the dispatcher may start its next
             # request as soon as it has the answer, before this thread runs again.
-            with server.lock:
-                server.active -= 1
-        self.send_response(want if first else 200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+            with self.lock:
+                self.active -= 1
+        return Reply(want if first else 200, body=b"")
 
 
 @pytest.fixture
-def by_payload() -> Iterator[Any]:
-    with serving(ByPayload, lock=threading.Lock(), seen=set(), active=0, most_active=0, delay=0.0) as server:
-        yield server
+def by_payload(receiver: Receiver) -> ByPayload:
+    return ByPayload(receiver)
 
 
-def test_batched_recording_records_every_attempt(client: Client, dispatcher: Dispatcher, by_payload: Any,
+def test_batched_recording_records_every_attempt(client: Client, dispatcher: Dispatcher, by_payload: ByPayload,
                                                  db: psycopg.Connection[Any], run_id: str) -> None:
     """Many pushes finishing together are recorded in shared transactions, each exactly
     as pgmsg_record_http_attempt decides: delivered, failed for good, retried, gone."""

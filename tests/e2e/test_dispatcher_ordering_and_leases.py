@@ -9,11 +9,9 @@ is sending nor overwrite the outcome the current holder recorded.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psycopg
@@ -22,56 +20,54 @@ import pytest
 from pgmsg import Client
 from pgmsg.dispatcher import Dispatcher, _Finished
 from tests.support.dispatching import running
-from tests.support.receiver import serving
+from tests.support.receiver import Received, Receiver, Reply
 from tests.support.scratch import scratch_database_fixtures
 from tests.support.waiting import wait_until
 
-SCRATCH, SCRATCH_PORT = "pgmsg-test-scratch-ordering", 25437
-
 
 # The deployed dispatcher would claim what these tests claim by hand: a server of their own.
-dsn, client, db = scratch_database_fixtures(SCRATCH, SCRATCH_PORT)
+dsn, client, db = scratch_database_fixtures()
 
 
-class Keyed(BaseHTTPRequestHandler):
-    """Answers by the message's payload: {"fail": n} gets 503 (Retry-After: 2) n times, then 200;
-    {"gone": true} gets 404. Records (start, end, key, n, webhook-id) and the most requests of a
-    key in flight at once."""
+class Keyed:
+    """The receiver's answers by the message's payload: {"fail": n} gets 503 (Retry-After: 2)
+    n times, then 200; {"gone": true} gets 404. Records (start, end, key, n, webhook-id) and
+    the most requests of a key in flight at once."""
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-        server: Any = self.server
-        payload, webhook_id = body["payload"], self.headers["webhook-id"]
+    def __init__(self, receiver: Receiver) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[float, float, str, int, str, int]] = []
+        self.tries: dict[str, int] = {}
+        self.active: dict[str, int] = {}
+        self.most_active: dict[str, int] = {}
+        self.delay = 0.02
+        self.url = receiver.url
+        receiver.respond = self.respond
+
+    def respond(self, request: Received) -> Reply:
+        payload, webhook_id = request.json["payload"], request.headers["webhook-id"]
         key = payload["key"]
-        with server.lock:
-            server.active[key] = server.active.get(key, 0) + 1
-            server.most_active[key] = max(server.most_active.get(key, 0), server.active[key])
-            tries = server.tries[webhook_id] = server.tries.get(webhook_id, 0) + 1
+        with self.lock:
+            self.active[key] = self.active.get(key, 0) + 1
+            self.most_active[key] = max(self.most_active.get(key, 0), self.active[key])
+            tries = self.tries[webhook_id] = self.tries.get(webhook_id, 0) + 1
         started = time.monotonic()
-        time.sleep(server.delay)
+        time.sleep(self.delay)
         if payload.get("gone"):
             status, headers = 404, {}
         elif tries <= payload.get("fail", 0):
             status, headers = 503, {"Retry-After": "2"}
         else:
             status, headers = 200, {}
-        with server.lock:
-            server.active[key] -= 1
-            server.seen.append((started, time.monotonic(), key, payload["n"], webhook_id, status))
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+        with self.lock:
+            self.active[key] -= 1
+            self.seen.append((started, time.monotonic(), key, payload["n"], webhook_id, status))
+        return Reply(status, headers, b"")
 
 
 @pytest.fixture
-def keyed() -> Iterator[Any]:
-    with serving(Keyed, lock=threading.Lock(), seen=[], tries={}, active={}, most_active={}, delay=0.02) as server:
-        yield server
+def keyed(receiver: Receiver) -> Keyed:
+    return Keyed(receiver)
 
 
 def statuses(db: psycopg.Connection[Any], client_id: str) -> list[str]:
@@ -83,7 +79,7 @@ def statuses(db: psycopg.Connection[Any], client_id: str) -> list[str]:
 
 
 def test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key(
-        client: Client, keyed: Any, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
+        client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
     """m1 of key a is answered 503 twice (Retry-After 2 s): the receiver sees m1 three times
     before m2 of key a, while key b's messages go through meanwhile, one at a time, in order;
     c1 fails for good (404) and releases c2."""
@@ -111,7 +107,7 @@ def test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key(
 
 
 def test_unordered_http_subscription_still_pushes_a_key_concurrently(
-        client: Client, keyed: Any, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
+        client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
     """Ordering is per subscription: without ``ordered`` the messages of one key are pushed
     side by side (the per-subscription cap is the only limit)."""
     keyed.delay = 0.2
@@ -204,7 +200,7 @@ def test_late_record_cannot_raise_a_dead_letter(
 
 
 def test_no_request_starts_after_its_lease_ran_out_waiting_for_a_slot(
-        client: Client, keyed: Any, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
+        client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
     """Two dispatchers, one request at a time each, a slow endpoint and more claimed than the
     lease lets one dispatcher send: deliveries whose lease ran out while they waited are not
     sent by the dispatcher that lost them, so no webhook-id is sent twice."""

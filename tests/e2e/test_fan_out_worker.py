@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,16 +17,14 @@ import pytest
 from pgmsg import Client
 from pgmsg.errors import InvalidInput
 from pgmsg.fan_out import FanOutWorker
-from tests.support.scratch import migrated_scratch
+from tests.support.scratch import ScratchServer, free_port
 from tests.support.waiting import wait_until
-
-SCRATCH, SCRATCH_PORT = "pgmsg-test-fan-out", 25436
 
 
 @pytest.fixture(scope="module")
-def scratch(inventory_vars: dict[str, Any]) -> Iterator[str]:
-    with migrated_scratch(inventory_vars, SCRATCH, SCRATCH_PORT) as dsn:
-        yield dsn
+def scratch(scratch_server: ScratchServer) -> str:
+    """The module's own migrated server: what it measures or moves is its alone."""
+    return scratch_server.dsn
 
 
 def test_the_worker_fans_out_what_is_published_while_it_runs_and_what_waited(scratch: str) -> None:
@@ -56,7 +53,8 @@ def test_the_worker_fans_out_what_is_published_while_it_runs_and_what_waited(scr
 
 def test_the_worker_waits_out_a_database_that_is_away(scratch: str) -> None:
     """Refused connections are retried: the worker neither dies nor loses what waits."""
-    worker = FanOutWorker(scratch.replace(f"port={SCRATCH_PORT}", "port=25437"), reconnect_seconds=0.1)
+    away = psycopg.conninfo.make_conninfo(scratch, port=free_port())   # nothing listens there
+    worker = FanOutWorker(away, reconnect_seconds=0.1)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()

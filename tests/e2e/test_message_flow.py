@@ -6,7 +6,6 @@ push; tests/e2e/test_dispatcher.py covers the default, after-commit push.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,12 +14,6 @@ import pytest
 from pgmsg import Client, Delivery
 from tests.support.receiver import Receiver
 
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def test_one_message_reaches_all_three_modes(

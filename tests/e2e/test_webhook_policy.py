@@ -3,11 +3,9 @@ curl options, a redirecting endpoint, signatures made late in a long transaction
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -18,56 +16,26 @@ from pgmsg import Client
 from pgmsg.errors import InvalidInput
 from pgmsg.signing import verify
 from tests.support.dispatching import running
+from tests.support.receiver import Received, Receiver, Reply
 from tests.support.waiting import wait_until
 
 
-class Recording(BaseHTTPRequestHandler):
-    """Answers with the server's (status, headers); records each request's headers."""
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        server: Any = self.server
-        server.seen.append((dict(self.headers.items()), body))
-        self.send_response(server.status)
-        for k, v in server.headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(b"secret answer of the endpoint")
-
-    do_GET = do_POST  # noqa: N815 (a redirect may turn the POST into a GET)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def serve(host: str, status: int = 200, headers: dict[str, str] | None = None) -> Any:
-    server: Any = ThreadingHTTPServer((host, 0), Recording)
-    server.status, server.headers, server.seen = status, headers or {}, []
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://{host}:{server.server_address[1]}/hook"
-    return server
-
-
-@pytest.fixture
-def endpoint() -> Iterator[Any]:
-    server = serve("127.0.0.1")
-    yield server
-    server.shutdown()
-    server.server_close()
+def redirect_to(target: Receiver) -> Callable[[Received], Reply]:
+    """Answers every request with a 307 to ``target``, and a body the endpoint keeps to itself."""
+    return lambda _: Reply(307, {"Location": target.url}, b"secret answer of the endpoint")
 
 
 def test_dispatcher_skips_an_allowlist_row_it_cannot_parse_and_keeps_delivering(
-        client: Client, db: psycopg.Connection[Any], dsn: str, endpoint: Any, run_id: str) -> None:
+        client: Client, db: psycopg.Connection[Any], dsn: str, receiver: Receiver, run_id: str) -> None:
     # A superuser wrote a row by hand that pgmsg_set_webhook_allowlist would refuse.
     db.execute("INSERT INTO pgmsg_webhook_allowlist (entry, network) VALUES ('127.1', '127.1'::cidr)")
     try:
-        client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=endpoint.url)
+        client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url)
         message_id = client.publish(run_id + ".paid", {"n": 1})
         with running(dsn, name=run_id, workers=2, idle_poll_seconds=0.2):
             row = wait_until(lambda: (r := client.deliveries(message_id)[0])["status"] == "delivered" and r,
                              timeout=20)
-        assert row["push_status_code"] == 200 and len(endpoint.seen) == 1
+        assert row["push_status_code"] == 200 and len(receiver.requests) == 1
     finally:
         db.execute("DELETE FROM pgmsg_webhook_allowlist WHERE entry = '127.1'")
 
@@ -85,8 +53,8 @@ def in_transaction_delivery(conn: psycopg.Connection[Any], message_id: int) -> d
     ("CURLOPT_USERAGENT", "attacker"),
 ])
 def test_session_curl_options_do_not_reach_the_in_transaction_push(
-        client: Client, dsn: str, endpoint: Any, run_id: str, option: str, value: str) -> None:
-    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=endpoint.url,
+        client: Client, dsn: str, receiver: Receiver, run_id: str, option: str, value: str) -> None:
+    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
                      push_mode="in_transaction")
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
         conn.execute("SELECT http_set_curlopt(%s, %s)", (option, value))
@@ -94,7 +62,8 @@ def test_session_curl_options_do_not_reach_the_in_transaction_push(
         message_id = conn.execute("INSERT INTO messages (message_type, payload) VALUES (%s, '{}') RETURNING id", (run_id + ".x",)).fetchone()["id"]
         row = in_transaction_delivery(conn, message_id)
     assert row["status"] == "delivered", row["last_error"]
-    [(headers, _)] = endpoint.seen
+    [request] = receiver.requests
+    headers = request.headers
     assert headers.get("User-Agent") != "attacker"
 
 
@@ -110,26 +79,16 @@ def in_transaction_push(dsn: str, enabled: bool) -> Iterator[None]:
             conn.execute("SELECT pgmsg_set_in_transaction_push(%s)", (before,))
 
 
-@contextmanager
-def servers(*started: Any) -> Iterator[tuple[Any, ...]]:
-    try:
-        yield started
-    finally:
-        for server in started:
-            server.shutdown()
-            server.server_close()
-
-
 def test_with_in_transaction_push_off_an_in_transaction_subscription_is_refused(
-        client: Client, db: psycopg.Connection[Any], dsn: str, endpoint: Any, run_id: str) -> None:
+        client: Client, db: psycopg.Connection[Any], dsn: str, receiver: Receiver, run_id: str) -> None:
     with in_transaction_push(dsn, False):
         with pytest.raises(InvalidInput) as refused:
-            client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=endpoint.url,
+            client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
                              push_mode="in_transaction")
         assert "messaging_schema_in_transaction_push" in str(refused.value)
         assert "redirect" in str(refused.value)
         # Nor can an existing dispatcher subscription be switched to it in plain SQL.
-        client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=endpoint.url)
+        client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url)
         with pytest.raises(psycopg.errors.CheckViolation, match="messaging_schema_in_transaction_push"):
             db.execute("UPDATE subscriptions SET push_mode = 'in_transaction' WHERE client_id = %s",
                        (run_id + "-hook",))
@@ -138,29 +97,30 @@ def test_with_in_transaction_push_off_an_in_transaction_subscription_is_refused(
 
 
 def test_with_in_transaction_push_off_nothing_is_sent_for_an_existing_in_transaction_subscription(
-        client: Client, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
-    with servers(serve("127.0.0.2")) as (inside,), \
-            servers(serve("127.0.0.1", 307, {"Location": inside.url})) as (redirecting,):
-        # Created while the deployment allowed it.
-        client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=redirecting.url,
-                         push_mode="in_transaction", max_attempts=100)
-        with in_transaction_push(dsn, False):
-            message_id = client.publish(run_id + ".x", {"n": 1})
-            row = in_transaction_delivery(db, message_id)
-            assert row["status"] == "failed" and row["push_status_code"] is None
-            assert "in-transaction push is turned off" in row["last_error"]
-            assert "messaging_schema_in_transaction_push" in row["last_error"]
-            # Neither re-send path sends it either.
-            assert db.execute("SELECT pgmsg_retry_in_transaction_pushes() AS n").fetchone()["n"] == 0
-            [retried] = db.execute("SELECT * FROM retry_failed_http_push(%s)", (run_id + "-hook",)).fetchall()
-            assert retried["status"] == "failed" and "turned off" in retried["last_error"]
-        assert redirecting.seen == [] and inside.seen == []
+        client: Client, db: psycopg.Connection[Any], dsn: str, receiver: Receiver, run_id: str) -> None:
+    inside = receiver.another(host="127.0.0.2")
+    receiver.respond = redirect_to(inside)
+    redirecting = receiver
+    # Created while the deployment allowed it.
+    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=redirecting.url,
+                     push_mode="in_transaction", max_attempts=100)
+    with in_transaction_push(dsn, False):
+        message_id = client.publish(run_id + ".x", {"n": 1})
+        row = in_transaction_delivery(db, message_id)
+        assert row["status"] == "failed" and row["push_status_code"] is None
+        assert "in-transaction push is turned off" in row["last_error"]
+        assert "messaging_schema_in_transaction_push" in row["last_error"]
+        # Neither re-send path sends it either.
+        assert db.execute("SELECT pgmsg_retry_in_transaction_pushes() AS n").fetchone()["n"] == 0
+        [retried] = db.execute("SELECT * FROM retry_failed_http_push(%s)", (run_id + "-hook",)).fetchall()
+        assert retried["status"] == "failed" and "turned off" in retried["last_error"]
+    assert redirecting.requests == [] and inside.requests == []
 
 
 @pytest.mark.parametrize("login", ["pgmsg_publisher_local", "analytics_service", "pgmsg_dispatcher_local",
                                    "pgmsg_ops", "pgmsg_exporter_local"])
 def test_no_application_role_or_session_setting_turns_in_transaction_push_on(
-        client: Client, dsn: str, endpoint: Any, inventory_vars: dict[str, Any], run_id: str,
+        client: Client, dsn: str, receiver: Receiver, inventory_vars: dict[str, Any], run_id: str,
         login: str) -> None:
     password = {r["name"]: r["password"] for key in ("messaging_schema_publishers", "messaging_schema_clients",
                                                      "messaging_schema_dispatchers", "messaging_schema_admins",
@@ -185,32 +145,34 @@ def test_no_application_role_or_session_setting_turns_in_transaction_push_on(
             with pytest.raises(psycopg.errors.CheckViolation, match="messaging_schema_in_transaction_push"):
                 conn.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type, webhook_url, "
                              "push_mode) VALUES (%s, 'http', %s, %s, 'in_transaction')",
-                             (run_id + "-hook", run_id + ".*", endpoint.url))
+                             (run_id + "-hook", run_id + ".*", receiver.url))
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM pgmsg_settings").fetchone()[0] == 1
 
 
 def test_with_in_transaction_push_on_a_redirect_is_followed_as_the_readme_says(
-        client: Client, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
+        client: Client, db: psycopg.Connection[Any], dsn: str, receiver: Receiver, run_id: str) -> None:
     # README: with messaging_schema_in_transaction_push on, pgsql-http follows up to 5 redirects,
     # so the signed POST reaches the Location target; last_error is "HTTP <code>" of the final answer.
-    with servers(serve("127.0.0.2", 503)) as (inside,), \
-            servers(serve("127.0.0.1", 307, {"Location": inside.url})) as (redirecting,), \
-            in_transaction_push(dsn, True):
+    inside = receiver.another(host="127.0.0.2", status=503)
+    receiver.respond = redirect_to(inside)
+    redirecting = receiver
+    with in_transaction_push(dsn, True):
         sub = client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=redirecting.url,
                                push_mode="in_transaction")
         message_id = client.publish(run_id + ".x", {"n": 1})
         row = in_transaction_delivery(db, message_id)
-    assert len(redirecting.seen) == 1
-    [(headers, body)] = inside.seen
+    assert len(redirecting.requests) == 1
+    [request] = inside.requests
+    headers, body = request.headers, request.body
     verify([sub.signing_secret], {k.lower(): v for k, v in headers.items()}, body, tolerance_seconds=30)
     assert row["status"] == "failed" and row["push_status_code"] == 503
     assert row["last_error"] == "HTTP 503"
 
 
 def test_in_transaction_push_to_a_host_name_needs_that_exact_name_in_the_allowlist(
-        client: Client, db: psycopg.Connection[Any], dsn: str, endpoint: Any, run_id: str) -> None:
-    port = endpoint.server_address[1]
+        client: Client, db: psycopg.Connection[Any], dsn: str, receiver: Receiver, run_id: str) -> None:
+    port = receiver.port
     before = [r["entry"] for r in db.execute("SELECT entry FROM pgmsg_webhook_allowlist ORDER BY entry")]
     assert "localhost" in before  # the local inventory lists it exactly
     db.execute("SELECT pgmsg_set_webhook_allowlist(%s)", (before + ["*.localhost"],))
@@ -229,14 +191,14 @@ def test_in_transaction_push_to_a_host_name_needs_that_exact_name_in_the_allowli
         assert wild["status"] == "failed" and wild["push_status_code"] is None
         assert wild["last_error"].startswith("in-transaction push to host hooks.localhost refused")
         assert "not through *.domain" in wild["last_error"]
-        assert len(endpoint.seen) == 1 and endpoint.seen[0][0]["Host"] == f"localhost:{port}"
+        assert len(receiver.requests) == 1 and receiver.requests[0].headers["Host"] == f"localhost:{port}"
     finally:
         db.execute("SELECT pgmsg_set_webhook_allowlist(%s)", (before,))
 
 
 def test_in_transaction_push_signs_with_the_send_time(
-        client: Client, dsn: str, endpoint: Any, run_id: str) -> None:
-    sub = client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=endpoint.url,
+        client: Client, dsn: str, receiver: Receiver, run_id: str) -> None:
+    sub = client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
                            push_mode="in_transaction")
     with psycopg.connect(dsn, row_factory=dict_row) as conn, conn.transaction():
         conn.execute("SELECT now()")
@@ -245,21 +207,19 @@ def test_in_transaction_push_signs_with_the_send_time(
             conn.execute("SELECT pg_sleep(0.5)")
         sent_after = int(time.time())
         conn.execute("INSERT INTO messages (message_type, payload) VALUES (%s, '{}')", (run_id + ".x",))
-    [(headers, body)] = endpoint.seen
+    [request] = receiver.requests
+    headers, body = request.headers, request.body
     assert int(headers["webhook-timestamp"]) >= sent_after
     verify([sub.signing_secret], {k.lower(): v for k, v in headers.items()}, body, tolerance_seconds=2)
 
 
-def test_retry_job_stops_at_its_batch(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
-    down = serve("127.0.0.1", 503)
-    try:
-        client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=down.url,
-                         push_mode="in_transaction", max_attempts=100)
-        for n in range(60):
-            client.publish(run_id + ".x", {"n": n})
-        before = len(down.seen)
-        sent = db.execute("SELECT pgmsg_retry_in_transaction_pushes() AS n").fetchone()["n"]
-        assert sent == 50 and len(down.seen) - before == 50
-    finally:
-        down.shutdown()
-        down.server_close()
+def test_retry_job_stops_at_its_batch(client: Client, db: psycopg.Connection[Any], run_id: str,
+                                     receiver: Receiver) -> None:
+    receiver.status = 503
+    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
+                     push_mode="in_transaction", max_attempts=100)
+    for n in range(60):
+        client.publish(run_id + ".x", {"n": n})
+    before = len(receiver.requests)
+    sent = db.execute("SELECT pgmsg_retry_in_transaction_pushes() AS n").fetchone()["n"]
+    assert sent == 50 and len(receiver.requests) - before == 50

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgmsg import Client
+from tests.support.deployment import Deployment
 
-CONTAINER = "postgres-exporter"
 # The exporter reuses the whole-table query results for postgres_exporter_scan_cache_seconds
 # (10 s by default); a scrape reflects a change well within this.
 DEADLINE_SECONDS = 60.0
@@ -53,8 +53,8 @@ Sample = tuple[str, dict[str, str], float]
 
 
 @pytest.fixture(scope="module")
-def hostvars(host) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return host.ansible.get_variables()
+def container(deployment: Deployment) -> str:
+    return deployment.exporter_container
 
 
 @pytest.fixture(scope="module")
@@ -122,19 +122,19 @@ def seeded(client: Client, dsn: str) -> Iterator[dict[str, Any]]:
         conn.execute("DELETE FROM messages WHERE message_type LIKE %s", (tag + "%",))
 
 
-def test_exporter_container_running_and_healthy(host, hostvars) -> None:  # type: ignore[no-untyped-def]
-    container = host.docker(CONTAINER)
+def test_exporter_container_running_and_healthy(host, container, hostvars, deployment) -> None:  # type: ignore[no-untyped-def]
+    container = host.docker(container)
     assert container.is_running
     info = container.inspect()
     assert info["State"]["Health"]["Status"] == "healthy"
     assert info["HostConfig"]["RestartPolicy"]["Name"] == hostvars.get(
         "postgres_exporter_restart_policy", "unless-stopped")
     assert info["HostConfig"]["NetworkMode"] == hostvars["postgres_exporter_network_mode"]
-    assert info["Config"]["Image"].startswith("pgmsg/postgres-exporter:")
+    assert info["Config"]["Image"].startswith(deployment.value("postgres_exporter_image_name") + ":")
 
 
-def test_exporter_runs_as_non_root(host) -> None:  # type: ignore[no-untyped-def]
-    assert host.check_output(f"docker exec {CONTAINER} id -u") != "0"
+def test_exporter_runs_as_non_root(host, container) -> None:  # type: ignore[no-untyped-def]
+    assert host.check_output(f"docker exec {container} id -u") != "0"
 
 
 def test_exporter_listens_on_loopback_only(host, hostvars) -> None:  # type: ignore[no-untyped-def]
@@ -143,15 +143,15 @@ def test_exporter_listens_on_loopback_only(host, hostvars) -> None:  # type: ign
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
-def test_dsn_file_is_readable_by_the_exporter_only(host) -> None:  # type: ignore[no-untyped-def]
+def test_dsn_file_is_readable_by_the_exporter_only(host, container) -> None:  # type: ignore[no-untyped-def]
     dsn_file = host.file("/etc/pgmsg/postgres_exporter_dsn")
     assert dsn_file.mode == 0o600
-    assert str(dsn_file.uid) == host.check_output(f"docker exec {CONTAINER} id -u")
+    assert str(dsn_file.uid) == host.check_output(f"docker exec {container} id -u")
 
 
-def test_password_is_not_in_the_container_configuration(host, hostvars) -> None:  # type: ignore[no-untyped-def]
+def test_password_is_not_in_the_container_configuration(host, container, hostvars) -> None:  # type: ignore[no-untyped-def]
     password = hostvars["messaging_schema_monitors"][0]["password"]
-    config = json.dumps(host.docker(CONTAINER).inspect())
+    config = json.dumps(host.docker(container).inspect())
     assert password not in config
 
 

@@ -8,13 +8,8 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def hostvars(host):  # type: ignore[no-untyped-def]
-    return host.ansible.get_variables()
-
-
-@pytest.fixture(scope="module")
-def container_name(hostvars) -> str:  # type: ignore[no-untyped-def]
-    return hostvars.get("pgadmin_container_name", "pgadmin")
+def container_name(deployment) -> str:  # type: ignore[no-untyped-def]
+    return deployment.pgadmin_container
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,6 @@ HOUSEKEEPING = yaml.safe_load((ROOT / "roles/housekeeping/defaults/main.yml").re
 ENABLED = yaml.safe_load((ROOT / "inventory/local/group_vars/all/main.yml").read_text())["pgmsg_services_enabled"]
 
 
-@pytest.fixture(scope="module")
-def hostvars(host):  # type: ignore[no-untyped-def]
-    return host.ansible.get_variables()
-
-
 def enabled(hostvars: dict[str, Any]) -> list[str]:
     return list(hostvars.get("pgmsg_services_enabled", []))
 
@@ -49,15 +44,18 @@ def test_metrics_port_listens_on_loopback_only(host, service: str) -> None:  # t
                                             "pgmsg_deferred_fanned_out_total"))
 
 
-def test_webhook_endpoint_listens_and_refuses_unsigned(host) -> None:  # type: ignore[no-untyped-def]
-    assert host.socket("tcp://127.0.0.1:8080").is_listening
+def test_webhook_endpoint_listens_and_refuses_unsigned(host, deployment) -> None:  # type: ignore[no-untyped-def]
+    # Where the inventory's webhook-server subscription pushes.
+    [url] = [deployment.render(s["webhook_url"]) for s in deployment.subscriptions if s["client_id"] == "webhook-server"]
+    port = int(deployment.value("pgmsg_services_webhook_port"))
+    assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
     status = host.check_output(
-        "curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' "
-        "-d '{\"id\": 1}' http://127.0.0.1:8080/webhook")
+        "curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Content-Type: application/json' "
+        "-d '{\"id\": 1}' %s", url)
     assert status == "401"
 
 
-@pytest.mark.parametrize("service", [s for s in sorted(CATALOG) if CATALOG[s]["login"]] + ["publisher"])
+@pytest.mark.parametrize("service", [s for s in sorted(CATALOG) if CATALOG[s]["login_as"] != "none"] + ["publisher"])
 def test_pgpass_files_are_private_to_the_service_user(host, service: str) -> None:  # type: ignore[no-untyped-def]
     secret = host.file(f"/etc/pgmsg/services/{service}.pgpass")
     assert secret.exists and secret.mode == 0o600 and secret.uid == 10001

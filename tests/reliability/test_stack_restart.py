@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 from pgmsg import Client
+from tests.support.deployment import Deployment
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +39,9 @@ def fingerprint(dsn: str) -> dict[str, tuple[int, str]]:
         return {table: tuple(conn.execute(query).fetchone()) for table, query in FINGERPRINTS.items()}
 
 
-def stack_containers(inventory_vars: dict[str, Any]) -> list[str]:
-    return [*inventory_vars["pgmsg_services_enabled"], "postgres-exporter", "pgadmin",
-            inventory_vars.get("postgres_container_name", "postgres-messaging")]
+def stack_containers(deployment: Deployment) -> list[str]:
+    return [*deployment.services, deployment.exporter_container, deployment.pgadmin_container,
+            deployment.db_container]
 
 
 def reachable(dsn: str) -> bool:
@@ -54,7 +54,7 @@ def reachable(dsn: str) -> bool:
 
 @pytest.mark.deploy
 def test_stack_restart_through_site_yml_keeps_everything(dsn: str, client: Client, run_id: str,
-                                                         inventory_vars: dict[str, Any]) -> None:
+                                                         deployment: Deployment) -> None:
     # Some data of every kind, with deliveries in several states.
     consumer = f"{run_id}-consumer"
     client.subscribe(consumer, "async", message_type=f"{run_id}.kept")
@@ -64,7 +64,7 @@ def test_stack_restart_through_site_yml_keeps_everything(dsn: str, client: Clien
     client.ack([d for d in claimed[:25]])
     # The sample services must not change rows while the fingerprint is taken: it is taken
     # with the services stopped, Postgres still up.
-    containers = stack_containers(inventory_vars)
+    containers = stack_containers(deployment)
     database = containers[-1]
     docker("stop", *containers[:-1])
     before = fingerprint(dsn)

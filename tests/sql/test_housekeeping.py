@@ -68,21 +68,18 @@ def test_release_expired_leases(client: Client, db: psycopg.Connection[Any], run
     assert rows[second.id]["status"] == "dead"
 
 
-def test_retry_job_resends_failed_in_transaction_pushes(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
-    receiver = Receiver().start()
-    try:
-        client.subscribe(run_id + "-sync", "http", message_type=run_id + ".*", webhook_url=receiver.url,
-                         push_mode="in_transaction")
-        receiver.status = 503
-        message_id = client.publish(run_id + ".e", {"n": 1})
-        [row] = client.deliveries(message_id)
-        assert row["status"] == "failed"
-        receiver.status = 200
-        run_job(db, "retry-failed-http-push")
-        [row] = client.deliveries(message_id)
-        assert row["status"] == "delivered" and row["attempts"] == 2
-    finally:
-        receiver.stop()
+def test_retry_job_resends_failed_in_transaction_pushes(client: Client, db: psycopg.Connection[Any], run_id: str,
+                                                        receiver: Receiver) -> None:
+    client.subscribe(run_id + "-sync", "http", message_type=run_id + ".*", webhook_url=receiver.url,
+                     push_mode="in_transaction")
+    receiver.status = 503
+    message_id = client.publish(run_id + ".e", {"n": 1})
+    [row] = client.deliveries(message_id)
+    assert row["status"] == "failed"
+    receiver.status = 200
+    run_job(db, "retry-failed-http-push")
+    [row] = client.deliveries(message_id)
+    assert row["status"] == "delivered" and row["attempts"] == 2
 
 
 def test_pg_cron_really_runs_the_jobs(db: psycopg.Connection[Any]) -> None:

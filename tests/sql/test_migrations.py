@@ -4,34 +4,31 @@ has exactly the schema of the deployed one."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
 from pgmsg import migrations
-from tests.support.scratch import deployed_image, docker, scratch_postgres
+from tests.support.deployment import Deployment
+from tests.support.scratch import ScratchServer, docker
 
-SCRATCH = "pgmsg-test-scratch-postgres"
-SCRATCH_PORT = 25433
+# The module's scratch server starts empty: the tests migrate it themselves.
+pytestmark = pytest.mark.scratch(migrated=False)
 
 
-def schema_dump(container: str, port: int) -> str:
+def schema_dump(container: str, port: int, dbname: str) -> str:
     """pg_dump --schema-only of the messaging database, without volatile lines."""
     text = docker("exec", container, "pg_dump", "--schema-only", "--no-owner", "-p", str(port),
-                  "-U", "postgres", "messaging")
+                  "-U", "postgres", dbname)
     lines = [l for l in text.splitlines()
              if l and not l.startswith("--") and not re.match(r"\\(un)?restrict ", l)]
     return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
-def scratch_dsn(inventory_vars: dict[str, Any]) -> Iterator[str]:
-    """A throwaway PostgreSQL from the deployed image, on 127.0.0.1 only."""
-    image = deployed_image(inventory_vars.get("postgres_container_name", "postgres-messaging"))
-    with scratch_postgres(image, SCRATCH, SCRATCH_PORT) as dsn:
-        yield dsn
+def scratch_dsn(scratch_server: ScratchServer) -> str:
+    return scratch_server.dsn
 
 
 def test_deployed_database_has_every_migration(db: psycopg.Connection[Any]) -> None:
@@ -42,13 +39,12 @@ def test_deployed_database_has_every_migration(db: psycopg.Connection[Any]) -> N
 
 
 def test_fresh_database_migrated_step_by_step_equals_deployed_schema(
-    scratch_dsn: str, inventory_vars: dict[str, Any]
+    scratch_server: ScratchServer, deployment: Deployment
 ) -> None:
-    applied = migrations.apply(scratch_dsn)
+    applied = migrations.apply(scratch_server.dsn)
     assert applied == [m.name for m in migrations.load()]
-    deployed = schema_dump(inventory_vars.get("postgres_container_name", "postgres-messaging"),
-                           inventory_vars["postgres_port"])
-    assert schema_dump(SCRATCH, SCRATCH_PORT) == deployed
+    deployed = schema_dump(deployment.db_container, deployment.value("postgres_port"), deployment.db_name)
+    assert schema_dump(scratch_server.container, scratch_server.port, deployment.db_name) == deployed
 
 
 def test_rerun_applies_nothing(scratch_dsn: str) -> None:

@@ -9,7 +9,6 @@ deployed database other tests' history would decide the plan)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -17,16 +16,13 @@ import pytest
 from psycopg.rows import dict_row
 
 from pgmsg import Client
-from tests.support.scratch import migrated_scratch
-
-SCRATCH = "pgmsg-test-scratch-plans"
-SCRATCH_PORT = 25434
+from tests.support.scratch import ScratchServer
 
 
 @pytest.fixture(scope="module")
-def scratch(inventory_vars: dict[str, Any]) -> Iterator[str]:
-    with migrated_scratch(inventory_vars, SCRATCH, SCRATCH_PORT) as dsn:
-        yield dsn
+def scratch(scratch_server: ScratchServer) -> str:
+    """The module's own migrated server: what it measures or moves is its alone."""
+    return scratch_server.dsn
 
 
 def nested_plans(conn: psycopg.Connection[Any], statement: str) -> str:

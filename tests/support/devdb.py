@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import jinja2
@@ -25,7 +22,8 @@ import psycopg
 import yaml
 
 from pgmsg import migrations
-from tests.support.scratch import deployed_image, docker, wait_for_server
+from tests.support.deployment import Deployment, inventory_vars
+from tests.support.scratch import deployed_image, docker, remove, start_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = {"messaging_schema_publishers": "pgmsg_publisher", "messaging_schema_clients": "pgmsg_client",
@@ -33,26 +31,13 @@ GROUPS = {"messaging_schema_publishers": "pgmsg_publisher", "messaging_schema_cl
           "messaging_schema_monitors": "pgmsg_monitor"}
 
 
-def inventory() -> dict:
-    out = subprocess.run([str(Path(sys.executable).with_name("ansible-inventory")), "-i",
-                          str(ROOT / "inventory/local/hosts.yml"), "--host", "localhost"],
-                         check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return json.loads(out)
-
-
 def up(port: int, sql_dir: Path) -> str:
-    name = f"pgmsg-dev-{port}"
-    variables = inventory()
-    subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
-    secret = Path(tempfile.gettempdir()) / f"pgmsg-dev-{port}.secret"
-    secret.write_text(variables["postgres_superuser_password"])
-    docker("run", "-d", "--name", name, "--network", "host", "-e", f"PGPORT={port}",
-           "-e", "POSTGRES_PASSWORD_FILE=/run/secret", "-v", f"{secret}:/run/secret:ro",
-           deployed_image("postgres-messaging"),
-           *without_archiving(json.loads(docker("inspect", "--format", "{{json .Config.Cmd}}", "postgres-messaging"))))
-    dsn = (f"host=127.0.0.1 port={port} user=postgres dbname=messaging "
-           f"password={variables['postgres_superuser_password']}")
-    wait_for_server(dsn, name)
+    variables = inventory_vars(ROOT / "inventory/local/hosts.yml")
+    deployed = Deployment(variables)
+    command = json.loads(docker("inspect", "--format", "{{json .Config.Cmd}}", deployed.db_container))
+    dsn = start_postgres(deployed_image(deployed.db_container), f"pgmsg-dev-{port}", port,
+                         password=variables["postgres_superuser_password"], dbname=deployed.db_name,
+                         command=without_archiving(command)).dsn
     migrations.apply(dsn, sql_dir)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pgmsg_set_webhook_allowlist(%s)",
@@ -114,7 +99,7 @@ def main() -> None:
     parser.add_argument("--sql-dir", type=Path, default=ROOT / "sql", help="the sql/ directory to migrate from")
     args = parser.parse_args()
     if args.action == "down":
-        subprocess.run(["docker", "rm", "-f", "-v", f"pgmsg-dev-{args.port}"], check=False)
+        remove(f"pgmsg-dev-{args.port}")
         return
     print(up(args.port, args.sql_dir))
 

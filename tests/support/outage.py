@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from pgmsg import Acked, Client, Delivery, PgmsgError
 from pgmsg.client import DeliveryRef
 from pgmsg.dispatcher import Dispatcher
+from tests.support.deployment import Deployment
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
@@ -114,10 +115,10 @@ def publish_loop(client: Client, journal: Journal, number: int, message_type: st
 
 # -- the deployed services ------------------------------------------------------------------
 
-def health_url(service: str) -> str:
+def health_url(service: str, deployment: Deployment) -> str:
     spec = CATALOG[service]
     if spec.get("health_path"):
-        return f"http://127.0.0.1:{spec['health_port']}{spec['health_path']}"
+        return f"http://127.0.0.1:{deployment.render(str(spec['health_port']))}{spec['health_path']}"
     return f"http://127.0.0.1:{spec['metrics_port']}/metrics"
 
 
@@ -132,8 +133,8 @@ def endpoint_ok(url: str) -> bool:
 def service_roles(inventory_vars: dict[str, Any], services: list[str]) -> set[str]:
     """The login roles the enabled services connect with."""
     by_client = {c["client_id"]: c["name"] for c in inventory_vars.get("messaging_schema_clients", [])}
-    roles = {by_client[CATALOG[s]["client_id"]] for s in services
-             if CATALOG[s].get("login") and CATALOG[s]["client_id"] in by_client}
+    # A client service runs as the client login role of its name (roles/pgmsg_services).
+    roles = {by_client[s] for s in services if CATALOG[s]["login_as"] == "client" and s in by_client}
     if "http-dispatcher" in services:
         roles.add(inventory_vars["messaging_schema_dispatchers"][0]["name"])
     return roles
@@ -149,19 +150,20 @@ class Outage:
     back: float
 
 
-def run_outage_scenario(dsn: str, run_id: str, inventory_vars: dict[str, Any], *,
+def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, *,
                         outage: Callable[[], Outage], publishers: int = 3) -> Journal:
     """Put the system under load, call ``outage`` (which must return once the database
     answers again), then check that nothing was lost or handed out twice and that everybody
-    carried on by themselves. Returns the journal for the caller's own checks."""
+    carried on by themselves; ``receiver`` (the fixture) is the webhook endpoint. Returns the
+    journal for the caller's own checks."""
     n_publishers = publishers
-    services = list(inventory_vars.get("pgmsg_services_enabled", []))
+    services = deployment.services
     # The services must carry on in the process they run in now: no restart by Docker either.
-    watched = services + [c for c in ("postgres-exporter", "pgadmin") if container_exists(c)]
+    watched = services + [c for c in (deployment.exporter_container, deployment.pgadmin_container)
+                          if container_exists(c)]
     started = {s: container_state(s)["StartedAt"] for s in watched}
     journal = Journal()
     stop_publishing, stop_consuming = threading.Event(), threading.Event()
-    receiver = Receiver().start()
     admin = Client(dsn, max_size=2)
     publisher_client = Client(dsn, max_size=n_publishers + 1)
     consumer_client = RecordingClient(dsn, max_size=CONSUMERS + 1)
@@ -298,11 +300,11 @@ def run_outage_scenario(dsn: str, run_id: str, inventory_vars: dict[str, Any], *
 
         # -- the deployed services are back -----------------------------------------------------
         def unhealthy() -> list[str]:
-            return [s for s in services if not (healthy(s) and endpoint_ok(health_url(s)))]
+            return [s for s in services if not (healthy(s) and endpoint_ok(health_url(s, deployment)))]
         wait_until(lambda: not unhealthy(), timeout=60, interval=0.5,
                    message="the services are not all healthy after the restart")
         assert {s: container_state(s)["StartedAt"] for s in watched} == started, "a container was restarted"
-        expected_roles = service_roles(inventory_vars, services)
+        expected_roles = service_roles(deployment.inventory_vars, services)
         with psycopg.connect(dsn, autocommit=True) as conn:
             def connected() -> set[str]:
                 return {r[0] for r in conn.execute(
@@ -321,7 +323,6 @@ def run_outage_scenario(dsn: str, run_id: str, inventory_vars: dict[str, Any], *
         for thread in threads.values():
             thread.join(timeout=30)
         dispatcher.close()
-        receiver.stop()
         for c in (publisher_client, consumer_client, admin):
             c.close()
         with psycopg.connect(dsn, autocommit=True) as conn:
