@@ -16,19 +16,13 @@ advisory lock), the others find nothing to do. pg_cron's housekeeping job
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
-import psycopg
-from prometheus_client import Counter
-
-from pgmsg import Client
-from pgmsg.errors import InvalidInput, PgmsgError
+from pgmsg import Client, metrics, runtime
+from pgmsg.errors import InvalidInput
 
 log = logging.getLogger("pgmsg.fan_out")
-
-fanned_out = Counter("pgmsg_deferred_fanned_out_total", "Deferred messages moved into messages and fanned out")
 
 #: Most messages one call moves (the function's own limit).
 MAX_BATCH = 100_000
@@ -50,66 +44,45 @@ class FanOutWorker:
         self.moved = 0
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                with Client(self.conninfo, min_size=1, max_size=1) as client:
-                    self._drain(client, stop)
-            except (PgmsgError, psycopg.Error) as exc:
-                # A database restart is routine, and so is a deadlock or a lock timeout, which
-                # roll the move back whole: what waits stays in message_inbox, for the next try.
-                log.warning("fan-out failed, trying again", extra={"fields": {
-                    "error": str(exc), "retry_in_seconds": self.reconnect_seconds}})
-                stop.wait(self.reconnect_seconds)
+        # A database restart is routine, and so is a deadlock or a lock timeout, which
+        # roll the move back whole: what waits stays in message_inbox, for the next try.
+        runtime.reconnecting(stop, lambda: self._drain(stop), log=log, message="fan-out failed, trying again",
+                             pause=self.reconnect_seconds)
 
-    def _drain(self, client: Client, stop: threading.Event) -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            moved = client.fan_out_deferred(self.batch)
-            if moved:
-                self.moved += moved
-                fanned_out.inc(moved)
-                log.debug("moved deferred messages", extra={"fields": {
-                    "moved": moved, "ms": round((time.monotonic() - started) * 1000, 3)}})
-            else:
-                stop.wait(self.poll_seconds)
-
-
-def _setting(value: str | None, option: str, env: str, default: str, kind: type) -> float:
-    """A command-line value, else the environment variable, else the default, as a number."""
-    text = value if value is not None else (os.environ.get(env, "").strip() or default)
-    try:
-        return kind(text)
-    except ValueError:
-        raise InvalidInput(f"{option} ({env}) must be a number, not {text!r}") from None
+    def _drain(self, stop: threading.Event) -> None:
+        """Connect, then move batch after batch, pausing poll_seconds when none waits."""
+        with Client(self.conninfo, min_size=1, max_size=1) as client:
+            while not stop.is_set():
+                started = time.monotonic()
+                moved = client.fan_out_deferred(self.batch)
+                if moved:
+                    self.moved += moved
+                    metrics.deferred_fanned_out.inc(moved)
+                    log.debug("moved deferred messages", extra={"fields": {
+                        "moved": moved, "ms": round((time.monotonic() - started) * 1000, 3)}})
+                else:
+                    stop.wait(self.poll_seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
     """pgmsg-fan-out: fan out deferred messages until SIGTERM/SIGINT. Connection from PGMSG_DSN or PG*."""
-    import argparse
-    import dataclasses
-
-    from pgmsg.services import runtime
-
-    parser = argparse.ArgumentParser(prog="pgmsg-fan-out", description=main.__doc__)
+    parser = runtime.parser("pgmsg-fan-out", main.__doc__)
     parser.add_argument("--batch", help="messages moved per transaction (default PGMSG_FAN_OUT_BATCH, else 1000)")
     parser.add_argument("--poll-ms", help="pause when nothing waits, in ms (default PGMSG_FAN_OUT_POLL_MS, else 10)")
-    parser.add_argument("--metrics-port",
-                        help="serve Prometheus metrics on this port (default PGMSG_METRICS_PORT; 0 for none)")
     args = parser.parse_args(argv)
     try:
-        batch = int(_setting(args.batch, "--batch", "PGMSG_FAN_OUT_BATCH", "1000", int))
-        poll_ms = _setting(args.poll_ms, "--poll-ms", "PGMSG_FAN_OUT_POLL_MS", "10", float)
-        metrics_port = int(_setting(args.metrics_port, "--metrics-port", "PGMSG_METRICS_PORT", "0", int))
-        config = dataclasses.replace(runtime.settings(needs_client=False), metrics_port=metrics_port or None)
+        batch = int(runtime.setting(args.batch, "--batch", "PGMSG_FAN_OUT_BATCH", "1000", int))
+        poll_ms = runtime.setting(args.poll_ms, "--poll-ms", "PGMSG_FAN_OUT_POLL_MS", "10", float)
+        config = runtime.settings(needs_client=False, metrics_port=args.metrics_port, metrics_flag="--metrics-port")
         worker = FanOutWorker(config.conninfo, batch=batch, poll_seconds=poll_ms / 1000)
     except InvalidInput as exc:
         parser.error(str(exc))
-    # The sample services' start: JSON logs, metrics, and the event SIGTERM / SIGINT set.
     stop = runtime.start("fan-out", config)
     log.info("fan-out worker started", extra={"fields": {"batch": worker.batch, "poll_ms": poll_ms}})
     worker.run(stop)
     log.info("fan-out worker stopped", extra={"fields": {"moved": worker.moved}})
     return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())
