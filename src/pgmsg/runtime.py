@@ -76,17 +76,20 @@ def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     return found
 
 
-def start(name: str, config: ServiceSettings) -> threading.Event:
-    """Log as JSON, serve metrics, and return the event SIGTERM / SIGINT set."""
+def start(name: str, config: ServiceSettings, **fields: object) -> threading.Event:
+    """Log as JSON, serve metrics, and return the event SIGTERM / SIGINT set.
+
+    The "<name> started" line carries the client id, the metrics port and ``fields``.
+    """
     configure_logging()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.metrics_address)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    logging.getLogger(f"pgmsg.{name}").info(
-        "%s started", name, extra={"fields": {"client_id": config.client_id, "metrics_port": config.metrics_port}}
-    )
+    logging.getLogger("pgmsg." + name.replace("-", "_")).info(
+        "%s started", name,
+        extra={"fields": {"client_id": config.client_id, "metrics_port": config.metrics_port, **fields}})
     return stop
 
 

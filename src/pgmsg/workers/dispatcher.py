@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                                 per_subscription=args.per_subscription, ca_file=args.ca_file)
     except InvalidInput as exc:
         parser.error(str(exc))
-    stop = runtime.start("dispatcher", config)
-    log.info("dispatcher %s started", dispatcher.name)
+    stop = runtime.start("dispatcher", config, name=dispatcher.name, workers=args.workers,
+                         per_subscription=args.per_subscription)
     try:
         dispatcher.run(stop)
     finally:

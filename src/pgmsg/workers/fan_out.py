@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = FanOutWorker(config.conninfo, batch=batch, poll_seconds=poll_ms / 1000)
     except InvalidInput as exc:
         parser.error(str(exc))
-    stop = runtime.start("fan-out", config)
-    log.info("fan-out worker started", extra={"fields": {"batch": worker.batch, "poll_ms": poll_ms}})
+    stop = runtime.start("fan-out", config, batch=worker.batch, poll_ms=poll_ms)
     worker.run(stop)
     log.info("fan-out worker stopped", extra={"fields": {"moved": worker.moved}})
     return 0
