@@ -262,6 +262,5 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     return context
 
 
-
 def _log(level: int, msg: str, **fields: Any) -> None:
     logger.log(level, msg, extra={"fields": fields})
