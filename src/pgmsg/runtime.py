@@ -76,7 +76,7 @@ def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     return found
 
 
-def start(name: str, config: ServiceSettings, **fields: object) -> threading.Event:
+def start(name: str, config: ServiceSettings, /, **fields: object) -> threading.Event:
     """Log as JSON, serve metrics, and return the event SIGTERM / SIGINT set.
 
     The "<name> started" line carries the client id, the metrics port and ``fields``.
