@@ -108,7 +108,7 @@ def _halted_by(stop: Any) -> threading.Event:
 
 def _w_fan_out(dsn: str, ready: Any, stop: Any, out: Any) -> None:
     """The deferred fan-out worker (pgmsg-fan-out's loop, its default batch and poll interval)."""
-    from pgmsg.fan_out import FanOutWorker
+    from pgmsg.workers.fan_out import FanOutWorker
 
     halt = _halted_by(stop)
     worker = FanOutWorker(dsn)
@@ -470,7 +470,7 @@ def _w_receiver(port: int, secret: str, delay: float, ready: Any, stop: Any, out
 
 
 def _w_dispatcher(dsn: str, per_subscription: int, workers: int, ready: Any, stop: Any) -> None:
-    from pgmsg.dispatcher import Dispatcher
+    from pgmsg.workers.dispatcher import Dispatcher
 
     halt = _halted_by(stop)
     dispatcher = Dispatcher(dsn, name="bench", workers=workers, per_subscription=per_subscription)

@@ -40,7 +40,3 @@ def configure_logging(logger: logging.Logger | None = None, level: int = logging
     target.addHandler(handler)
     target.setLevel(level)
 
-
-def log_event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
-    """Log ``msg`` with structured fields."""
-    logger.log(level, msg, extra={"fields": fields})

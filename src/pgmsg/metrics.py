@@ -10,14 +10,14 @@ published_messages = Counter(
 processed_messages = Counter(
     "pgmsg_processed_messages_total", "Messages processed by a subscriber", ["client_id", "delivery_mode"]
 )
-failed_messages = Counter(
-    "pgmsg_failed_messages_total", "Messages whose processing failed (retried or dead-lettered)", ["client_id"]
-)
 processing_seconds = Histogram(
     "pgmsg_processing_seconds", "Message processing duration", ["client_id"]
 )
 webhooks_rejected = Counter(
     "pgmsg_webhooks_rejected_total", "Webhook requests refused by the receiver", ["client_id", "reason"]
+)
+deferred_fanned_out = Counter(
+    "pgmsg_deferred_fanned_out_total", "Deferred messages moved into messages and fanned out (pgmsg-fan-out)"
 )
 webhooks_pushed = Counter(
     "pgmsg_webhooks_pushed_total", "Webhook requests sent by the dispatcher, by outcome", ["outcome"]

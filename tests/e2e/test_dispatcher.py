@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 from pgmsg import Client
-from pgmsg.dispatcher import Dispatcher, parse_retry_after
+from pgmsg.workers.dispatcher import Dispatcher
+from pgmsg.workers.pushing import parse_retry_after
 from pgmsg.webhook_receiver import WebhookReceiver
 from tests.support.dispatching import running
 from tests.support.receiver import Receiver, Reply

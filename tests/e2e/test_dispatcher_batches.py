@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from pgmsg import Client
-from pgmsg.dispatcher import Dispatcher
+from pgmsg.workers.dispatcher import Dispatcher
 from tests.support.dispatching import running
 from tests.support.receiver import Received, Receiver, Reply
 from tests.support.scratch import scratch_database_fixtures
@@ -118,7 +118,8 @@ def test_recording_retried_after_a_lost_connection_records_once(client: Client, 
                                                                 db: psycopg.Connection[Any], run_id: str) -> None:
     """The recorder's connection dies: the batch is recorded on a new one, only for the
     deliveries still claimed for those pushes, and a second try records nothing twice."""
-    from pgmsg.dispatcher import RECORD, _Finished
+    from pgmsg.client.dispatch_store import RECORD
+    from pgmsg.workers.recording import Finished
 
     client.subscribe(run_id + "-lost", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook")
     ids = client.publish_many([(run_id + ".x", {"n": i}, "default") for i in range(5)])
@@ -127,20 +128,20 @@ def test_recording_retried_after_a_lost_connection_records_once(client: Client, 
         sub = db.execute("SELECT id FROM subscriptions WHERE client_id = %s", (run_id + "-lost",)).fetchone()["id"]
         others = db.execute("SELECT array_agg(id) AS ids FROM subscriptions WHERE delivery_mode = 'http' "
                             "AND id <> %s", (sub,)).fetchone()["ids"] or []
-        rows = d._conn().execute(
+        rows = d.store.connection().execute(
             "SELECT * FROM pgmsg_claim_http_slots(100, 10, %s, 60, %s::bigint[], %s::integer[])",
             (d.name, others, [10] * len(others))).fetchall()
         assert sorted(r["message_id"] for r in rows) == sorted(ids)
-        batch = [_Finished(r, 200 if i % 2 else 503, None, 1.5, None, time.monotonic() + 30)
+        batch = [Finished(r, 200 if i % 2 else 503, None, 1.5, None, time.monotonic() + 30)
                  for i, r in enumerate(rows)]
-        pid = d._conn().execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+        pid = d.store.connection().execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
         db.execute("SELECT pg_terminate_backend(%s)", (pid,))
         d.record(batch)      # the first try fails, the retry (under the same lease tokens) records on a new connection
         # The retry's statement again, as after an answer lost behind a commit: nothing twice.
         params = {"ids": [r["delivery_id"] for r in rows], "tokens": [r["lease_token"] for r in rows],
                   "codes": [200] * len(rows), "errors": [None] * len(rows), "durations": [1.0] * len(rows),
                   "retry_after": [None] * len(rows)}
-        again = d._conn().execute(RECORD, params).fetchall()
+        again = d.store.connection().execute(RECORD, params).fetchall()
         assert [r["status"] for r in again] == [None] * len(rows)
         for i, r in enumerate(rows):
             row = delivery(client, r["message_id"])

@@ -18,7 +18,8 @@ import psycopg
 import pytest
 
 from pgmsg import Client
-from pgmsg.dispatcher import Dispatcher, _Finished
+from pgmsg.workers.dispatcher import Dispatcher
+from pgmsg.workers.recording import Finished
 from tests.support.dispatching import running
 from tests.support.receiver import Received, Receiver, Reply
 from tests.support.scratch import scratch_database_fixtures
@@ -128,7 +129,7 @@ def _claim_only(d: Dispatcher, db: psycopg.Connection[Any], client_id: str, leas
     sub = db.execute("SELECT id FROM subscriptions WHERE client_id = %s", (client_id,)).fetchone()["id"]
     others = db.execute("SELECT coalesce(array_agg(id), '{}') AS ids FROM subscriptions "
                         "WHERE delivery_mode = 'http' AND id <> %s", (sub,)).fetchone()["ids"]
-    return d._conn().execute(
+    return d.store.connection().execute(
         "SELECT * FROM pgmsg_claim_http_slots(100, 10, %s, %s, %s::bigint[], %s::integer[])",
         (d.name, lease_seconds, others, [10] * len(others))).fetchall()
 
@@ -162,18 +163,18 @@ def test_late_record_after_the_lease_passed_on_changes_nothing(
     [held_by_b] = _claim_only(b, db, run_id + "-late", 60)
     assert held_by_b["webhook_id"] == held_by_a["webhook_id"]
 
-    a.record([_Finished(held_by_a, 200, None, 5.0, None, time.monotonic() + 30)])
+    a.record([Finished(held_by_a, 200, None, 5.0, None, time.monotonic() + 30)])
     [row] = client.deliveries(message_id)
     assert (row["status"], row["claimed_by"]) == ("processing", b.name)
     assert client.attempts(row["id"]) == []        # nothing recorded for A's lost lease
     assert a.lost_leases == 1
 
-    b.record([_Finished(held_by_b, 503, "HTTP 503", 5.0, None, time.monotonic() + 30)])
+    b.record([Finished(held_by_b, 503, "HTTP 503", 5.0, None, time.monotonic() + 30)])
     [row] = client.deliveries(message_id)
     assert (row["status"], row["push_status_code"]) == ("pending", 503)
     assert [x["status_code"] for x in client.attempts(row["id"])] == [503]
     # A's record, repeated now that B's lease is over, still changes nothing.
-    a.record([_Finished(held_by_a, 200, None, 5.0, None, time.monotonic() + 30)])
+    a.record([Finished(held_by_a, 200, None, 5.0, None, time.monotonic() + 30)])
     assert client.deliveries(message_id)[0]["status"] == "pending"
 
 
@@ -193,8 +194,8 @@ def test_late_record_cannot_raise_a_dead_letter(
     db.execute("SELECT pgmsg_release_expired_leases()")
     assert [r["status"] for m in (first, second) for r in client.deliveries(m)] == ["dead", "dead"]
 
-    a.record([_Finished(claimed[0], 200, None, 5.0, None, time.monotonic() + 30)])
-    a.record([_Finished(row, 200, None, 5.0, None, time.monotonic() + 30) for row in claimed])
+    a.record([Finished(claimed[0], 200, None, 5.0, None, time.monotonic() + 30)])
+    a.record([Finished(row, 200, None, 5.0, None, time.monotonic() + 30) for row in claimed])
     assert [r["status"] for m in (first, second) for r in client.deliveries(m)] == ["dead", "dead"]
     assert a.lost_leases == 3
 

@@ -1,4 +1,4 @@
-"""pgmsg-fan-out's loop (pgmsg.fan_out.FanOutWorker) against a database of its own.
+"""pgmsg-fan-out's loop (pgmsg.workers.fan_out.FanOutWorker) against a database of its own.
 
 A scratch server, so that the deployed worker and pg_cron job cannot be the ones
 that moved what this test published.
@@ -16,7 +16,7 @@ import pytest
 
 from pgmsg import Client
 from pgmsg.errors import InvalidInput
-from pgmsg.fan_out import FanOutWorker
+from pgmsg.workers.fan_out import FanOutWorker
 from tests.support.scratch import ScratchServer, free_port
 from tests.support.waiting import wait_until
 
@@ -80,7 +80,7 @@ def test_bad_settings_are_refused(batch: Any, poll: float) -> None:
 ])
 def test_the_command_refuses_bad_settings_with_usage_errors(args: list[str], env: dict[str, str],
                                                              message: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pgmsg.fan_out", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "pgmsg.workers.fan_out", *args], capture_output=True, text=True,
                           timeout=60, env={"PATH": "/usr/bin:/bin", **env})
     assert done.returncode == 2
     assert message in done.stderr

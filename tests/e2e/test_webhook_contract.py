@@ -22,6 +22,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from pgmsg import Client
+from pgmsg.cli.webhook_probe import send_test_event
 from tests.e2e.test_webhook_policy import in_transaction_push
 from tests.support.dispatching import running
 from tests.support.waiting import wait_until
@@ -150,10 +151,9 @@ def test_in_transaction_push_and_dispatcher_send_the_same_request(
 def test_the_cli_test_event_follows_the_same_contract(
         client: Client, db: psycopg.Connection[Any], raw_receiver: RawReceiver, run_id: str) -> None:
     """`pgmsg subscriptions test` sends the contract's header lines for its fixed test event."""
-    from pgmsg.cli.webhook_probe import send_test_event
     sub = client.subscribe(run_id + "-probe", "http", message_type=run_id + ".probe",
                            webhook_url=raw_receiver.url, push_mode="dispatcher")
-    result = send_test_event(db, sub.id)
+    result = send_test_event(client, sub.id)
     assert result.ok, result.error
     [request] = raw_receiver.requests
     assert [request.name_of(line) for line in request.lines(without=TRANSPORT)] == CONTRACT

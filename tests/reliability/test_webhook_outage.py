@@ -23,7 +23,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgmsg import Client, signing
-from pgmsg.dispatcher import Dispatcher
+from pgmsg.workers.dispatcher import Dispatcher
 from pgmsg.webhook_receiver import WebhookReceiver
 from tests.support.waiting import wait_until
 

@@ -146,8 +146,8 @@ def test_the_sample_listener_service_reads_and_counts_as_its_client_role(
     import threading
 
     from pgmsg import metrics
-    from pgmsg.services import listener as service
-    from pgmsg.services.runtime import ServiceSettings
+    from pgmsg.runtime import ServiceSettings
+    from services import listener as service
     from tests.support.waiting import wait_until
 
     password = {r["name"]: r["password"] for r in inventory_vars["messaging_schema_clients"]}[OWNER_ROLE]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pgmsg.dispatcher import Dispatcher
+from pgmsg.workers.dispatcher import Dispatcher
 
 
 @contextmanager

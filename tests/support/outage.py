@@ -26,7 +26,7 @@ from psycopg.rows import dict_row
 
 from pgmsg import Acked, Client, Delivery, PgmsgError
 from pgmsg.client import DeliveryRef
-from pgmsg.dispatcher import Dispatcher
+from pgmsg.workers.dispatcher import Dispatcher
 from tests.support.deployment import Deployment
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from pgmsg import InvalidInput
-from pgmsg.dispatcher import Dispatcher
+from pgmsg.workers.dispatcher import Dispatcher
 
 
 @pytest.mark.parametrize("setting", [
@@ -31,7 +31,7 @@ def test_nonsense_settings_are_refused_with_what_to_give(setting: dict[str, floa
 @pytest.mark.parametrize("value", ["0", "-4"])
 def test_the_command_refuses_them_before_starting(option: str, value: str) -> None:
     # A subprocess with a deadline: a dispatcher that accepted the value would run for ever.
-    done = subprocess.run([sys.executable, "-m", "pgmsg.dispatcher", option, value], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "pgmsg.workers.dispatcher", option, value], capture_output=True,
                           text=True, timeout=60,
                           env={**os.environ, "PGMSG_DSN": "host=127.0.0.1 port=9 connect_timeout=1"})
     assert done.returncode == 2

@@ -14,7 +14,8 @@ import pytest
 
 from pgmsg.errors import InvalidInput
 from pgmsg.signing import signature_headers
-from pgmsg.webhook_receiver import JsonFormatter, WebhookReceiver
+from pgmsg.logs import JsonFormatter
+from pgmsg.webhook_receiver import WebhookReceiver
 
 OLD = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 NEW = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()

@@ -15,11 +15,7 @@ import threading
 import time
 from collections import Counter
 
-import psycopg
-
-from pgmsg import Client, Delivery, metrics
-from pgmsg.errors import PgmsgError
-from pgmsg.services import runtime
+from pgmsg import Client, Delivery, metrics, runtime
 
 log = logging.getLogger("pgmsg.consumer")
 
@@ -44,15 +40,13 @@ class TypeTally:
 def run(stop: threading.Event, config: runtime.ServiceSettings, batch_size: int) -> None:
     handler = TypeTally(config.client_id)
     consumer = f"{socket.gethostname()}:{os.getpid()}"
-    while not stop.is_set():
-        try:
-            with Client(config.conninfo, max_size=2) as client:
-                client.run_consumer(config.client_id, handler, stop=stop, batch_size=batch_size,
-                                    consumer=consumer)
-        except (PgmsgError, psycopg.Error) as exc:
-            # The database restarting is routine: reconnect, nothing is lost (leases).
-            log.warning("database unavailable, reconnecting", extra={"fields": {"error": str(exc)}})
-            stop.wait(2.0)
+
+    def session() -> None:
+        with Client(config.conninfo, max_size=2) as client:
+            client.run_consumer(config.client_id, handler, stop=stop, batch_size=batch_size, consumer=consumer)
+
+    # The database restarting is routine: reconnect, nothing is lost (leases).
+    runtime.reconnecting(stop, session, log=log)
 
 
 def main() -> int:
