@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pgmsg import schema_files  # noqa: E402
-from tests.support import devdb, schemadump  # noqa: E402
+from tests.support import schemadump
+from tests.support.deployment import ROOT as REPO_ROOT, inventory_vars  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "sql" / "schema", help="directory to write")
     args = parser.parse_args()
     name = f"pgmsg-schema-dump-{args.port}"
-    with schemadump.migrated(devdb.inventory(), name, args.port, ROOT / "sql"):
+    with schemadump.migrated(inventory_vars(REPO_ROOT / "inventory/local/hosts.yml"), name, args.port, ROOT / "sql"):
         files = schemadump.area_files(name, args.port)
     for path in schema_files.write(files, args.out):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)

@@ -180,7 +180,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     # One webhook contract (028): the headers every sender sends, signed in the dispatcher's claim.
     "function pgmsg_webhook_headers(subscriptions,text,bigint,text,bigint,bigint,text,text)": {DIS: "EXECUTE"},
     "function pgmsg_push_http(bigint)": {ADM: "EXECUTE"},
-    "function retry_failed_http_push(text,integer)": {ADM: "EXECUTE"},
+    "function retry_failed_http_push(text,integer,interval,bigint[])": {ADM: "EXECUTE"},
     "function retry_failed_http_push(bigint,text)": {ADM: "EXECUTE"},
     "function pgmsg_redrive(text,bigint[])": {ADM: "EXECUTE"},
     "function pgmsg_replay(text,bigint,timestamp with time zone,timestamp with time zone)": {ADM: "EXECUTE"},

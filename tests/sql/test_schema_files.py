@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from pgmsg import schema_files
-from tests.support import devdb, schemadump
+from tests.support import schemadump
+from tests.support.deployment import ROOT as REPO_ROOT, inventory_vars
 from tests.support.scratch import deployed_image, scratch_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def differences(want: dict[str, str], have: dict[str, str], want_label: str, hav
 def variables() -> dict:
     """inventory/local's variables, whatever inventory the rest of the suite runs against:
     the committed files are rendered for it."""
-    return devdb.inventory()
+    return inventory_vars(REPO_ROOT / "inventory/local/hosts.yml")
 
 
 @pytest.fixture(scope="module")

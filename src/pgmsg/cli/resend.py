@@ -41,8 +41,8 @@ def retry(app: AppContext, client_id: str | None, since: timedelta | None, ids: 
     in-transaction subscriptions, any failure. Each push happens inside the
     database (signed and allowlisted, an attempt is logged). Exits 1 when a
     retried delivery failed again or a named one could not be retried.
-    Without --since and --id this is the database's retry_failed_http_push(),
-    which re-sends at most 50 per run (run it again for more).
+    This is the database's retry_failed_http_push(), which re-sends at most
+    50 per run (run it again for more).
 
     \b
     Examples:

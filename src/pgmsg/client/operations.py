@@ -19,29 +19,10 @@ REPLAY = "SELECT pgmsg_replay(%s, %s, %s, %s) AS n"
 
 RETRY_DEFERRED = "SELECT pgmsg_retry_deferred(%s::bigint[]) AS retried"
 
-#: Re-send failed http pushes (one client's, or all) not yet retried a number of times:
-#: at most 50 per call, none started after 120 s (migration 018).
-RETRY_FAILED_HTTP_PUSH = "SELECT * FROM retry_failed_http_push(%s::text, %s::integer)"
-
-#: Failed http deliveries matching filters retry_failed_http_push() has no parameter for:
-#: created within an interval, or named by id (whose retry count is not capped).
-FAILED_HTTP_DELIVERIES = """
-            SELECT id FROM message_delivery
-             WHERE status = 'failed' AND delivery_mode = 'http'
-               AND (%(client)s::text IS NULL OR client_id = %(client)s)
-               AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
-               AND (%(ids)s::bigint[] IS NULL AND retry_count < %(cap)s OR id = ANY (%(ids)s::bigint[]))
-             ORDER BY id
-            """
-#: The steps retry_failed_http_push() takes for each delivery: lock it unless another
-#: session holds it, count the retry, push (signed, allowlisted, the attempt logged).
-LOCK_FAILED_HTTP_DELIVERY = ("SELECT id FROM message_delivery WHERE id = %s AND status = 'failed' "
-                             "AND delivery_mode = 'http' FOR UPDATE SKIP LOCKED")
-COUNT_RETRY = "UPDATE message_delivery SET retry_count = retry_count + 1 WHERE id = %s"
-PUSH_HTTP = "SELECT pgmsg_push_http(%s)"
-#: A re-sent delivery's outcome, in the columns retry_failed_http_push() returns.
-PUSH_OUTCOME = ("SELECT id AS delivery_id, message_id, client_id, status, push_status_code, last_error "
-                "FROM message_delivery WHERE id = %s")
+#: Re-send failed http pushes (one client's, or all; created within an interval; or named by id,
+#: whose retry count is then not capped): at most 50 per call, none started after 120 s (029).
+RETRY_FAILED_HTTP_PUSH = ("SELECT * FROM retry_failed_http_push(%s::text, %s::integer, %s::interval, "
+                          "%s::bigint[])")
 
 #: The database's clock an interval ago.
 TIME_AGO = "SELECT now() - %s::interval AS at"
@@ -102,30 +83,12 @@ class OperationsMixin(ClientCore):
         re-sends those (if failed http deliveries), whatever their retry count. A delivery
         another session holds at that moment is skipped.
 
-        Without ``since`` and ``delivery_ids`` this is the database's retry_failed_http_push(),
-        which sends at most 50 per call; with them, each matching delivery is re-sent with the
-        same steps, one transaction each (the function has no parameters for them).
+        One call of the database's retry_failed_http_push(): at most 50 deliveries, none
+        started after 120 s; call again for the rest.
         """
         ids = None if delivery_ids is None else list(delivery_ids)
-        if since is None and ids is None:
-            with translated("retrying failed HTTP pushes"), self._connection() as conn:
-                return conn.execute(RETRY_FAILED_HTTP_PUSH, (client_id, max_retries)).fetchall()
-        with translated("finding failed http deliveries"), self._connection() as conn:
-            candidates = [r["id"] for r in conn.execute(
-                FAILED_HTTP_DELIVERIES, {"client": client_id, "since": since, "ids": ids,
-                                         "cap": max_retries}).fetchall()]
-        outcomes = []
-        for delivery_id in candidates:
-            with translated(f"re-sending delivery {delivery_id}"), self._connection() as conn:
-                with conn.transaction():
-                    if conn.execute(LOCK_FAILED_HTTP_DELIVERY, (delivery_id,)).fetchone() is None:
-                        continue  # no longer failed, or another session holds it
-                    conn.execute(COUNT_RETRY, (delivery_id,))
-                    conn.execute(PUSH_HTTP, (delivery_id,))
-                outcome = conn.execute(PUSH_OUTCOME, (delivery_id,)).fetchone()
-            if outcome is not None:
-                outcomes.append(outcome)
-        return outcomes
+        with translated("retrying failed HTTP pushes"), self._connection() as conn:
+            return conn.execute(RETRY_FAILED_HTTP_PUSH, (client_id, max_retries, since, ids)).fetchall()
 
     def database_time_ago(self, interval: timedelta) -> datetime:
         """The database's clock ``interval`` ago (not this host's)."""
