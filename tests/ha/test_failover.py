@@ -21,7 +21,9 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import ROOT, Cluster, docker
+from tests.support.deployment import Deployment
 from tests.support.outage import Outage, run_outage_scenario
+from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
 ELECTION_LIMIT_SECONDS = 30
@@ -55,9 +57,9 @@ def new_leader_routed(dsn: str, cluster: Cluster, old: str, began: float, figure
     return Outage(began=began, back=back)
 
 
-def run_and_report(name: str, dsn: str, run_id: str, inventory_vars: dict[str, Any],
+def run_and_report(name: str, dsn: str, run_id: str, deployment: Deployment, receiver: Receiver,
                    outage: Callable[[], Outage], figures: dict[str, Any]) -> None:
-    journal = run_outage_scenario(dsn, run_id, inventory_vars, outage=outage, publishers=4)
+    journal = run_outage_scenario(dsn, run_id, deployment, receiver, outage=outage, publishers=4)
     figures["committed"] = len(journal.committed)
     figures["publish_errors_retried"] = len(journal.publish_errors)
     report(name, figures)
@@ -83,7 +85,7 @@ def report(name: str, figures: dict[str, Any]) -> None:
 
 
 def test_leader_killed_under_load_loses_nothing_and_rejoins(
-        dsn: str, run_id: str, inventory_vars: dict[str, Any], cluster: Cluster) -> None:
+        dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, cluster: Cluster) -> None:
     old = cluster.leader()
     assert old is not None and node_name(dsn) == old
     figures: dict[str, Any] = {"old_leader": old}
@@ -93,12 +95,12 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
         docker("kill", cluster.container(old))
         return new_leader_routed(dsn, cluster, old, began, figures)
 
-    run_and_report("leader_killed", dsn, run_id, inventory_vars, kill_leader, figures)
+    run_and_report("leader_killed", dsn, run_id, deployment, receiver, kill_leader, figures)
     assert figures["election_seconds"] <= ELECTION_LIMIT_SECONDS, figures
     assert node_name(dsn) == figures["new_leader"]
 
     # The exporter, never restarted, reports the new leader.
-    port = inventory_vars.get("postgres_exporter_port", 9187)
+    port = deployment.value("postgres_exporter_port")
     wait_until(lambda: leaders_reported(port) == [figures["new_leader"]],
                timeout=60, interval=1, message="the exporter does not report the new leader")
 
@@ -121,7 +123,7 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
 
 
 def test_switchover_under_load_loses_nothing(
-        dsn: str, run_id: str, inventory_vars: dict[str, Any], cluster: Cluster) -> None:
+        dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, cluster: Cluster) -> None:
     old = cluster.leader()
     assert old is not None
     candidate = next(n for n, m in cluster.roles().items() if m["role"] == "sync_standby")
@@ -132,7 +134,7 @@ def test_switchover_under_load_loses_nothing(
         cluster.patronictl("switchover", "--leader", old, "--candidate", candidate, "--force", member=old)
         return new_leader_routed(dsn, cluster, old, began, figures)
 
-    run_and_report("switchover", dsn, run_id, inventory_vars, switchover, figures)
+    run_and_report("switchover", dsn, run_id, deployment, receiver, switchover, figures)
     assert figures["new_leader"] == candidate
     cluster.wait_healthy()
     assert cluster.roles()[old]["role"] in ("replica", "sync_standby")

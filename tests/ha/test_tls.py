@@ -110,7 +110,8 @@ def scratch_inventory(base: Path) -> dict[str, Any]:
             "pgmsg_db_name": "messaging",
             "messaging_schema_webhook_allowlist": ["127.0.0.1/32"],
             "messaging_schema_monitors": [{"name": "tls_exporter", "password": "exporter-local-only"}],
-            "messaging_schema_clients": [{"name": "tls_consumer", "client_id": "tls-consumer",
+            # A client service runs as the client whose client_id is the service's name.
+            "messaging_schema_clients": [{"name": "tls_consumer", "client_id": CONSUMER,
                                           "password": "consumer-local-only"}],
             "postgres_exporter_container_name": EXPORTER,
             "postgres_exporter_network_mode": "host",
@@ -118,9 +119,8 @@ def scratch_inventory(base: Path) -> dict[str, Any]:
             "postgres_exporter_port": EXPORTER_PORT,
             "pgmsg_services_network_mode": "host",
             "pgmsg_services_bind_address": "127.0.0.1",
-            "pgmsg_services_catalog": {CONSUMER: {"command": ["pgmsg-consumer"], "client_id": "tls-consumer",
-                                                  "login": "tls_consumer", "metrics_port": CONSUMER_PORT,
-                                                  "env": {}}},
+            "pgmsg_services_catalog": {CONSUMER: {"command": ["pgmsg-consumer"], "login_as": "client",
+                                                  "metrics_port": CONSUMER_PORT, "env": {}}},
             "pgmsg_services_enabled": [CONSUMER],
         },
         "children": {
