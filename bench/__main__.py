@@ -22,18 +22,34 @@ GROUPS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench", description="pgmsg benchmarks against the reference and peers")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny counts and one round: proves the harness works in seconds, measures nothing")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per figure (median and spread reported)")
+    parser = argparse.ArgumentParser(
+        prog="bench", description="pgmsg benchmarks against the reference and peers"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny counts and one round: proves the harness works in seconds, measures nothing",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds per figure (median and spread reported)"
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(GROUPS), help="run only these groups")
     parser.add_argument("--image", help="pgmsg/postgres image to use (default: the deployed one)")
-    parser.add_argument("--port", type=int, default=server.DEFAULT_PORT, help="port on 127.0.0.1 for the bench server")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="directory for benchmarks.md and benchmarks.json (default docs/, or artifacts/bench-smoke/ with --smoke)")
+    parser.add_argument(
+        "--port", type=int, default=server.DEFAULT_PORT, help="port on 127.0.0.1 for the bench server"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for benchmarks.md and benchmarks.json (default docs/, or artifacts/bench-smoke/ with --smoke)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the bench server running afterwards")
-    parser.add_argument("--render", action="store_true",
-                        help="measure nothing: rewrite benchmarks.md from the benchmarks.json in --out")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite benchmarks.md from the benchmarks.json in --out",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -54,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             group_started = time.monotonic()
             figures += run(srv.dsn, cfg)
-            print(f"bench: {name} done in {time.monotonic() - group_started:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"bench: {name} done in {time.monotonic() - group_started:.0f} s", file=sys.stderr, flush=True
+            )
         figures += scenarios.reference(srv.dsn, cfg, "end")
     finally:
         if not args.keep:

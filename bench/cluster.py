@@ -39,12 +39,17 @@ def rate(dsn: str, statement: str, seconds: float) -> float:
 
 def prepare(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, payload jsonb, "
-                     "created_at timestamptz DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, payload jsonb, "
+            "created_at timestamptz DEFAULT now())"
+        )
         for i in range(3):
-            conn.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type) "
-                         "SELECT %s, 'async', 'benchc.*' WHERE NOT EXISTS "
-                         "(SELECT 1 FROM subscriptions WHERE client_id = %s)", (f"benchc-{i}", f"benchc-{i}"))
+            conn.execute(
+                "INSERT INTO subscriptions (client_id, delivery_mode, message_type) "
+                "SELECT %s, 'async', 'benchc.*' WHERE NOT EXISTS "
+                "(SELECT 1 FROM subscriptions WHERE client_id = %s)",
+                (f"benchc-{i}", f"benchc-{i}"),
+            )
 
 
 def clean(dsn: str) -> None:
@@ -63,10 +68,19 @@ def main() -> None:
     cluster.wait_healthy()
     password = cluster.vars["postgres_superuser_password"]
     cluster_dsn = f"host=127.0.0.1 port=5432 user=postgres password={password} dbname=messaging"
-    image = json.loads(__import__("subprocess").run(
-        ["docker", "inspect", "--format", "{{json .Config.Image}}", cluster.members[0].container],
-        capture_output=True, text=True, check=True).stdout)
-    figures: dict[str, dict[str, list[float]]] = {t: {"publish": [], "raw": []} for t in ("single", "cluster")}
+    image = json.loads(
+        __import__("subprocess")
+        .run(
+            ["docker", "inspect", "--format", "{{json .Config.Image}}", cluster.members[0].container],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout
+    )
+    figures: dict[str, dict[str, list[float]]] = {
+        t: {"publish": [], "raw": []} for t in ("single", "cluster")
+    }
     with scratch_postgres(image, "pgmsg-bench-single", SINGLE_PORT) as single_dsn:
         migrations.apply(single_dsn)
         targets = {"single": single_dsn, "cluster": cluster_dsn}
@@ -75,17 +89,31 @@ def main() -> None:
         try:
             for _ in range(args.rounds):
                 for name, dsn in targets.items():
-                    figures[name]["raw"].append(rate(dsn, "INSERT INTO bench_raw (payload) VALUES (%s)", args.seconds))
-                    figures[name]["publish"].append(rate(
-                        dsn, "INSERT INTO messages (message_type, payload) VALUES ('benchc.event', %s)", args.seconds))
+                    figures[name]["raw"].append(
+                        rate(dsn, "INSERT INTO bench_raw (payload) VALUES (%s)", args.seconds)
+                    )
+                    figures[name]["publish"].append(
+                        rate(
+                            dsn,
+                            "INSERT INTO messages (message_type, payload) VALUES ('benchc.event', %s)",
+                            args.seconds,
+                        )
+                    )
         finally:
             for dsn in targets.values():
                 clean(dsn)
-    median: dict[str, Any] = {t: {k: round(statistics.median(v), 1) for k, v in f.items()} for t, f in figures.items()}
+    median: dict[str, Any] = {
+        t: {k: round(statistics.median(v), 1) for k, v in f.items()} for t, f in figures.items()
+    }
     report = {
-        "seconds": args.seconds, "rounds": args.rounds, "rates": figures, "median": median,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "rates": figures,
+        "median": median,
         "publish_to_raw": {t: round(m["publish"] / m["raw"], 2) for t, m in median.items()},
-        "cluster_to_single": {k: round(median["cluster"][k] / median["single"][k], 2) for k in ("publish", "raw")},
+        "cluster_to_single": {
+            k: round(median["cluster"][k] / median["single"][k], 2) for k in ("publish", "raw")
+        },
     }
     print(json.dumps(report, indent=2))
 

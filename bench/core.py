@@ -101,8 +101,9 @@ def _worker(target: Callable[..., Any], args: tuple[Any, ...], barrier: Any, out
         out.put(("error", traceback.format_exc(), None))
 
 
-def parallel(target: Callable[..., Any], args_per_worker: Sequence[tuple[Any, ...]],
-             timeout: float = 600) -> tuple[float, list[Any]]:
+def parallel(
+    target: Callable[..., Any], args_per_worker: Sequence[tuple[Any, ...]], timeout: float = 600
+) -> tuple[float, list[Any]]:
     """Run target(*args) in one process per args tuple, started together.
 
     Processes (spawned, not threads) so that several clients really run in
@@ -112,8 +113,10 @@ def parallel(target: Callable[..., Any], args_per_worker: Sequence[tuple[Any, ..
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(args_per_worker), timeout=120)
     out = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(target, args, barrier, out), daemon=True)
-             for args in args_per_worker]
+    procs = [
+        ctx.Process(target=_worker, args=(target, args, barrier, out), daemon=True)
+        for args in args_per_worker
+    ]
     for p in procs:
         p.start()
     try:

@@ -111,7 +111,10 @@ def run(dsn: str, cfg: Config) -> list[Figure]:
     """Measure every peer on the server at dsn; one Figure per entry of SPECS."""
     figures: list[Figure] = []
     peers: list[tuple[str, Callable[[str, Config, Peer], None]]] = [
-        ("pgqueuer.", _pgqueuer), ("procrastinate.", _procrastinate), ("pgq.", _pgq)]
+        ("pgqueuer.", _pgqueuer),
+        ("procrastinate.", _procrastinate),
+        ("pgq.", _pgq),
+    ]
     for prefix, measure_peer in peers:
         peer = Peer(cfg)
         keys = [key for key in SPECS if key.startswith(prefix)]
@@ -135,8 +138,12 @@ def _settle(dsn: str, schema: str) -> None:
     alike (planner statistics after a pre-fill, no checkpoint pending).
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
-        tables = [sql.Identifier(schema, name) for (name,) in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall()]
+        tables = [
+            sql.Identifier(schema, name)
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+            ).fetchall()
+        ]
         if tables:
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.SQL(", ").join(tables)))
         conn.execute("CHECKPOINT")
@@ -177,13 +184,16 @@ async def _pgqueuer_async(dsn: str, cfg: Config, peer: Peer) -> None:
     settings = qb.DBSettings(db_schema=PGQUEUER_SCHEMA)
     # PgQueuer qualifies every name with db_schema; the search_path on its
     # connections only makes sure nothing unqualified could land in pgmsg's public.
-    connect_args = {**_asyncpg_connect_args(dsn),
-                    "server_settings": {"search_path": PGQUEUER_SCHEMA}}
+    connect_args = {**_asyncpg_connect_args(dsn), "server_settings": {"search_path": PGQUEUER_SCHEMA}}
 
     def queries_on(driver: AsyncpgDriver) -> Queries:
         # As PgQueuer's own CLI builds them (it prefers asyncpg when installed).
-        return Queries(driver, qbe=qb.QueryBuilderEnvironment(settings),
-                       qbq=qb.QueryQueueBuilder(settings), qbs=qb.QuerySchedulerBuilder(settings))
+        return Queries(
+            driver,
+            qbe=qb.QueryBuilderEnvironment(settings),
+            qbq=qb.QueryQueueBuilder(settings),
+            qbs=qb.QuerySchedulerBuilder(settings),
+        )
 
     @contextlib.asynccontextmanager
     async def connect() -> AsyncIterator[Queries]:
@@ -201,7 +211,9 @@ async def _pgqueuer_async(dsn: str, cfg: Config, peer: Peer) -> None:
     with psycopg.connect(dsn) as check:
         strays = check.execute(
             "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE c.relname LIKE 'pgqueuer%%' AND n.nspname <> %s", (PGQUEUER_SCHEMA,)).fetchall()
+            " WHERE c.relname LIKE 'pgqueuer%%' AND n.nspname <> %s",
+            (PGQUEUER_SCHEMA,),
+        ).fetchall()
     if strays:
         raise RuntimeError(f"PgQueuer created objects outside schema {PGQUEUER_SCHEMA}: {strays}")
 
@@ -259,8 +271,9 @@ async def _pgqueuer_async(dsn: str, cfg: Config, peer: Peer) -> None:
             start = time.perf_counter()
             manager = asyncio.create_task(qm.run(batch_size=batch_size))
             done_wait = asyncio.create_task(all_handled.wait())
-            await asyncio.wait({manager, done_wait}, timeout=WORKER_TIMEOUT,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {manager, done_wait}, timeout=WORKER_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
             elapsed = time.perf_counter() - start
             qm.shutdown.set()
             done_wait.cancel()
@@ -275,12 +288,17 @@ async def _pgqueuer_async(dsn: str, cfg: Config, peer: Peer) -> None:
 
     driver = f"asyncpg {asyncpg.__version__}"
     await peer.measure_async(
-        "pgqueuer.enqueue.single", f"{driver}, one connection (AsyncpgDriver); "
+        "pgqueuer.enqueue.single",
+        f"{driver}, one connection (AsyncpgDriver); "
         "Queries.enqueue(entrypoint, payload) per job, each its own transaction; "
-        f"durable tables in schema {PGQUEUER_SCHEMA}", enqueue_single)
+        f"durable tables in schema {PGQUEUER_SCHEMA}",
+        enqueue_single,
+    )
     await peer.measure_async(
-        "pgqueuer.enqueue.batch", f"{driver}, one connection (AsyncpgDriver); "
-        "Queries.enqueue with lists of 1000 jobs per call", enqueue_batch)
+        "pgqueuer.enqueue.batch",
+        f"{driver}, one connection (AsyncpgDriver); Queries.enqueue with lists of 1000 jobs per call",
+        enqueue_batch,
+    )
     for batch_size in (10, 100):
         await peer.measure_async(
             f"pgqueuer.worker.batch{batch_size}",
@@ -290,7 +308,8 @@ async def _pgqueuer_async(dsn: str, cfg: Config, peer: Peer) -> None:
             "else default (continuous mode, no max_concurrent_tasks, heartbeat_timeout 30 s, "
             "status log buffered per batch, on_failure=delete, no retries); no-op async handler; "
             "rate = N / (manager start .. N-th handler call); queue verified empty after",
-            functools.partial(worker, batch_size))
+            functools.partial(worker, batch_size),
+        )
 
 
 # --------------------------------------------------------------------------- procrastinate
@@ -313,7 +332,8 @@ async def _procrastinate_async(dsn: str, cfg: Config, peer: Peer) -> None:
     # procrastinate's SQL names its objects unqualified: its pool's connections
     # get the schema as search_path (pool arguments pass through to psycopg_pool).
     connector = procrastinate.PsycopgConnector(
-        conninfo=dsn, kwargs={"options": f"-c search_path={PROCRASTINATE_SCHEMA}"})
+        conninfo=dsn, kwargs={"options": f"-c search_path={PROCRASTINATE_SCHEMA}"}
+    )
     app = procrastinate.App(connector=connector)
 
     @app.task(name=ENTRYPOINT)
@@ -322,9 +342,12 @@ async def _procrastinate_async(dsn: str, cfg: Config, peer: Peer) -> None:
 
     async def clear() -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("TRUNCATE {}.procrastinate_jobs, {}.procrastinate_events, "
-                                 "{}.procrastinate_workers, {}.procrastinate_periodic_defers CASCADE")
-                         .format(*[sql.Identifier(PROCRASTINATE_SCHEMA)] * 4))
+            conn.execute(
+                sql.SQL(
+                    "TRUNCATE {}.procrastinate_jobs, {}.procrastinate_events, "
+                    "{}.procrastinate_workers, {}.procrastinate_periodic_defers CASCADE"
+                ).format(*[sql.Identifier(PROCRASTINATE_SCHEMA)] * 4)
+            )
 
     async def defer() -> float:
         n = cfg.n(1000, 100)
@@ -342,14 +365,21 @@ async def _procrastinate_async(dsn: str, cfg: Config, peer: Peer) -> None:
             await noop.batch_defer_async(*[PAYLOAD] * min(PREFILL_CHUNK, n - done))
         _settle(dsn, PROCRASTINATE_SCHEMA)
         start = time.perf_counter()
-        await asyncio.wait_for(app.run_worker_async(
-            wait=False, concurrency=PROCRASTINATE_CONCURRENCY, install_signal_handlers=False),
-            WORKER_TIMEOUT)
+        await asyncio.wait_for(
+            app.run_worker_async(
+                wait=False, concurrency=PROCRASTINATE_CONCURRENCY, install_signal_handlers=False
+            ),
+            WORKER_TIMEOUT,
+        )
         elapsed = time.perf_counter() - start
         with psycopg.connect(dsn) as conn:
-            counts: dict[str, int] = dict(conn.execute(
-                sql.SQL("SELECT status::text, count(*) FROM {}.procrastinate_jobs GROUP BY 1")
-                .format(sql.Identifier(PROCRASTINATE_SCHEMA))).fetchall())
+            counts: dict[str, int] = dict(
+                conn.execute(
+                    sql.SQL("SELECT status::text, count(*) FROM {}.procrastinate_jobs GROUP BY 1").format(
+                        sql.Identifier(PROCRASTINATE_SCHEMA)
+                    )
+                ).fetchall()
+            )
         if counts != {"succeeded": n}:
             raise RuntimeError(f"procrastinate worker left jobs as {counts}, expected {n} succeeded")
         return rate(n, elapsed)
@@ -358,13 +388,19 @@ async def _procrastinate_async(dsn: str, cfg: Config, peer: Peer) -> None:
         await app.schema_manager.apply_schema_async()
         pool = "psycopg 3 async (PsycopgConnector, default AsyncConnectionPool)"
         await peer.measure_async(
-            "procrastinate.defer", f"{pool}; Task.defer_async(**payload) per job: one "
-            "procrastinate_defer_jobs_v1 call and commit each; queue 'default'", defer)
+            "procrastinate.defer",
+            f"{pool}; Task.defer_async(**payload) per job: one "
+            "procrastinate_defer_jobs_v1 call and commit each; queue 'default'",
+            defer,
+        )
         await peer.measure_async(
-            "procrastinate.worker", f"{pool}; App.run_worker_async(wait=False, "
+            "procrastinate.worker",
+            f"{pool}; App.run_worker_async(wait=False, "
             f"concurrency={PROCRASTINATE_CONCURRENCY}), everything else default (listen_notify, "
             "delete_jobs=never: finished jobs stay as 'succeeded', polling 5 s); no-op async task; "
-            "rate = N / whole worker run incl. start-up and shutdown", worker)
+            "rate = N / whole worker run incl. start-up and shutdown",
+            worker,
+        )
 
 
 # --------------------------------------------------------------------------- PGQ
@@ -385,8 +421,10 @@ def _pgq(dsn: str, cfg: Config, peer: Peer) -> None:
             if conn.execute("SELECT 1 FROM pgq.queue WHERE queue_name = %s", (PGQ_QUEUE,)).fetchone():
                 conn.execute("SELECT pgq.drop_queue(%s, true)", (PGQ_QUEUE,))
             conn.execute("SELECT pgq.create_queue(%s)", (PGQ_QUEUE,))
-            conn.execute("SELECT pgq.set_queue_config(%s, 'ticker_max_count', %s)",
-                         (PGQ_QUEUE, str(PGQ_TICKER_MAX_COUNT)))
+            conn.execute(
+                "SELECT pgq.set_queue_config(%s, 'ticker_max_count', %s)",
+                (PGQ_QUEUE, str(PGQ_TICKER_MAX_COUNT)),
+            )
             conn.execute("SELECT pgq.register_consumer(%s, %s)", (PGQ_QUEUE, PGQ_CONSUMER))
 
         def insert_event() -> float:
@@ -404,8 +442,9 @@ def _pgq(dsn: str, cfg: Config, peer: Peer) -> None:
             for done in range(0, n, PGQ_PREFILL_TX):
                 size = min(PGQ_PREFILL_TX, n - done)
                 with conn.transaction(), conn.cursor() as cur:
-                    cur.executemany("SELECT pgq.insert_event(%s, %s, %s)",
-                                    [(PGQ_QUEUE, ENTRYPOINT, PAYLOAD_JSON)] * size)
+                    cur.executemany(
+                        "SELECT pgq.insert_event(%s, %s, %s)", [(PGQ_QUEUE, ENTRYPOINT, PAYLOAD_JSON)] * size
+                    )
                 # Ticks only once ticker_max_count events are new since the last tick.
                 conn.execute("SELECT pgq.ticker(%s)", (PGQ_QUEUE,))
             # Close the last, partial batch: force_tick makes the next ticker() tick.
@@ -421,8 +460,9 @@ def _pgq(dsn: str, cfg: Config, peer: Peer) -> None:
                     batch_id = row[0] if row else None
                     if batch_id is None:
                         raise RuntimeError(f"PGQ had no batch after {consumed} of {n} events")
-                    events = conn.execute("SELECT ev_id, ev_type, ev_data FROM pgq.get_batch_events(%s)",
-                                          (batch_id,)).fetchall()
+                    events = conn.execute(
+                        "SELECT ev_id, ev_type, ev_data FROM pgq.get_batch_events(%s)", (batch_id,)
+                    ).fetchall()
                     conn.execute("SELECT pgq.finish_batch(%s)", (batch_id,))
                 consumed += len(events)
             elapsed = time.perf_counter() - start
@@ -431,13 +471,21 @@ def _pgq(dsn: str, cfg: Config, peer: Peer) -> None:
             return rate(n, elapsed)
 
         client = "psycopg 3 sync, one connection"
-        peer.measure("pgq.insert_event", f"{client}; SELECT pgq.insert_event(queue, type, data), "
-                     "autocommit; PGQ 3 extension, queue defaults", insert_event)
-        peer.measure("pgq.consume.batch", f"{client}; per batch one transaction of next_batch, "
-                     f"get_batch_events (all rows fetched), finish_batch; queue ticker_max_count="
-                     f"{PGQ_TICKER_MAX_COUNT} and pgq.ticker() after every {PGQ_PREFILL_TX}-event "
-                     f"pre-fill transaction, so batches hold ~{PGQ_TICKER_MAX_COUNT} events "
-                     "(ticking is set-up, not timed)", consume)
+        peer.measure(
+            "pgq.insert_event",
+            f"{client}; SELECT pgq.insert_event(queue, type, data), "
+            "autocommit; PGQ 3 extension, queue defaults",
+            insert_event,
+        )
+        peer.measure(
+            "pgq.consume.batch",
+            f"{client}; per batch one transaction of next_batch, "
+            f"get_batch_events (all rows fetched), finish_batch; queue ticker_max_count="
+            f"{PGQ_TICKER_MAX_COUNT} and pgq.ticker() after every {PGQ_PREFILL_TX}-event "
+            f"pre-fill transaction, so batches hold ~{PGQ_TICKER_MAX_COUNT} events "
+            "(ticking is set-up, not timed)",
+            consume,
+        )
         fresh_queue()  # leave no backlog behind
 
 
@@ -453,8 +501,10 @@ def main() -> None:
         figures = run(srv.dsn, Config(smoke=args.smoke))
         for fig in figures:
             rounds = ", ".join(f"{r:.0f}" for r in fig.rounds)
-            print(f"{fig.key:28} {fig.median:>10.0f} {fig.unit:9} [{rounds}]"
-                  + (f"  {fig.note}" if not fig.rounds else ""))
+            print(
+                f"{fig.key:28} {fig.median:>10.0f} {fig.unit:9} [{rounds}]"
+                + (f"  {fig.note}" if not fig.rounds else "")
+            )
         print(f"peers took {time.perf_counter() - started:.1f} s")
     finally:
         srv.stop()

@@ -7,7 +7,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,11 @@ def _ratio(by_key: dict[str, Figure], key: str) -> float | None:
 
 
 def _best(by_key: dict[str, Figure], prefix: str, attr: str = "ratio") -> tuple[str, float] | None:
-    found = [(k, getattr(f, attr) if attr == "ratio" else f.median)
-             for k, f in by_key.items() if k.startswith(prefix) and f.rounds]
+    found = [
+        (k, getattr(f, attr) if attr == "ratio" else f.median)
+        for k, f in by_key.items()
+        if k.startswith(prefix) and f.rounds
+    ]
     return max(found, key=lambda kv: kv[1]) if found else None
 
 
@@ -61,6 +64,7 @@ def _at_least(key: str, bound: float, use_ratio: bool = True) -> Callable[[dict[
     def check(by_key: dict[str, Figure]) -> tuple[float | None, bool | None, str]:
         value = _ratio(by_key, key) if use_ratio else _median(by_key, key)
         return value, None if value is None else value >= bound, key
+
     return check
 
 
@@ -68,6 +72,7 @@ def _at_most(key: str, bound: float) -> Callable[[dict[str, Figure]], Any]:
     def check(by_key: dict[str, Figure]) -> tuple[float | None, bool | None, str]:
         value = _median(by_key, key)
         return value, None if value is None else value <= bound, key
+
     return check
 
 
@@ -93,6 +98,7 @@ def _relative(numerator: str, denominator: str, check: Callable[[float], bool]) 
         if a is None or not b:
             return None, None, f"{numerator} / {denominator}"
         return a / b, check(a / b), f"{numerator} / {denominator}"
+
     return evaluate
 
 
@@ -100,14 +106,22 @@ TARGETS = [
     # Deferred fan-out (message_inbox) is the publish mode made for these two; the fan-out in
     # the publishing transaction, the default, is measured against the same lines. Deferred rates are
     # judged against the reference measured beside the fan-out worker, as they were.
-    Target("publish >= 0.80 x reference (deferred fan-out)",
-           _relative("publish.deferred.1_client", "reference.beside_fan_out.insert", lambda r: r >= 0.8)),
-    Target("batch publish >= 15 x reference (deferred fan-out)",
-           _relative("publish.deferred.batch_1000", "reference.beside_fan_out.insert", lambda r: r >= 15)),
-    Target("publish >= 0.80 x reference (fan-out in the publishing transaction)",
-           _at_least("publish.1_client", 0.80)),
-    Target("batch publish >= 15 x reference (fan-out in the publishing transaction)",
-           _at_least("publish.batch_1000", 15)),
+    Target(
+        "publish >= 0.80 x reference (deferred fan-out)",
+        _relative("publish.deferred.1_client", "reference.beside_fan_out.insert", lambda r: r >= 0.8),
+    ),
+    Target(
+        "batch publish >= 15 x reference (deferred fan-out)",
+        _relative("publish.deferred.batch_1000", "reference.beside_fan_out.insert", lambda r: r >= 15),
+    ),
+    Target(
+        "publish >= 0.80 x reference (fan-out in the publishing transaction)",
+        _at_least("publish.1_client", 0.80),
+    ),
+    Target(
+        "batch publish >= 15 x reference (fan-out in the publishing transaction)",
+        _at_least("publish.batch_1000", 15),
+    ),
     Target("consume, batch 100, full semantics >= 8 x reference", _consume_ratio),
     Target("consume, batch 100 >= 2 x PgQueuer's best configuration", _consume_vs_pgqueuer),
     # Latency targets are taken from the commit (the publish call's return) to the consumer:
@@ -117,12 +131,18 @@ TARGETS = [
     Target("end-to-end latency p99 <= 10 ms (from commit)", _at_most("latency.e2e.commit.p99", 10)),
     Target("NOTIFY p99 <= 2 ms idle (from commit)", _at_most("latency.notify_idle.commit.p99", 2)),
     Target(">= 1,000 signed webhooks/s", _at_least("http.webhooks", 1000, use_ratio=False)),
-    Target("publish p99 with a 2 s webhook <= 1.2 x without",
-           _relative("http.publish_p99.slow", "http.publish_p99.none", lambda r: r <= 1.2)),
-    Target("publish rate with 1,000,000 rows within 20% of 10,000",
-           _relative("growth.publish.1m", "growth.publish.10k", lambda r: r >= 0.8)),
-    Target("claim rate with 1,000,000 rows within 20% of 10,000",
-           _relative("growth.claim.1m", "growth.claim.10k", lambda r: r >= 0.8)),
+    Target(
+        "publish p99 with a 2 s webhook <= 1.2 x without",
+        _relative("http.publish_p99.slow", "http.publish_p99.none", lambda r: r <= 1.2),
+    ),
+    Target(
+        "publish rate with 1,000,000 rows within 20% of 10,000",
+        _relative("growth.publish.1m", "growth.publish.10k", lambda r: r >= 0.8),
+    ),
+    Target(
+        "claim rate with 1,000,000 rows within 20% of 10,000",
+        _relative("growth.claim.1m", "growth.claim.10k", lambda r: r >= 0.8),
+    ),
 ]
 
 
@@ -138,20 +158,24 @@ def evaluate_targets(figures: list[Figure]) -> list[dict[str, Any]]:
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    if unit == "ms" or abs(value) < 10:
-        text = f"{value:,.2f}"
-    else:
-        text = f"{value:,.0f}"
+    text = f"{value:,.2f}" if unit == "ms" or abs(value) < 10 else f"{value:,.0f}"
     return text
 
 
-def markdown(figures: list[Figure], facts: dict[str, Any], cfg: Config, seconds: float,
-             ref: tuple[float, float], targets: list[dict[str, Any]]) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def markdown(
+    figures: list[Figure],
+    facts: dict[str, Any],
+    cfg: Config,
+    seconds: float,
+    ref: tuple[float, float],
+    targets: list[dict[str, Any]],
+) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Benchmarks",
         "",
-        "Generated by `./bench/run.sh`" + (" --smoke (tiny counts: these numbers mean nothing)" if cfg.smoke else "")
+        "Generated by `./bench/run.sh`"
+        + (" --smoke (tiny counts: these numbers mean nothing)" if cfg.smoke else "")
         + f" on {when}; the run took {seconds / 60:.1f} minutes. Do not edit by hand: the tables are",
         "rewritten by every run; the analysis at the end comes from `bench/analysis.md`.",
         "",
@@ -176,44 +200,52 @@ def markdown(figures: list[Figure], facts: dict[str, Any], cfg: Config, seconds:
         groups.setdefault(f.group, []).append(f)
     lines += ["", "## Figures", ""]
     for group in sorted(groups):
-        lines += [f"### {group}", "", "| Figure | Median | Unit | Spread (min - max) | x reference | Key |",
-                  "|---|---:|---|---|---:|---|"]
+        lines += [
+            f"### {group}",
+            "",
+            "| Figure | Median | Unit | Spread (min - max) | x reference | Key |",
+            "|---|---:|---|---|---:|---|",
+        ]
         for f in groups[group]:
             if not f.rounds:
                 lines.append(f"| {f.title} | not measured | {f.unit} | | | `{f.key}` |")
                 continue
             spread = f"{_fmt(f.low, f.unit)} - {_fmt(f.high, f.unit)}"
-            lines.append(f"| {f.title} | {_fmt(f.median, f.unit)} | {f.unit} | {spread} | "
-                         f"{_fmt(f.ratio)} | `{f.key}` |")
+            lines.append(
+                f"| {f.title} | {_fmt(f.median, f.unit)} | {f.unit} | {spread} | "
+                f"{_fmt(f.ratio)} | `{f.key}` |"
+            )
         notes = [f for f in groups[group] if f.note]
         if notes:
             lines.append("")
             lines += [f"- `{f.key}`: {f.note}" for f in notes]
         lines.append("")
 
-    lines += ["## Machine and settings", "",
-              f"- CPU: {facts.get('cpu')} ({facts.get('cores')} cores), memory {facts.get('memory_gib')} GiB, "
-              f"kernel {facts.get('kernel')}",
-              f"- PostgreSQL {facts.get('postgres_version')} in `{facts.get('bench_image')}` "
-              f"(the project image `{facts.get('project_image')}` plus PGQ), Docker {facts.get('docker_engine')}, "
-              f"{facts.get('network')}",
-              f"- Clients: Python {facts.get('python')} on the same machine, one process per client",
-              "- Server settings: " + ", ".join(f"`{k}={v}`" for k, v in facts.get("settings", {}).items()),
-              ""]
+    lines += [
+        "## Machine and settings",
+        "",
+        f"- CPU: {facts.get('cpu')} ({facts.get('cores')} cores), memory {facts.get('memory_gib')} GiB, "
+        f"kernel {facts.get('kernel')}",
+        f"- PostgreSQL {facts.get('postgres_version')} in `{facts.get('bench_image')}` "
+        f"(the project image `{facts.get('project_image')}` plus PGQ), Docker {facts.get('docker_engine')}, "
+        f"{facts.get('network')}",
+        f"- Clients: Python {facts.get('python')} on the same machine, one process per client",
+        "- Server settings: " + ", ".join(f"`{k}={v}`" for k, v in facts.get("settings", {}).items()),
+        "",
+    ]
     if ANALYSIS.exists():
         lines += [ANALYSIS.read_text().rstrip(), ""]
     return "\n".join(lines)
 
 
-def write(out: Path, figures: list[Figure], facts: dict[str, Any], cfg: Config,
-          seconds: float) -> list[Path]:
+def write(out: Path, figures: list[Figure], facts: dict[str, Any], cfg: Config, seconds: float) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     ref = add_ratios(figures)
     targets = evaluate_targets(figures)
     md = out / "benchmarks.md"
     md.write_text(markdown(figures, facts, cfg, seconds, ref, targets))
     data = {
-        "generated_at": datetime.now(timezone.utc).isoformat(),
+        "generated_at": datetime.now(UTC).isoformat(),
         "smoke": cfg.smoke,
         "rounds": cfg.repeat,
         "seconds": round(seconds, 1),

@@ -28,7 +28,9 @@ ARCHIVE_BATCH = EXPIRE_BATCH = int(os.environ.get("BENCH_RETENTION_BATCH", "2000
 PEAK = int(os.environ.get("BENCH_RETENTION_PEAK", "12600"))
 
 
-def timed_batches(conn: psycopg.Connection[Any], call: str, args: tuple[Any, ...]) -> tuple[int, float, list[float]]:
+def timed_batches(
+    conn: psycopg.Connection[Any], call: str, args: tuple[Any, ...]
+) -> tuple[int, float, list[float]]:
     """Call a one-batch function until it returns 0 (autocommit: one transaction each);
     rows retired, seconds in all, and each batch's duration in ms."""
     total, durations, started = 0, [], time.perf_counter()
@@ -42,8 +44,11 @@ def timed_batches(conn: psycopg.Connection[Any], call: str, args: tuple[Any, ...
 
 
 def size(conn: psycopg.Connection[Any], table: str) -> str:
-    return conn.execute("SELECT pg_size_pretty(pg_table_size(%s::regclass)) || ' + ' || "
-                        "pg_size_pretty(pg_indexes_size(%s::regclass)) AS s", (table, table)).fetchone()["s"]
+    return conn.execute(
+        "SELECT pg_size_pretty(pg_table_size(%s::regclass)) || ' + ' || "
+        "pg_size_pretty(pg_indexes_size(%s::regclass)) AS s",
+        (table, table),
+    ).fetchone()["s"]
 
 
 def publishing(dsn: str, stop: threading.Event, rate: list[float]) -> None:
@@ -66,17 +71,20 @@ def while_publishing(conn: psycopg.Connection[Any], dsn: str, messages: int) -> 
         stop, rate = threading.Event(), []
         publisher = threading.Thread(target=publishing, args=(dsn, stop, rate))
         publisher.start()
-        time.sleep(2)   # the publisher at its pace first
+        time.sleep(2)  # the publisher at its pace first
         try:
-            moved, secs, d = timed_batches(conn, f"SELECT {function}(interval '30 days', %s) AS n",
-                                           (ARCHIVE_BATCH,))
+            moved, secs, d = timed_batches(
+                conn, f"SELECT {function}(interval '30 days', %s) AS n", (ARCHIVE_BATCH,)
+            )
         finally:
             stop.set()
             publisher.join()
         d.sort()
-        print(f"{function} while publishing at {PEAK}/s: {moved} messages in {secs:.1f} s = "
-              f"{moved / secs:,.0f} msg/s; transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms; "
-              f"publisher held {rate[0]:,.0f} msg/s")
+        print(
+            f"{function} while publishing at {PEAK}/s: {moved} messages in {secs:.1f} s = "
+            f"{moved / secs:,.0f} msg/s; transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms; "
+            f"publisher held {rate[0]:,.0f} msg/s"
+        )
         # What the publisher wrote meanwhile goes too (not past retention: deleted here).
         conn.execute("DELETE FROM messages WHERE message_type = %s", (TAG + ".live",))
     conn.execute("DELETE FROM messages_history WHERE message_type = %s", (TAG + ".e",))
@@ -87,8 +95,12 @@ def main() -> None:
     dsn, messages = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 200_000
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
         # The scheduled jobs would retire the same rows beside the measured calls: pause them.
-        paused = [r["jobid"] for r in conn.execute(
-            "UPDATE cron.job SET active = false WHERE jobname LIKE 'pgmsg-%' AND active RETURNING jobid")]
+        paused = [
+            r["jobid"]
+            for r in conn.execute(
+                "UPDATE cron.job SET active = false WHERE jobname LIKE 'pgmsg-%' AND active RETURNING jobid"
+            )
+        ]
         try:
             measure(conn, dsn, messages)
         finally:
@@ -100,14 +112,21 @@ def backlog(conn: psycopg.Connection[Any], messages: int, age: str, delivered_ag
     returns how many deliveries."""
     t0 = time.perf_counter()
     for start in range(0, messages, 50_000):
-        conn.execute("INSERT INTO messages (message_type, payload, created_at) SELECT %s, "
-                     "jsonb_build_object('order', n, 'note', repeat('x', 100)), now() - %s::interval "
-                     "FROM generate_series(1, %s) n", (TAG + ".e", age, min(50_000, messages - start)))
-    conn.execute("UPDATE message_delivery SET status = 'delivered', delivered_at = now() - %s::interval "
-                 "WHERE client_id LIKE %s", (delivered_age, TAG + "%"))
+        conn.execute(
+            "INSERT INTO messages (message_type, payload, created_at) SELECT %s, "
+            "jsonb_build_object('order', n, 'note', repeat('x', 100)), now() - %s::interval "
+            "FROM generate_series(1, %s) n",
+            (TAG + ".e", age, min(50_000, messages - start)),
+        )
+    conn.execute(
+        "UPDATE message_delivery SET status = 'delivered', delivered_at = now() - %s::interval "
+        "WHERE client_id LIKE %s",
+        (delivered_age, TAG + "%"),
+    )
     conn.execute("VACUUM ANALYZE messages, message_delivery")
-    deliveries = conn.execute("SELECT count(*) AS n FROM message_delivery WHERE client_id LIKE %s",
-                              (TAG + "%",)).fetchone()["n"]
+    deliveries = conn.execute(
+        "SELECT count(*) AS n FROM message_delivery WHERE client_id LIKE %s", (TAG + "%",)
+    ).fetchone()["n"]
     print(f"setup: {messages} messages x 3 deliveries in {time.perf_counter() - t0:.1f} s")
     return deliveries
 
@@ -116,9 +135,11 @@ def retire(conn: psycopg.Connection[Any], function: str, batch: int, deliveries:
     """Archive or expire the whole backlog, batch after batch; print the rate and transaction lengths."""
     moved, secs, d = timed_batches(conn, f"SELECT {function}(interval '30 days', %s) AS n", (batch,))
     d.sort()
-    print(f"{function} batch {batch}: {moved} messages (+{deliveries} deliveries) in {secs:.1f} s = "
-          f"{moved / secs:,.0f} msg/s, {(moved + deliveries) / secs:,.0f} rows/s; "
-          f"transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms")
+    print(
+        f"{function} batch {batch}: {moved} messages (+{deliveries} deliveries) in {secs:.1f} s = "
+        f"{moved / secs:,.0f} msg/s, {(moved + deliveries) / secs:,.0f} rows/s; "
+        f"transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms"
+    )
     # The dead rows are vacuum's work, which must keep up too (autovacuum does it in production).
     t0 = time.perf_counter()
     conn.execute("VACUUM messages, message_delivery, delivery_attempts")
@@ -127,8 +148,10 @@ def retire(conn: psycopg.Connection[Any], function: str, batch: int, deliveries:
 
 def measure(conn: psycopg.Connection[Any], dsn: str, messages: int) -> None:
     for n in range(3):
-        conn.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type) "
-                     "VALUES (%s, 'async', %s)", (f"{TAG}-{n}", TAG + ".*"))
+        conn.execute(
+            "INSERT INTO subscriptions (client_id, delivery_mode, message_type) VALUES (%s, 'async', %s)",
+            (f"{TAG}-{n}", TAG + ".*"),
+        )
     # Archive (history kept).
     deliveries = backlog(conn, messages, "400 days", "399 days")
     for t in ("messages", "message_delivery"):
@@ -137,28 +160,42 @@ def measure(conn: psycopg.Connection[Any], dsn: str, messages: int) -> None:
     conn.execute("VACUUM ANALYZE messages, message_delivery, messages_history, message_delivery_history")
     for t in ("messages", "message_delivery", "messages_history", "message_delivery_history"):
         print(f"after archive: {t} {size(conn, t)}")
-    conn.execute("UPDATE messages_history SET archived_at = now() - interval '400 days' WHERE message_type = %s",
-                 (TAG + ".e",))
-    conn.execute("UPDATE message_delivery_history SET archived_at = now() - interval '400 days' "
-                 "WHERE client_id LIKE %s", (TAG + "%",))
+    conn.execute(
+        "UPDATE messages_history SET archived_at = now() - interval '400 days' WHERE message_type = %s",
+        (TAG + ".e",),
+    )
+    conn.execute(
+        "UPDATE message_delivery_history SET archived_at = now() - interval '400 days' "
+        "WHERE client_id LIKE %s",
+        (TAG + "%",),
+    )
     gone, secs, d = timed_batches(conn, "SELECT pgmsg_trim_history(interval '90 days', %s) AS n", (5000,))
     d.sort()
-    print(f"history trim batch 5000: {gone} rows in {secs:.1f} s = {gone / secs:,.0f} rows/s; "
-          f"transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms")
+    print(
+        f"history trim batch 5000: {gone} rows in {secs:.1f} s = {gone / secs:,.0f} rows/s; "
+        f"transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms"
+    )
     # Expire (no history): the same backlog deleted with its deliveries.
     deliveries = backlog(conn, messages, "400 days", "399 days")
     retire(conn, "pgmsg_expire_messages", EXPIRE_BATCH, deliveries)
-    assert conn.execute("SELECT count(*) AS n FROM messages_history WHERE message_type = %s",
-                        (TAG + ".e",)).fetchone()["n"] == 0
+    assert (
+        conn.execute(
+            "SELECT count(*) AS n FROM messages_history WHERE message_type = %s", (TAG + ".e",)
+        ).fetchone()["n"]
+        == 0
+    )
     # Purge: a fresh set of delivered deliveries whose messages stay.
     backlog(conn, messages, "0 days", "30 days")
     gone, secs, d = timed_batches(conn, "SELECT pgmsg_purge_deliveries(interval '7 days', %s) AS n", (5000,))
     d.sort()
-    print(f"purge batch 5000: {gone} deliveries in {secs:.1f} s = {gone / secs:,.0f} rows/s; "
-          f"transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms")
+    print(
+        f"purge batch 5000: {gone} deliveries in {secs:.1f} s = {gone / secs:,.0f} rows/s; "
+        f"transaction p50 {d[len(d) // 2]:.0f} ms, max {d[-1]:.0f} ms"
+    )
     # Archive after the purge (the default ages: 7 days, then 30): messages without deliveries.
-    conn.execute("UPDATE messages SET created_at = now() - interval '400 days' WHERE message_type = %s",
-                 (TAG + ".e",))
+    conn.execute(
+        "UPDATE messages SET created_at = now() - interval '400 days' WHERE message_type = %s", (TAG + ".e",)
+    )
     conn.execute("VACUUM ANALYZE messages, message_delivery")
     retire(conn, "pgmsg_archive_messages", ARCHIVE_BATCH, 0)
     conn.execute("DELETE FROM messages_history WHERE message_type = %s", (TAG + ".e",))

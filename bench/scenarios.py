@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from bench import server
-from bench.core import PAYLOAD, Config, Figure, parallel, percentile, rate, timed
+from bench.core import PAYLOAD, Config, Figure, parallel, percentile, rate
 from pgmsg import Client
 
 PUBLISH_TYPE = "bench.order"
@@ -26,6 +26,7 @@ ASYNC_SUBSCRIBERS = ("bench-billing", "bench-shipping", "bench-analytics")
 
 
 # -- the reference --------------------------------------------------------------
+
 
 def _w_raw_insert(dsn: str, count: int) -> list[float]:
     """One client, one transaction per row: INSERT the payload into a plain table."""
@@ -41,17 +42,29 @@ def _w_raw_insert(dsn: str, count: int) -> list[float]:
 
 def _raw_table(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL, "
-                     "created_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_raw (id bigserial PRIMARY KEY, payload jsonb NOT NULL, "
+            "created_at timestamptz NOT NULL DEFAULT now())"
+        )
 
 
 def reference(dsn: str, cfg: Config, label: str) -> list[Figure]:
     """Raw single-row INSERT of the same payload: rows/s and the per-row round trip in ms."""
     _raw_table(dsn)
-    rates = Figure(f"reference.insert.{label}", "0. Reference",
-                   f"Raw INSERT, 1 client, 1 row per transaction ({label} of the run)", "rows/s", "rate")
-    latency = Figure(f"reference.insert_latency.{label}", "0. Reference",
-                     f"Raw INSERT round trip, median ({label} of the run)", "ms", "latency")
+    rates = Figure(
+        f"reference.insert.{label}",
+        "0. Reference",
+        f"Raw INSERT, 1 client, 1 row per transaction ({label} of the run)",
+        "rows/s",
+        "rate",
+    )
+    latency = Figure(
+        f"reference.insert_latency.{label}",
+        "0. Reference",
+        f"Raw INSERT round trip, median ({label} of the run)",
+        "ms",
+        "latency",
+    )
     count = cfg.n(3000, 200)
     for _ in range(cfg.repeat):
         elapsed, (lat,) = parallel(_w_raw_insert, [(dsn, count)])
@@ -62,8 +75,10 @@ def reference(dsn: str, cfg: Config, label: str) -> list[Figure]:
 
 # -- helpers ----------------------------------------------------------------------
 
-def subscribe_async(dsn: str, clients: tuple[str, ...] = ASYNC_SUBSCRIBERS,
-                    message_type: str = PUBLISH_TYPE) -> None:
+
+def subscribe_async(
+    dsn: str, clients: tuple[str, ...] = ASYNC_SUBSCRIBERS, message_type: str = PUBLISH_TYPE
+) -> None:
     with Client(dsn, max_size=1) as c:
         for client_id in clients:
             c.subscribe(client_id, "async", message_type=message_type)
@@ -138,7 +153,9 @@ class FanOut:
         """Seconds until no deferred message waits."""
         start = time.monotonic()
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            while conn.execute("SELECT EXISTS (SELECT 1 FROM message_inbox WHERE error IS NULL)").fetchone()[0]:
+            while conn.execute("SELECT EXISTS (SELECT 1 FROM message_inbox WHERE error IS NULL)").fetchone()[
+                0
+            ]:
                 if time.monotonic() - start > timeout:
                     raise RuntimeError("the fan-out worker did not drain message_inbox")
                 time.sleep(0.002)
@@ -165,23 +182,33 @@ def _w_consume(dsn: str, client_id: str, batch: int) -> int:
 
 # -- 1. publish, 2. batch publish ---------------------------------------------------
 
+
 def publish(dsn: str, cfg: Config) -> list[Figure]:
     server.reset(dsn)
     subscribe_async(dsn)
     figures = []
     for clients in (1, 4):
-        fig = Figure(f"publish.{clients}_client{'s' if clients > 1 else ''}", "1. Publish",
-                     f"Publish, 1 message per transaction, {clients} client{'s' if clients > 1 else ''}, "
-                     "3 async subscribers", "msg/s", "rate")
+        fig = Figure(
+            f"publish.{clients}_client{'s' if clients > 1 else ''}",
+            "1. Publish",
+            f"Publish, 1 message per transaction, {clients} client{'s' if clients > 1 else ''}, "
+            "3 async subscribers",
+            "msg/s",
+            "rate",
+        )
         count = cfg.n(3000, 200) // clients
         for _ in range(cfg.repeat):
             elapsed, _lat = parallel(_w_publish, [(dsn, count, PUBLISH_TYPE)] * clients)
             fig.rounds.append(rate(count * clients, elapsed))
         figures.append(fig)
 
-    fig = Figure("publish.batch_1000", "2. Batch publish",
-                 "Batch publish, 1,000 messages per transaction, 1 client, 3 async subscribers",
-                 "msg/s", "rate")
+    fig = Figure(
+        "publish.batch_1000",
+        "2. Batch publish",
+        "Batch publish, 1,000 messages per transaction, 1 client, 3 async subscribers",
+        "msg/s",
+        "rate",
+    )
     batches = cfg.n(20, 2)
     for _ in range(cfg.repeat):
         elapsed, _ = parallel(_w_publish_batches, [(dsn, batches, 1000)])
@@ -201,33 +228,50 @@ def _publish_deferred(dsn: str, cfg: Config) -> list[Figure]:
     # a fresh database to itself). A raw round just before and one just after each 1-client
     # round, averaged: a first version with a round before only gave deferred publishing
     # 1.4 x "the reference", the raw rounds having met the autovacuum of the round before.
-    beside = Figure("reference.beside_fan_out.insert", "1. Publish",
-                    "Raw INSERT, 1 client, 1 row per transaction, with the fan-out worker running", "rows/s",
-                    "rate", note="the reference measured in the deferred rounds' conditions; the deferred "
-                                 "publish targets are judged against it")
+    beside = Figure(
+        "reference.beside_fan_out.insert",
+        "1. Publish",
+        "Raw INSERT, 1 client, 1 row per transaction, with the fan-out worker running",
+        "rows/s",
+        "rate",
+        note="the reference measured in the deferred rounds' conditions; the deferred "
+        "publish targets are judged against it",
+    )
     figures = [beside]
     _raw_table(dsn)
     with FanOut(dsn) as worker:
         for clients in (1, 4, "batch"):
             plural = "s" if clients == 4 else ""
             if clients == "batch":
-                key, group, title = ("publish.deferred.batch_1000", "2. Batch publish",
-                                     "Batch publish, deferred fan-out, 1,000 messages per transaction, 1 client")
+                key, group, title = (
+                    "publish.deferred.batch_1000",
+                    "2. Batch publish",
+                    "Batch publish, deferred fan-out, 1,000 messages per transaction, 1 client",
+                )
                 count = cfg.n(20, 2) * 1000
                 args = [(dsn, count // 1000, 1000, True)]
                 target: Callable[..., Any] = _w_publish_batches
             else:
-                key, group, title = (f"publish.deferred.{clients}_client{plural}", "1. Publish",
-                                     f"Publish, deferred fan-out, 1 message per transaction, {clients} "
-                                     f"client{plural}")
+                key, group, title = (
+                    f"publish.deferred.{clients}_client{plural}",
+                    "1. Publish",
+                    f"Publish, deferred fan-out, 1 message per transaction, {clients} client{plural}",
+                )
                 count = cfg.n(3000, 200) // int(clients) * int(clients)
                 args = [(dsn, count // int(clients), PUBLISH_TYPE, True)] * int(clients)
                 target = _w_publish
-            fig = Figure(key, group, title + ", 3 async subscribers", "msg/s", "rate",
-                         note="the commit returns before the deliveries exist; the fan-out worker "
-                              "(pgmsg-fan-out, batches of 1,000, 10 ms poll) runs beside the publishers")
-            whole = Figure(key + ".fanned_out", group, title + ", until every delivery is written", "msg/s",
-                           "rate")
+            fig = Figure(
+                key,
+                group,
+                title + ", 3 async subscribers",
+                "msg/s",
+                "rate",
+                note="the commit returns before the deliveries exist; the fan-out worker "
+                "(pgmsg-fan-out, batches of 1,000, 10 ms poll) runs beside the publishers",
+            )
+            whole = Figure(
+                key + ".fanned_out", group, title + ", until every delivery is written", "msg/s", "rate"
+            )
             for _ in range(cfg.repeat):
                 before = parallel(_w_raw_insert, [(dsn, count)])[0] if clients == 1 else 0.0
                 elapsed, _ = parallel(target, args)
@@ -242,13 +286,19 @@ def _publish_deferred(dsn: str, cfg: Config) -> list[Figure]:
 
 # -- 3. consume ----------------------------------------------------------------------
 
+
 def consume(dsn: str, cfg: Config) -> list[Figure]:
     figures = []
     for batch in (1, 10, 100):
         for consumers in (1, 4):
-            fig = Figure(f"consume.batch{batch}.{consumers}_consumer{'s' if consumers > 1 else ''}",
-                         "3. Consume", f"Consume with lease, attempts and ack: batch {batch}, "
-                         f"{consumers} consumer{'s' if consumers > 1 else ''}", "deliveries/s", "rate")
+            fig = Figure(
+                f"consume.batch{batch}.{consumers}_consumer{'s' if consumers > 1 else ''}",
+                "3. Consume",
+                f"Consume with lease, attempts and ack: batch {batch}, "
+                f"{consumers} consumer{'s' if consumers > 1 else ''}",
+                "deliveries/s",
+                "rate",
+            )
             count = {1: cfg.n(3000, 100), 10: cfg.n(10000, 300), 100: cfg.n(30000, 1000)}[batch]
             for _ in range(cfg.repeat):
                 server.reset(dsn)
@@ -265,6 +315,7 @@ def consume(dsn: str, cfg: Config) -> list[Figure]:
 
 
 # -- 4. end-to-end latency, 5. NOTIFY latency ------------------------------------------
+
 
 def _w_idle_consumer(dsn: str, client_id: str, expected: int, ready: Any, done: Any, out: Any) -> None:
     """run_consumer (LISTEN-woken), recording (sequence number, clock) per delivery it is handed."""
@@ -330,8 +381,15 @@ class LatencyRun:
     lost: int
 
 
-def _latency_run(dsn: str, listener: Callable[..., None], listener_args: tuple[Any, ...],
-                 message_type: str, samples: int, gap: float, deferred: bool = False) -> LatencyRun:
+def _latency_run(
+    dsn: str,
+    listener: Callable[..., None],
+    listener_args: tuple[Any, ...],
+    message_type: str,
+    samples: int,
+    gap: float,
+    deferred: bool = False,
+) -> LatencyRun:
     """Publish ``samples`` messages ``gap`` seconds apart while a listener process records when
     each reaches it. The monotonic clock is system-wide on Linux, so the processes compare."""
     import multiprocessing
@@ -369,10 +427,12 @@ def _latency_run(dsn: str, listener: Callable[..., None], listener_args: tuple[A
 
 def _latency_figures(key: str, group: str, title: str, rounds: list[LatencyRun]) -> list[Figure]:
     figures = []
-    for suffix, label, pick in ((".p50", "from the publish call, p50", lambda r: r.from_call),
-                                (".p99", "from the publish call, p99", lambda r: r.from_call),
-                                (".commit.p50", "from the publish's return (commit), p50", lambda r: r.from_commit),
-                                (".commit.p99", "from the publish's return (commit), p99", lambda r: r.from_commit)):
+    for suffix, label, pick in (
+        (".p50", "from the publish call, p50", lambda r: r.from_call),
+        (".p99", "from the publish call, p99", lambda r: r.from_call),
+        (".commit.p50", "from the publish's return (commit), p50", lambda r: r.from_commit),
+        (".commit.p99", "from the publish's return (commit), p99", lambda r: r.from_commit),
+    ):
         fig = Figure(f"{key}{suffix}", group, f"{title}, {label}", "ms", "latency")
         fig.rounds = [percentile(pick(r), 99 if suffix.endswith("99") else 50) for r in rounds]
         figures.append(fig)
@@ -396,49 +456,76 @@ def latency(dsn: str, cfg: Config) -> list[Figure]:
         c.subscribe("bench-load", "async", message_type="bench.load")
     samples = cfg.n(400, 20)
     figures = _latency_figures(
-        "latency.e2e", "4. End-to-end latency", "Publish to idle consumer woken by LISTEN (claim returned)",
-        [_latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01)
-         for _ in range(cfg.repeat)])
+        "latency.e2e",
+        "4. End-to-end latency",
+        "Publish to idle consumer woken by LISTEN (claim returned)",
+        [
+            _latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01)
+            for _ in range(cfg.repeat)
+        ],
+    )
     with FanOut(dsn):
         figures += _latency_figures(
-            "latency.e2e_deferred", "4. End-to-end latency",
+            "latency.e2e_deferred",
+            "4. End-to-end latency",
             "Deferred publish to idle consumer woken by LISTEN (fan-out worker polling every 10 ms)",
-            [_latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01, deferred=True)
-             for _ in range(cfg.repeat)])
+            [
+                _latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01, deferred=True)
+                for _ in range(cfg.repeat)
+            ],
+        )
     figures += _latency_figures(
-        "latency.notify_idle", "5. NOTIFY latency", "NOTIFY subscription, idle server",
-        [_latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
-         for _ in range(cfg.repeat)])
+        "latency.notify_idle",
+        "5. NOTIFY latency",
+        "NOTIFY subscription, idle server",
+        [
+            _latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
+            for _ in range(cfg.repeat)
+        ],
+    )
 
     # The load is 1,000 messages/s in transactions of 10: one message per transaction
     # tops out below 1,000/s on a small machine (see 1. Publish), and the load must be
     # the rate the issue names, or the figure would say less than its title.
     loaded: list[LatencyRun] = []
-    achieved = Figure("latency.notify_load.rate", "5. NOTIFY latency",
-                      "Background publish rate during the loaded NOTIFY run", "msg/s", "rate",
-                      note=f"target load {LOAD_PER_SECOND:,} msg/s in transactions of {LOAD_BATCH} "
-                           f"({LOAD_PER_SECOND // LOAD_BATCH} commits/s), one client, to an async subscriber")
+    achieved = Figure(
+        "latency.notify_load.rate",
+        "5. NOTIFY latency",
+        "Background publish rate during the loaded NOTIFY run",
+        "msg/s",
+        "rate",
+        note=f"target load {LOAD_PER_SECOND:,} msg/s in transactions of {LOAD_BATCH} "
+        f"({LOAD_PER_SECOND // LOAD_BATCH} commits/s), one client, to an async subscriber",
+    )
     ctx = multiprocessing.get_context("spawn")
     for _ in range(cfg.repeat):
         stop, sent = ctx.Event(), ctx.Queue()
-        load = ctx.Process(target=_w_paced_publisher, args=(dsn, float(LOAD_PER_SECOND), LOAD_BATCH, stop, sent),
-                           daemon=True)
+        load = ctx.Process(
+            target=_w_paced_publisher, args=(dsn, float(LOAD_PER_SECOND), LOAD_BATCH, stop, sent), daemon=True
+        )
         load.start()
         time.sleep(1.0)
         try:
-            loaded.append(_latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01))
+            loaded.append(
+                _latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
+            )
         finally:
             stop.set()
             total, seconds = sent.get(timeout=60)
             load.join(timeout=10)
         achieved.rounds.append(total / seconds)
-    figures += _latency_figures("latency.notify_load", "5. NOTIFY latency",
-                                "NOTIFY subscription, under a 1,000 msg/s publish load", loaded)
+    figures += _latency_figures(
+        "latency.notify_load",
+        "5. NOTIFY latency",
+        "NOTIFY subscription, under a 1,000 msg/s publish load",
+        loaded,
+    )
     figures.append(achieved)
     return figures
 
 
 # -- 6. HTTP push ------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     """A port nothing listens on now, so that concurrent bench runs (on other
@@ -451,16 +538,19 @@ def _free_port() -> int:
 
 
 # Is an http delivery still to be pushed or recorded? (message_delivery_http_due_idx)
-HTTP_UNFINISHED = ("SELECT 1 FROM message_delivery WHERE delivery_mode = 'http' "
-                   "AND status IN ('pending', 'processing') LIMIT 1")
+HTTP_UNFINISHED = (
+    "SELECT 1 FROM message_delivery WHERE delivery_mode = 'http' "
+    "AND status IN ('pending', 'processing') LIMIT 1"
+)
 
 
 def _w_receiver(port: int, secret: str, delay: float, ready: Any, stop: Any, out: Any) -> None:
     """The sample receiver (verifies every signature, dedupes by webhook-id), optionally slow."""
     from pgmsg.webhook_receiver import WebhookReceiver
 
-    receiver = WebhookReceiver([secret], "127.0.0.1", port,
-                               on_event=(lambda *_: time.sleep(delay)) if delay else None)
+    receiver = WebhookReceiver(
+        [secret], "127.0.0.1", port, on_event=(lambda *_: time.sleep(delay)) if delay else None
+    )
     receiver.history_limit = 10_000_000
     with receiver:
         ready.set()
@@ -485,8 +575,15 @@ def _w_dispatcher(dsn: str, per_subscription: int, workers: int, ready: Any, sto
 class Processes:
     """A receiver and a dispatcher in their own processes, stopped together."""
 
-    def __init__(self, dsn: str, secret: str, port: int, delay: float = 0.0, per_subscription: int = 16,
-                 workers: int = 16) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        secret: str,
+        port: int,
+        delay: float = 0.0,
+        per_subscription: int = 16,
+        workers: int = 16,
+    ) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
@@ -494,14 +591,22 @@ class Processes:
         self.counters = ctx.Queue()
         receiver_ready, dispatcher_ready = ctx.Event(), ctx.Event()
         self.procs = [
-            ctx.Process(target=_w_receiver, args=(port, secret, delay, receiver_ready, self.stop,
-                                                  self.counters), daemon=True),
+            ctx.Process(
+                target=_w_receiver,
+                args=(port, secret, delay, receiver_ready, self.stop, self.counters),
+                daemon=True,
+            ),
         ]
         self.procs[0].start()
         if not receiver_ready.wait(30):
             raise RuntimeError("the webhook receiver did not start")
-        self.procs.append(ctx.Process(target=_w_dispatcher, args=(dsn, per_subscription, workers, dispatcher_ready,
-                                                                  self.stop), daemon=True))
+        self.procs.append(
+            ctx.Process(
+                target=_w_dispatcher,
+                args=(dsn, per_subscription, workers, dispatcher_ready, self.stop),
+                daemon=True,
+            )
+        )
         self.procs[1].start()
         if not dispatcher_ready.wait(30):
             raise RuntimeError("the dispatcher did not start")
@@ -522,8 +627,9 @@ def _webhook_rate(dsn: str, url: str, port: int, count: int, slots: int) -> floa
     timed from its readiness until none of a backlog of ``count`` is left."""
     server.reset(dsn)
     with Client(dsn, max_size=1) as c:
-        secret = c.subscribe("bench-hook", "http", message_type="bench.hook", webhook_url=url,
-                             http_timeout_ms=10_000).signing_secret
+        secret = c.subscribe(
+            "bench-hook", "http", message_type="bench.hook", webhook_url=url, http_timeout_ms=10_000
+        ).signing_secret
     prefill(dsn, "bench.hook", count)
     procs = Processes(dsn, secret or "", port, per_subscription=slots, workers=slots)
     # From readiness: starting a Python process is not pushing (about a second here).
@@ -547,37 +653,62 @@ def _webhook_rate(dsn: str, url: str, port: int, count: int, slots: int) -> floa
 def http_push(dsn: str, cfg: Config) -> list[Figure]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/webhook"
-    common = ("one subscription; the receiver (pgmsg.webhook_receiver) verifies each signature; backlog "
-              "published first, timed from the dispatcher's readiness (its process started, LISTEN open) "
-              "until none is left")
-    throughput = Figure("http.webhooks", "6. HTTP push", "Signed webhooks pushed to a verifying local receiver",
-                        "webhooks/s", "rate",
-                        note=f"dispatcher with 16 workers and per_subscription=16; {common}")
-    wide = Figure("http.webhooks.32_slots", "6. HTTP push",
-                  "Signed webhooks pushed to a verifying local receiver, 32 requests in flight",
-                  "webhooks/s", "rate", note="as above, with 32 workers and per_subscription=32")
+    common = (
+        "one subscription; the receiver (pgmsg.webhook_receiver) verifies each signature; backlog "
+        "published first, timed from the dispatcher's readiness (its process started, LISTEN open) "
+        "until none is left"
+    )
+    throughput = Figure(
+        "http.webhooks",
+        "6. HTTP push",
+        "Signed webhooks pushed to a verifying local receiver",
+        "webhooks/s",
+        "rate",
+        note=f"dispatcher with 16 workers and per_subscription=16; {common}",
+    )
+    wide = Figure(
+        "http.webhooks.32_slots",
+        "6. HTTP push",
+        "Signed webhooks pushed to a verifying local receiver, 32 requests in flight",
+        "webhooks/s",
+        "rate",
+        note="as above, with 32 workers and per_subscription=32",
+    )
     count = cfg.n(5000, 200)
     for _ in range(cfg.repeat):
         throughput.rounds.append(_webhook_rate(dsn, url, port, count, 16))
         wide.rounds.append(_webhook_rate(dsn, url, port, count, 32))
 
-    none = Figure("http.publish_p99.none", "6. HTTP push",
-                  "Publish p99, 3 async subscribers, no webhook subscriber", "ms", "latency")
-    slow = Figure("http.publish_p99.slow", "6. HTTP push",
-                  "Publish p99, 3 async subscribers plus a webhook whose endpoint takes 2 s", "ms", "latency",
-                  note="dispatcher running throughout; rounds alternate between the two cases")
+    none = Figure(
+        "http.publish_p99.none",
+        "6. HTTP push",
+        "Publish p99, 3 async subscribers, no webhook subscriber",
+        "ms",
+        "latency",
+    )
+    slow = Figure(
+        "http.publish_p99.slow",
+        "6. HTTP push",
+        "Publish p99, 3 async subscribers plus a webhook whose endpoint takes 2 s",
+        "ms",
+        "latency",
+        note="dispatcher running throughout; rounds alternate between the two cases",
+    )
     server.reset(dsn)
     subscribe_async(dsn)
     with Client(dsn, max_size=1) as c:
-        secret = c.subscribe("bench-slow", "http", message_type=PUBLISH_TYPE, webhook_url=url,
-                             http_timeout_ms=5_000).signing_secret
+        secret = c.subscribe(
+            "bench-slow", "http", message_type=PUBLISH_TYPE, webhook_url=url, http_timeout_ms=5_000
+        ).signing_secret
     procs = Processes(dsn, secret or "", port, delay=2.0, per_subscription=4)
     try:
         samples = cfg.n(2000, 100)
         for _ in range(cfg.repeat):
             for active, fig in ((False, none), (True, slow)):
                 with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute("UPDATE subscriptions SET active = %s WHERE client_id = 'bench-slow'", (active,))
+                    conn.execute(
+                        "UPDATE subscriptions SET active = %s WHERE client_id = 'bench-slow'", (active,)
+                    )
                 _, (lat,) = parallel(_w_publish, [(dsn, samples, PUBLISH_TYPE)])
                 fig.rounds.append(percentile(lat, 99) * 1000)
     finally:
@@ -587,6 +718,7 @@ def http_push(dsn: str, cfg: Config) -> list[Figure]:
 
 # -- 7. growth -------------------------------------------------------------------------------
 
+
 def _grow_to(dsn: str, total: int) -> None:
     """Add history until ``total`` messages (each with one delivery, delivered) exist."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -594,11 +726,15 @@ def _grow_to(dsn: str, total: int) -> None:
         body = json.dumps(PAYLOAD)
         while have < total:
             step = min(100_000, total - have)
-            conn.execute("INSERT INTO messages (message_type, namespace, payload) "
-                         "SELECT %s, 'default', %s::jsonb FROM generate_series(1, %s)",
-                         (PUBLISH_TYPE, body, step))
-            conn.execute("UPDATE message_delivery SET status = 'delivered', delivered_at = now(), attempts = 1 "
-                         "WHERE status = 'pending'")
+            conn.execute(
+                "INSERT INTO messages (message_type, namespace, payload) "
+                "SELECT %s, 'default', %s::jsonb FROM generate_series(1, %s)",
+                (PUBLISH_TYPE, body, step),
+            )
+            conn.execute(
+                "UPDATE message_delivery SET status = 'delivered', delivered_at = now(), attempts = 1 "
+                "WHERE status = 'pending'"
+            )
             have += step
         conn.execute("VACUUM ANALYZE messages")
         conn.execute("VACUUM ANALYZE message_delivery")
@@ -626,20 +762,40 @@ def growth(dsn: str, cfg: Config) -> list[Figure]:
     figures = []
     for size, label in ((small, "10k"), (large, "1m")):
         _grow_to(dsn, size)
-        pub = Figure(f"growth.publish.{label}", "7. Growth",
-                     f"Publish, 1 client, with {size:,} messages and deliveries", "msg/s", "rate")
-        claim = Figure(f"growth.claim.{label}", "7. Growth",
-                       f"Claim + ack, batch 100, with {size:,} messages and deliveries", "deliveries/s", "rate")
+        pub = Figure(
+            f"growth.publish.{label}",
+            "7. Growth",
+            f"Publish, 1 client, with {size:,} messages and deliveries",
+            "msg/s",
+            "rate",
+        )
+        claim = Figure(
+            f"growth.claim.{label}",
+            "7. Growth",
+            f"Claim + ack, batch 100, with {size:,} messages and deliveries",
+            "deliveries/s",
+            "rate",
+        )
         for _ in range(cfg.repeat):
             _publish_and_claim(dsn, count, backlog, pub, claim)
         figures += [pub, claim]
 
-    pub = Figure("growth.publish.rr_held", "7. Growth",
-                 f"Publish while a REPEATABLE READ transaction is open (from {large:,} rows)", "msg/s", "rate")
-    claim = Figure("growth.claim.rr_held", "7. Growth",
-                   f"Claim + ack, batch 100, while a REPEATABLE READ transaction is open", "deliveries/s", "rate",
-                   note="the reader holds its snapshot through every round, so nothing it could see is "
-                        "vacuumed; rounds are consecutive, so later ones carry more dead rows")
+    pub = Figure(
+        "growth.publish.rr_held",
+        "7. Growth",
+        f"Publish while a REPEATABLE READ transaction is open (from {large:,} rows)",
+        "msg/s",
+        "rate",
+    )
+    claim = Figure(
+        "growth.claim.rr_held",
+        "7. Growth",
+        "Claim + ack, batch 100, while a REPEATABLE READ transaction is open",
+        "deliveries/s",
+        "rate",
+        note="the reader holds its snapshot through every round, so nothing it could see is "
+        "vacuumed; rounds are consecutive, so later ones carry more dead rows",
+    )
     with psycopg.connect(dsn) as reader:
         reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         reader.execute("SELECT count(*) FROM message_delivery").fetchone()

@@ -7,6 +7,7 @@ the deployment uses (roles/postgres/defaults), written into the report.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -112,10 +113,28 @@ def start(image: str | None = None, port: int = DEFAULT_PORT) -> Server:
     command = ["postgres"]
     for name, value in SETTINGS.items():
         command += ["-c", f"{name}={value}"]
-    docker("run", "-d", "--name", container, "--network", "host", "--shm-size", "256m",
-           "-e", f"PGPORT={port}", "-e", f"PGMSG_DATABASE={DATABASE}",
-           "-e", "PGMSG_HBA_CIDRS=127.0.0.1/32", "-e", "POSTGRES_PASSWORD_FILE=/run/secret",
-           "-v", f"{secret}:/run/secret:ro", ref, *command)
+    docker(
+        "run",
+        "-d",
+        "--name",
+        container,
+        "--network",
+        "host",
+        "--shm-size",
+        "256m",
+        "-e",
+        f"PGPORT={port}",
+        "-e",
+        f"PGMSG_DATABASE={DATABASE}",
+        "-e",
+        "PGMSG_HBA_CIDRS=127.0.0.1/32",
+        "-e",
+        "POSTGRES_PASSWORD_FILE=/run/secret",
+        "-v",
+        f"{secret}:/run/secret:ro",
+        ref,
+        *command,
+    )
     dsn = f"host=127.0.0.1 port={port} user=postgres password={PASSWORD} dbname={DATABASE}"
     deadline = time.monotonic() + 120
     while True:
@@ -141,11 +160,24 @@ def describe(server: Server, base: str) -> dict[str, Any]:
     """The machine and the server settings, for the report."""
     with psycopg.connect(server.dsn) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
-        settings = dict(conn.execute(
-            "SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
-            (["shared_buffers", "synchronous_commit", "fsync", "wal_level", "max_connections",
-              "work_mem", "checkpoint_timeout", "max_wal_size", "full_page_writes"],),
-        ).fetchall())
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting || coalesce(' ' || unit, '') FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
+                (
+                    [
+                        "shared_buffers",
+                        "synchronous_commit",
+                        "fsync",
+                        "wal_level",
+                        "max_connections",
+                        "work_mem",
+                        "checkpoint_timeout",
+                        "max_wal_size",
+                        "full_page_writes",
+                    ],
+                ),
+            ).fetchall()
+        )
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -155,10 +187,8 @@ def describe(server: Server, base: str) -> dict[str, Any]:
     except OSError:
         pass
     memory_kib = 0
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -182,8 +212,10 @@ def reset(dsn: str) -> None:
     autovacuum analyzes again; after TRUNCATE the planner assumes a few pages,
     as on a fresh deployment."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE delivery_attempts, message_delivery, messages, message_inbox, subscriptions "
-                     "RESTART IDENTITY CASCADE")
+        conn.execute(
+            "TRUNCATE delivery_attempts, message_delivery, messages, message_inbox, subscriptions "
+            "RESTART IDENTITY CASCADE"
+        )
         conn.execute("DROP TABLE IF EXISTS bench_raw")
         conn.execute("CHECKPOINT")
 
@@ -194,9 +226,19 @@ def statements(dsn: str, limit: int = 8) -> list[dict[str, Any]]:
         rows = conn.execute(
             "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS query, calls, "
             "round(total_exec_time::numeric, 1) AS total_ms, round(mean_exec_time::numeric, 3) AS mean_ms "
-            "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s", (limit,)).fetchall()
-    return [dict(zip(("query", "calls", "total_ms", "mean_ms"), (r[0], r[1], float(r[2]), float(r[3]))))
-            for r in rows]
+            "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s",
+            (limit,),
+        ).fetchall()
+    return [
+        dict(
+            zip(
+                ("query", "calls", "total_ms", "mean_ms"),
+                (r[0], r[1], float(r[2]), float(r[3])),
+                strict=False,
+            )
+        )
+        for r in rows
+    ]
 
 
 def reset_statements(dsn: str) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def outcomes(junit: Path) -> list[Outcome]:
         while parts and not parts[-1].startswith("test_"):
             parts.pop()
         path = "/".join(parts) + ".py" if parts else module
-        rest = module.split(".")[len(parts):]
+        rest = module.split(".")[len(parts) :]
         nodeid = "::".join([path, *rest, case.get("name", "")])
         status = "passed"
         for child in case:
@@ -53,8 +53,14 @@ def outcomes(junit: Path) -> list[Outcome]:
 
 
 def matching(scenario: Scenario | Promise, results: list[Outcome]) -> list[Outcome]:
-    return [r for r in results if any(r.nodeid == t or r.nodeid.startswith(t + "[") or
-                                       r.nodeid.startswith(t + "::") for t in scenario.tests)]
+    return [
+        r
+        for r in results
+        if any(
+            r.nodeid == t or r.nodeid.startswith(t + "[") or r.nodeid.startswith(t + "::")
+            for t in scenario.tests
+        )
+    ]
 
 
 def verdict(found: list[Outcome], scenario: Scenario | Promise) -> str:
@@ -62,7 +68,9 @@ def verdict(found: list[Outcome], scenario: Scenario | Promise) -> str:
         return "**not run**"
     failed = [r for r in found if r.status != "passed"]
     if failed:
-        return f"**{len(failed)} of {len(found)} not passed** ({', '.join(sorted({r.status for r in failed}))})"
+        return (
+            f"**{len(failed)} of {len(found)} not passed** ({', '.join(sorted({r.status for r in failed}))})"
+        )
     return f"passed ({len(found)} test{'s' if len(found) > 1 else ''}, {sum(r.seconds for r in found):.0f} s)"
 
 
@@ -85,7 +93,7 @@ def render(results: list[Outcome], when: datetime, commit: str) -> str:
     for scenario in SCENARIOS:
         if scenario.section != section:
             if rows:
-                lines += rows + [""]
+                lines += [*rows, ""]
                 rows = []
             section = scenario.section
             lines += [f"## {section}", "", "| Scenario | Latest result | Tests |", "|---|---|---|"]
@@ -93,28 +101,46 @@ def render(results: list[Outcome], when: datetime, commit: str) -> str:
         all_found += bool(found) and all(r.status == "passed" for r in found)
         tests = "<br>".join(f"`{t}`" for t in scenario.tests)
         rows.append(f"| [{scenario.title}](#{scenario.anchor}) | {verdict(found, scenario)} | {tests} |")
-        details += [f"### {scenario.title}", "", f'<a id="{scenario.anchor}"></a>', "",
-                    scenario.checks.strip(), ""]
-    lines += rows + [""]
+        details += [
+            f"### {scenario.title}",
+            "",
+            f'<a id="{scenario.anchor}"></a>',
+            "",
+            scenario.checks.strip(),
+            "",
+        ]
+    lines += [*rows, ""]
     kept = 0
     section = None
-    lines += ["## README promises", "",
-              "Each bullet of the README's delivery-semantics and security sections, and the tests that attack",
-              "it from outside (listed in `tests/reliability/promises.py`; a bullet without tests fails",
-              "`tests/unit/test_promises.py`)."]
+    lines += [
+        "## README promises",
+        "",
+        "Each bullet of the README's delivery-semantics and security sections, and the tests that attack",
+        "it from outside (listed in `tests/reliability/promises.py`; a bullet without tests fails",
+        "`tests/unit/test_promises.py`).",
+    ]
     for promise in PROMISES:
         if promise.section != section:
             section = promise.section
-            lines += ["", f"### README, {section}", "", "| Promise | Latest result | Tests |", "|---|---|---|"]
+            lines += [
+                "",
+                f"### README, {section}",
+                "",
+                "| Promise | Latest result | Tests |",
+                "|---|---|---|",
+            ]
         found = matching(promise, results)
         kept += bool(found) and all(r.status == "passed" for r in found)
         lead = promise.lead.replace("|", "\\|")
         tests = "<br>".join(f"`{t}`" for t in promise.tests)
         lines.append(f"| {lead} | {verdict(found, promise)} | {tests} |")
     lines.append("")
-    lines.insert(9, f"**{all_found} of {len(SCENARIOS)} scenarios passed; {kept} of {len(PROMISES)} README "
-                    "promises held.**\n")
-    lines += ["## What each scenario checks", ""] + details
+    lines.insert(
+        9,
+        f"**{all_found} of {len(SCENARIOS)} scenarios passed; {kept} of {len(PROMISES)} README "
+        "promises held.**\n",
+    )
+    lines += ["## What each scenario checks", "", *details]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -126,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.junit.exists():
         parser.error(f"{args.junit} does not exist: run ./scripts/test.sh first")
-    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                           capture_output=True, text=True).stdout.strip() or "unknown"
-    when = datetime.fromtimestamp(args.junit.stat().st_mtime, timezone.utc)
+    commit = (
+        args.commit
+        or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        or "unknown"
+    )
+    when = datetime.fromtimestamp(args.junit.stat().st_mtime, UTC)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(outcomes(args.junit), when, commit))
     print(f"wrote {args.out}")

@@ -19,18 +19,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pgmsg import schema_files  # noqa: E402
+from pgmsg import schema_files
 from tests.support import schemadump
-from tests.support.deployment import ROOT as REPO_ROOT, inventory_vars  # noqa: E402
+from tests.support.deployment import ROOT as REPO_ROOT
+from tests.support.deployment import inventory_vars
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=25709, help="port of the scratch server, below 32768")
     parser.add_argument("--out", type=Path, default=ROOT / "sql" / "schema", help="directory to write")
     args = parser.parse_args()
     name = f"pgmsg-schema-dump-{args.port}"
-    with schemadump.migrated(inventory_vars(REPO_ROOT / "inventory/local/hosts.yml"), name, args.port, ROOT / "sql"):
+    with schemadump.migrated(
+        inventory_vars(REPO_ROOT / "inventory/local/hosts.yml"), name, args.port, ROOT / "sql"
+    ):
         files = schemadump.area_files(name, args.port)
     for path in schema_files.write(files, args.out):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)

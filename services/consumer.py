@@ -30,10 +30,20 @@ class TypeTally:
     def __call__(self, delivery: Delivery) -> None:
         with metrics.processing_seconds.labels(self.client_id).time():
             self.by_type[delivery.message_type] += 1
-            log.info("processed message", extra={"fields": {
-                "client_id": self.client_id, "message_id": delivery.message_id, "delivery_id": delivery.id,
-                "message_type": delivery.message_type, "namespace": delivery.namespace,
-                "attempt": delivery.attempts, "seen_of_type": self.by_type[delivery.message_type]}})
+            log.info(
+                "processed message",
+                extra={
+                    "fields": {
+                        "client_id": self.client_id,
+                        "message_id": delivery.message_id,
+                        "delivery_id": delivery.id,
+                        "message_type": delivery.message_type,
+                        "namespace": delivery.namespace,
+                        "attempt": delivery.attempts,
+                        "seen_of_type": self.by_type[delivery.message_type],
+                    }
+                },
+            )
         metrics.processed_messages.labels(self.client_id, delivery.delivery_mode).inc()
 
 
@@ -43,7 +53,9 @@ def run(stop: threading.Event, config: runtime.ServiceSettings, batch_size: int)
 
     def session() -> None:
         with Client(config.conninfo, max_size=2) as client:
-            client.run_consumer(config.client_id, handler, stop=stop, batch_size=batch_size, consumer=consumer)
+            client.run_consumer(
+                config.client_id, handler, stop=stop, batch_size=batch_size, consumer=consumer
+            )
 
     # The database restarting is routine: reconnect, nothing is lost (leases).
     runtime.reconnecting(stop, session, log=log)

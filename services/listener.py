@@ -25,10 +25,18 @@ def run(stop: threading.Event, config: runtime.ServiceSettings, channel: str) ->
                 for note in listener.notifications(timeout=1.0, limit=1):
                     with metrics.processing_seconds.labels(config.client_id).time():
                         envelope = note.payload
-                        log.info("notification", extra={"fields": {
-                            "client_id": config.client_id, "channel": note.channel,
-                            "message_id": envelope["id"], "message_type": envelope["type"],
-                            "delivery_id": envelope.get("delivery_id")}})
+                        log.info(
+                            "notification",
+                            extra={
+                                "fields": {
+                                    "client_id": config.client_id,
+                                    "channel": note.channel,
+                                    "message_id": envelope["id"],
+                                    "message_type": envelope["type"],
+                                    "delivery_id": envelope.get("delivery_id"),
+                                }
+                            },
+                        )
                     metrics.processed_messages.labels(config.client_id, "notify").inc()
 
     # The database restarting is routine: connect and listen again.

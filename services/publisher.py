@@ -33,24 +33,52 @@ def load_message(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InvalidInput(f"{path}: cannot be read ({exc.strerror})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("message_type"), str):
-        raise InvalidInput(f"{path.name}: needs an object with a \"message_type\" string")
+        raise InvalidInput(f'{path.name}: needs an object with a "message_type" string')
     return data
 
 
 @click.command(help=__doc__)
-@click.option("-f", "--file", "files", multiple=True, help="Message file name (in --dir) or path; repeatable.")
-@click.option("--dir", "directory", default=DEFAULT_DIR, show_default=True, type=click.Path(file_okay=False),
-              help="Folder of example messages.")
+@click.option(
+    "-f", "--file", "files", multiple=True, help="Message file name (in --dir) or path; repeatable."
+)
+@click.option(
+    "--dir",
+    "directory",
+    default=DEFAULT_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder of example messages.",
+)
 @click.option("--dsn", envvar="PGMSG_DSN", default=None, help="Connection string (default PGMSG_DSN or PG*).")
-@click.option("--metrics-port", type=int, envvar="PGMSG_METRICS_PORT", default=None,
-              help="Expose pgmsg_published_messages_total on this port while running.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    envvar="PGMSG_METRICS_PORT",
+    default=None,
+    help="Expose pgmsg_published_messages_total on this port while running.",
+)
 @click.option("--linger", type=float, default=0.0, help="Seconds to keep serving metrics after publishing.")
-@click.option("--wait", type=float, default=2.0, show_default=True,
-              help="Seconds to let deliveries progress before printing the stats.")
-@click.option("--deferred", is_flag=True,
-              help="Publish with deferred fan-out (the pgmsg-fan-out service creates the deliveries).")
-def main(files: tuple[str, ...], directory: str, dsn: str | None, metrics_port: int | None,
-         linger: float, wait: float, deferred: bool) -> None:
+@click.option(
+    "--wait",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds to let deliveries progress before printing the stats.",
+)
+@click.option(
+    "--deferred",
+    is_flag=True,
+    help="Publish with deferred fan-out (the pgmsg-fan-out service creates the deliveries).",
+)
+def main(
+    files: tuple[str, ...],
+    directory: str,
+    dsn: str | None,
+    metrics_port: int | None,
+    linger: float,
+    wait: float,
+    deferred: bool,
+) -> None:
     configure_logging()
     if metrics_port:
         metrics.serve(metrics_port, os.environ.get("PGMSG_METRICS_ADDRESS", "127.0.0.1"))
@@ -62,13 +90,22 @@ def main(files: tuple[str, ...], directory: str, dsn: str | None, metrics_port: 
         messages = [load_message(p) for p in paths]
         with Client(dsn) as client:
             ids = []
-            for path, msg in zip(paths, messages):
+            for path, msg in zip(paths, messages, strict=False):
                 namespace = msg.get("namespace", "default")
-                message_id = client.publish(msg["message_type"], msg.get("payload"), namespace, key=msg.get("key"),
-                                            deferred=deferred)
+                message_id = client.publish(
+                    msg["message_type"], msg.get("payload"), namespace, key=msg.get("key"), deferred=deferred
+                )
                 metrics.published_messages.labels(msg["message_type"], namespace).inc()
-                log.info("published", extra={"fields": {"file": path.name, "message_id": message_id,
-                                                        "message_type": msg["message_type"]}})
+                log.info(
+                    "published",
+                    extra={
+                        "fields": {
+                            "file": path.name,
+                            "message_id": message_id,
+                            "message_type": msg["message_type"],
+                        }
+                    },
+                )
                 click.echo(f"published {path.name} as message {message_id} ({msg['message_type']})")
                 ids.append(message_id)
             time.sleep(wait)  # let pushes and consumers act before reporting (a report, not synchronisation)

@@ -21,8 +21,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = runtime.parser("pgmsg-webhook-receiver", __doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    parser.add_argument("--tolerance", type=int, default=signing.DEFAULT_TOLERANCE_SECONDS,
-                        help="seconds a signature's timestamp may be off (default 300)")
+    parser.add_argument(
+        "--tolerance",
+        type=int,
+        default=signing.DEFAULT_TOLERANCE_SECONDS,
+        help="seconds a signature's timestamp may be off (default 300)",
+    )
     parser.add_argument("--tls-cert", help="serve https with this certificate chain (PEM)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM), unless it is in --tls-cert")
     args = parser.parse_args(argv)
@@ -31,9 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not secrets:
         parser.error(f"set {SECRETS_VARIABLE} to one or more space-separated webhook secrets")
     try:
-        config = runtime.settings(needs_client=False, metrics_port=args.metrics_port, metrics_flag="--metrics-port")
-        receiver = WebhookReceiver(secrets, args.host, args.port, tolerance_seconds=args.tolerance,
-                                   tls_cert=args.tls_cert, tls_key=args.tls_key)
+        config = runtime.settings(
+            needs_client=False, metrics_port=args.metrics_port, metrics_flag="--metrics-port"
+        )
+        receiver = WebhookReceiver(
+            secrets,
+            args.host,
+            args.port,
+            tolerance_seconds=args.tolerance,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
     except InvalidInput as exc:
         parser.error(str(exc))
     stop = runtime.start("webhook_receiver", config)

@@ -27,18 +27,30 @@ def main() -> int:
 
     def on_event(webhook_id: str, event: dict[str, Any]) -> None:
         with metrics.processing_seconds.labels(config.client_id).time():
-            log.info("webhook accepted", extra={"fields": {
-                "client_id": config.client_id, "webhook_id": webhook_id,
-                "message_id": event.get("id"), "message_type": event.get("type")}})
+            log.info(
+                "webhook accepted",
+                extra={
+                    "fields": {
+                        "client_id": config.client_id,
+                        "webhook_id": webhook_id,
+                        "message_id": event.get("id"),
+                        "message_type": event.get("type"),
+                    }
+                },
+            )
         metrics.processed_messages.labels(config.client_id, "http").inc()
 
     def on_reject(status: int, reason: str) -> None:
         # The reason's first words: a bounded set of labels, not one per timestamp or id.
         metrics.webhooks_rejected.labels(config.client_id, reason.split(":")[0][:40]).inc()
 
-    receiver = WebhookReceiver(secrets, os.environ.get("PGMSG_WEBHOOK_ADDRESS", "127.0.0.1"),
-                               int(os.environ.get("PGMSG_WEBHOOK_PORT", "8080")), on_event=on_event,
-                               on_reject=on_reject)
+    receiver = WebhookReceiver(
+        secrets,
+        os.environ.get("PGMSG_WEBHOOK_ADDRESS", "127.0.0.1"),
+        int(os.environ.get("PGMSG_WEBHOOK_PORT", "8080")),
+        on_event=on_event,
+        on_reject=on_reject,
+    )
     receiver.start()
     stop.wait()
     receiver.stop()

@@ -16,7 +16,14 @@ from pgmsg import Client
 from tests.support.deployment import INVENTORY, Deployment
 from tests.support.deployment import inventory_vars as deployment_vars
 from tests.support.receiver import Receiver
-from tests.support.scratch import ScratchServer, deployed_image, free_port, migrate_for_tests, remove, start_postgres
+from tests.support.scratch import (
+    ScratchServer,
+    deployed_image,
+    free_port,
+    migrate_for_tests,
+    remove,
+    start_postgres,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +64,9 @@ def scratch_server(request: pytest.FixtureRequest, deployment: Deployment) -> It
     migrated = marker.kwargs.get("migrated", True) if marker else True
     module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     name = f"pgmsg-test-scratch-{module}-{os.getpid()}"
-    server = start_postgres(deployed_image(deployment.db_container), name, free_port(), dbname=deployment.db_name)
+    server = start_postgres(
+        deployed_image(deployment.db_container), name, free_port(), dbname=deployment.db_name
+    )
     try:
         if migrated:
             migrate_for_tests(server.dsn)

@@ -41,8 +41,9 @@ def main() -> int:
         user = User.query.filter_by(username=email, auth_source=INTERNAL).first()
         wanted = {"role": admin_role.id, "active": True}
         if user is None:
-            ok, message = create_user({"email": email, "newPassword": password,
-                                       "confirmPassword": password, **wanted})
+            ok, message = create_user(
+                {"email": email, "newPassword": password, "confirmPassword": password, **wanted}
+            )
             done = ["created"]
         else:
             changes: dict[str, object] = {}

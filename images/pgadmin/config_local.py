@@ -38,4 +38,6 @@ DEFAULT_BINARY_PATHS = {"pg": "/usr/bin"}
 # shared storage: in server mode pgAdmin opens certificate files only inside a storage, so the
 # server list names it "pgmsg-tls:/ca.crt" (its sslrootcert).
 if os.environ.get("PGMSG_TLS_CA_DIR"):
-    SHARED_STORAGE = [{"name": "pgmsg-tls", "path": os.environ["PGMSG_TLS_CA_DIR"], "restricted_access": True}]
+    SHARED_STORAGE = [
+        {"name": "pgmsg-tls", "path": os.environ["PGMSG_TLS_CA_DIR"], "restricted_access": True}
+    ]

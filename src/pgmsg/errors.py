@@ -83,7 +83,7 @@ def describe(exc: psycopg.Error) -> str:
     text = diag.message_primary or str(exc).strip() or type(exc).__name__
     detail = diag.message_detail
     if detail and not detail.startswith(_ROW_DETAIL):
-        text += f" ({detail if len(detail) <= MAX_DETAIL_CHARS else detail[:MAX_DETAIL_CHARS - 1] + '…'})"
+        text += f" ({detail if len(detail) <= MAX_DETAIL_CHARS else detail[: MAX_DETAIL_CHARS - 1] + '…'})"
     if diag.message_hint:
         text += f"; hint: {diag.message_hint}"
     return text
@@ -112,7 +112,7 @@ def translated(action: str) -> Iterator[None]:
         # A lone surrogate (what Python makes of undecodable bytes in argv or a file name)
         # cannot be sent as UTF-8: psycopg raises the codec's error as it is.
         raise InvalidInput(
-            f"{action}: text is not valid Unicode ({exc.reason}: {exc.object[exc.start:exc.end]!r} "
+            f"{action}: text is not valid Unicode ({exc.reason}: {exc.object[exc.start : exc.end]!r} "
             f"at position {exc.start})"
         ) from exc
     except psycopg.OperationalError as exc:

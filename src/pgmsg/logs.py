@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 
@@ -17,7 +17,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -29,8 +29,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure_logging(logger: logging.Logger | None = None, level: int = logging.INFO,
-                      stream: TextIO | None = None) -> None:
+def configure_logging(
+    logger: logging.Logger | None = None, level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
     """Send ``logger``'s records (the root logger's by default) to ``stream`` as JSON lines; idempotent."""
     target = logger or logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in target.handlers):
@@ -39,4 +40,3 @@ def configure_logging(logger: logging.Logger | None = None, level: int = logging
     handler.setFormatter(JsonFormatter())
     target.addHandler(handler)
     target.setLevel(level)
-

@@ -10,9 +10,7 @@ published_messages = Counter(
 processed_messages = Counter(
     "pgmsg_processed_messages_total", "Messages processed by a subscriber", ["client_id", "delivery_mode"]
 )
-processing_seconds = Histogram(
-    "pgmsg_processing_seconds", "Message processing duration", ["client_id"]
-)
+processing_seconds = Histogram("pgmsg_processing_seconds", "Message processing duration", ["client_id"])
 webhooks_rejected = Counter(
     "pgmsg_webhooks_rejected_total", "Webhook requests refused by the receiver", ["client_id", "reason"]
 )

@@ -35,7 +35,9 @@ CONCURRENTLY_MARKER = "-- pgmsg:concurrently"
 # them finishes the work on its next run.
 CONCURRENT_STATEMENT = re.compile(
     r"^(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS|"
-    r"DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS)\s+([a-z_][a-z0-9_]*)\b", re.I)
+    r"DROP\s+INDEX\s+CONCURRENTLY\s+IF\s+EXISTS)\s+([a-z_][a-z0-9_]*)\b",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,18 @@ class Migration:
             return []
         found = []
         for statement in (s.strip() for s in rest.split(";")):
-            body = "\n".join(line for line in statement.splitlines() if not line.lstrip().startswith("--")).strip()
+            body = "\n".join(
+                line for line in statement.splitlines() if not line.lstrip().startswith("--")
+            ).strip()
             if not body:
                 continue
             match = CONCURRENT_STATEMENT.match(body)
             if not match:
-                raise InvalidInput(f"{self.name}: after '{CONCURRENTLY_MARKER}' only CREATE [UNIQUE] INDEX "
-                                   f"CONCURRENTLY IF NOT EXISTS and DROP INDEX CONCURRENTLY IF EXISTS may "
-                                   f"stand, found: {body[:80]}")
+                raise InvalidInput(
+                    f"{self.name}: after '{CONCURRENTLY_MARKER}' only CREATE [UNIQUE] INDEX "
+                    f"CONCURRENTLY IF NOT EXISTS and DROP INDEX CONCURRENTLY IF EXISTS may "
+                    f"stand, found: {body[:80]}"
+                )
             found.append((match.group(1), body))
         return found
 
@@ -118,22 +124,29 @@ def status(applied: Iterable[Mapping[str, Any]], sql_dir: Path | None = None) ->
             state = MISMATCH
         else:
             state = APPLIED
-        rows.append({"version": version, "name": file.name if file else row["name"], "state": state,
-                     "applied_at": row["applied_at"] if row else None,
-                     "checksum": file.checksum if file else None,
-                     "applied_checksum": row["checksum"] if row else None})
+        rows.append(
+            {
+                "version": version,
+                "name": file.name if file else row["name"],
+                "state": state,
+                "applied_at": row["applied_at"] if row else None,
+                "checksum": file.checksum if file else None,
+                "applied_checksum": row["checksum"] if row else None,
+            }
+        )
     return rows
 
 
-def apply(conninfo: str, sql_dir: Path | None = None,
-          variables: dict[str, Any] | None = None) -> list[str]:
+def apply(conninfo: str, sql_dir: Path | None = None, variables: dict[str, Any] | None = None) -> list[str]:
     """Apply the bookkeeping and every pending migration; return the names applied."""
     directory = sql_dir or default_sql_dir()
     pending = load(directory, variables)
     applied: list[str] = []
     with translated("migrating the messaging database"), psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute((directory / "bootstrap.sql").read_text())
-        refuse_edited(pending, dict(conn.execute("SELECT version, checksum FROM pgmsg_migrations").fetchall()))
+        refuse_edited(
+            pending, dict(conn.execute("SELECT version, checksum FROM pgmsg_migrations").fetchall())
+        )
         for migration in pending:
             try:
                 row = conn.execute(
@@ -148,8 +161,10 @@ def apply(conninfo: str, sql_dir: Path | None = None,
                 if isinstance(exc, psycopg.OperationalError) and conn.closed:
                     raise
                 # Named, so that a deploy's or an operator's error says which file to look at.
-                raise MigrationFailed(f"migration {migration.name} failed "
-                                      f"(applied before it: {', '.join(applied) or 'none'}): {describe(exc)}") from exc
+                raise MigrationFailed(
+                    f"migration {migration.name} failed "
+                    f"(applied before it: {', '.join(applied) or 'none'}): {describe(exc)}"
+                ) from exc
     return applied
 
 
@@ -162,23 +177,28 @@ def refuse_edited(files: list[Migration], applied: dict[int, str]) -> None:
     version -> checksum recorded in pgmsg_migrations)."""
     edited = [m.name for m in files if applied.get(m.version, m.checksum) != m.checksum]
     if edited:
-        raise InvalidInput(f"migration {', '.join(edited)} was changed after it was applied (its checksum "
-                           "differs from the recorded one); nothing was applied: applied migrations are "
-                           "immutable, revert the edit and add a new migration")
+        raise InvalidInput(
+            f"migration {', '.join(edited)} was changed after it was applied (its checksum "
+            "differs from the recorded one); nothing was applied: applied migrations are "
+            "immutable, revert the edit and add a new migration"
+        )
 
 
 def complete_concurrently(conn: psycopg.Connection[Any], index: str, statement: str) -> bool:
     """Run one statement of a migration's concurrent section unless its effect is already
     there. A build that was interrupted leaves an invalid index behind: it is dropped and
     built again. Returns whether anything was done."""
-    row = conn.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
-                       (index,)).fetchone()
+    row = conn.execute(
+        "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", (index,)
+    ).fetchone()
     creating = statement.upper().startswith("CREATE")
     if creating and row is not None and row[0]:
         return False
     if not creating and row is None:
         return False
     if creating and row is not None:
-        conn.execute(psycopg.sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(psycopg.sql.Identifier(index)))
+        conn.execute(
+            psycopg.sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(psycopg.sql.Identifier(index))
+        )
     conn.execute(statement)  # type: ignore[arg-type]  # from the project's own migration file
     return True

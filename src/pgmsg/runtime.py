@@ -42,8 +42,9 @@ class ServiceSettings:
     metrics_port: int | None
 
 
-def settings(*, needs_client: bool = True, metrics_port: str | None = None,
-             metrics_flag: str | None = None) -> ServiceSettings:
+def settings(
+    *, needs_client: bool = True, metrics_port: str | None = None, metrics_flag: str | None = None
+) -> ServiceSettings:
     """The settings from the environment; ``metrics_port`` (the value of a command's
     ``metrics_flag``, see :func:`parser`) overrides PGMSG_METRICS_PORT; 0 means no metrics."""
     client_id = os.environ.get("PGMSG_CLIENT_ID", "").strip()
@@ -65,14 +66,18 @@ def setting(value: str | None, option: str | None, env: str, default: str, kind:
     try:
         return kind(text)
     except ValueError:
-        raise InvalidInput(f"{option + ' (' + env + ')' if option else env} must be a number, not {text!r}") from None
+        raise InvalidInput(
+            f"{option + ' (' + env + ')' if option else env} must be a number, not {text!r}"
+        ) from None
 
 
 def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     """A worker's command line, with the --metrics-port flag every worker takes."""
     found = argparse.ArgumentParser(prog=prog, description=description)
-    found.add_argument("--metrics-port",
-                       help=f"serve Prometheus metrics on this port (default {METRICS_PORT_VARIABLE}; 0 for none)")
+    found.add_argument(
+        "--metrics-port",
+        help=f"serve Prometheus metrics on this port (default {METRICS_PORT_VARIABLE}; 0 for none)",
+    )
     return found
 
 
@@ -88,14 +93,22 @@ def start(name: str, config: ServiceSettings, /, **fields: object) -> threading.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     logging.getLogger("pgmsg." + name.replace("-", "_")).info(
-        "%s started", name,
-        extra={"fields": {"client_id": config.client_id, "metrics_port": config.metrics_port, **fields}})
+        "%s started",
+        name,
+        extra={"fields": {"client_id": config.client_id, "metrics_port": config.metrics_port, **fields}},
+    )
     return stop
 
 
-def reconnecting(stop: threading.Event, session: Callable[[], None], *, log: logging.Logger,
-                 message: str = "database unavailable, reconnecting", pause: float = 2.0,
-                 on_lost: Callable[[], None] | None = None) -> None:
+def reconnecting(
+    stop: threading.Event,
+    session: Callable[[], None],
+    *,
+    log: logging.Logger,
+    message: str = "database unavailable, reconnecting",
+    pause: float = 2.0,
+    on_lost: Callable[[], None] | None = None,
+) -> None:
     """Run ``session`` (connect, then work until ``stop``) again and again until ``stop`` is set.
 
     A session ended by the database (PgmsgError, psycopg.Error) is logged as a warning

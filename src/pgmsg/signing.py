@@ -48,7 +48,7 @@ def secret_key(secret: str) -> bytes:
     """The HMAC key a secret stands for; the ``whsec_`` prefix is optional."""
     text = secret.strip()
     if text.startswith(SECRET_PREFIX):
-        text = text[len(SECRET_PREFIX):]
+        text = text[len(SECRET_PREFIX) :]
     try:
         # b64decode(validate=True) still ignores excess padding ("...g="); the database
         # refuses that (pgmsg_signing_secret_problem), so both read one grammar.
@@ -117,16 +117,14 @@ def verify(
 
     if not _TIMESTAMP_RE.fullmatch(raw_timestamp.strip()):
         raise WebhookVerificationError(
-            f"invalid webhook-timestamp header {raw_timestamp[:40]!r}: "
-            "not an integer (expected unix seconds)"
+            f"invalid webhook-timestamp header {raw_timestamp[:40]!r}: not an integer (expected unix seconds)"
         )
     timestamp = int(raw_timestamp.strip())
     current = int(time.time()) if now is None else int(now)
     # The window bounds how long a captured request can be replayed.
     if current - timestamp > tolerance_seconds:
         raise WebhookVerificationError(
-            f"webhook-timestamp is stale: {current - timestamp}s old, "
-            f"tolerance is {tolerance_seconds}s"
+            f"webhook-timestamp is stale: {current - timestamp}s old, tolerance is {tolerance_seconds}s"
         )
     if timestamp - current > tolerance_seconds:
         raise WebhookVerificationError(
@@ -135,9 +133,7 @@ def verify(
         )
 
     content = f"{msg_id}.{timestamp}.".encode() + bytes(body)
-    expected = [
-        base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()) for key in keys
-    ]
+    expected = [base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()) for key in keys]
     offered = [
         value.encode("utf-8", "replace")
         for version, _, value in (entry.partition(",") for entry in raw_signatures.split())
@@ -151,8 +147,7 @@ def verify(
             matched |= hmac.compare_digest(want, got)
     if not matched:
         raise WebhookVerificationError(
-            "no valid signature: none of the v1 signatures in webhook-signature "
-            "matches any configured secret"
+            "no valid signature: none of the v1 signatures in webhook-signature matches any configured secret"
         )
     return msg_id
 

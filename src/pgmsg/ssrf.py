@@ -89,7 +89,9 @@ class Allowlist:
         refused = tuple((ipaddress.ip_network(str(network)), str(reason)) for network, reason in blocked)
         if not refused:
             # Never a silent "nothing is blocked": the list comes from the database, which always has it.
-            raise InvalidInput("no blocked networks given: read them from pgmsg_blocked_networks (migration 028)")
+            raise InvalidInput(
+                "no blocked networks given: read them from pgmsg_blocked_networks (migration 028)"
+            )
         return cls(tuple(networks), tuple(hosts), refused)
 
     def network_for(self, ip: IPAddress) -> IPNetwork | None:
@@ -187,8 +189,9 @@ def _split(url: str) -> tuple[str, int]:
         raise InvalidInput(f"webhook URL {url!r} is malformed: {exc}") from exc
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise BlockedTarget(f"webhook target {url!r} refused: scheme {scheme or '(none)'!r} "
-                            "is not http or https")
+        raise BlockedTarget(
+            f"webhook target {url!r} refused: scheme {scheme or '(none)'!r} is not http or https"
+        )
     if "@" in parts.netloc:
         # Credentials in the URL leak, and parsers disagree on where userinfo ends.
         raise BlockedTarget(f"webhook target {url!r} refused: URLs with user:password@ are not allowed")
@@ -310,8 +313,9 @@ def check_address(ip: IPAddress, allowlist: Allowlist, *, target: str | None = N
     ip = _unmap(ip)
     _refuse_always_blocked(ip, target, allowlist)
     if allowlist.network_for(ip) is None:
-        raise BlockedTarget(f"webhook target {_label(ip, target)} refused: "
-                            f"not in the allowlist ({allowlist.describe()})")
+        raise BlockedTarget(
+            f"webhook target {_label(ip, target)} refused: not in the allowlist ({allowlist.describe()})"
+        )
 
 
 def _getaddrinfo(host: str, port: int) -> list[str]:
@@ -330,8 +334,9 @@ def _resolve(host: str, port: int, resolve: Resolver) -> list[IPAddress]:
         try:
             ip = _unmap(ipaddress.ip_address(str(answer).split("%", 1)[0]))
         except ValueError as exc:
-            raise BlockedTarget(f"webhook target {host} refused: resolver returned "
-                                f"{answer!r}, which is not an IP address") from exc
+            raise BlockedTarget(
+                f"webhook target {host} refused: resolver returned {answer!r}, which is not an IP address"
+            ) from exc
         if ip not in addresses:
             addresses.append(ip)
     return addresses

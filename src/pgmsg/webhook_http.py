@@ -46,8 +46,8 @@ class NoAnswer(Exception):
 @dataclass(frozen=True)
 class Answer:
     status: int
-    headers: Mapping[str, str]   # names in lower case; a repeated header keeps its last value
-    body: bytes                  # at most MAX_KEPT_BODY bytes
+    headers: Mapping[str, str]  # names in lower case; a repeated header keeps its last value
+    body: bytes  # at most MAX_KEPT_BODY bytes
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,9 @@ class Target:
     scheme: str
     address: str
     port: int
-    host: str            # for SNI and certificate verification
-    host_header: str     # the URL's host[:port]
-    path: str            # path and query
+    host: str  # for SNI and certificate verification
+    host_header: str  # the URL's host[:port]
+    path: str  # path and query
 
     @classmethod
     def of(cls, url: str, address: str) -> Target:
@@ -69,8 +69,14 @@ class Target:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if any(c <= " " or c == "\x7f" for c in path):
             raise NoAnswer("ValueError: the URL's path has spaces or control characters; percent-encode them")
-        return cls(parts.scheme, address, parts.port or (443 if parts.scheme == "https" else 80),
-                   parts.hostname or "", parts.netloc.rsplit("@", 1)[-1], path)
+        return cls(
+            parts.scheme,
+            address,
+            parts.port or (443 if parts.scheme == "https" else 80),
+            parts.hostname or "",
+            parts.netloc.rsplit("@", 1)[-1],
+            path,
+        )
 
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -85,7 +91,9 @@ def _request_bytes(target: Target, headers: Mapping[str, str], body: bytes) -> b
     lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.host_header}", f"Content-Length: {len(body)}"]
     for name, value in headers.items():
         if any(c in name for c in ":\r\n ") or "\r" in value or "\n" in value:
-            raise NoAnswer(f"ValueError: header {name!r} cannot be sent: it contains a line break or separator")
+            raise NoAnswer(
+                f"ValueError: header {name!r} cannot be sent: it contains a line break or separator"
+            )
         lines.append(f"{name}: {value}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", errors="replace") + body
 
@@ -103,7 +111,9 @@ class _Connection:
         except asyncio.LimitOverrunError as exc:
             raise NoAnswer(f"ProtocolError: an answer line longer than {MAX_LINE} bytes") from exc
         except asyncio.IncompleteReadError as exc:
-            raise NoAnswer("RemoteDisconnected: the connection closed before the answer was complete") from exc
+            raise NoAnswer(
+                "RemoteDisconnected: the connection closed before the answer was complete"
+            ) from exc
 
     async def _head(self) -> tuple[str, int, dict[str, str]]:
         status_line = (await self._line()).decode("latin-1").rstrip("\r\n")
@@ -126,7 +136,9 @@ class _Connection:
         try:
             return await self.reader.readexactly(n)
         except asyncio.IncompleteReadError as exc:
-            raise NoAnswer("RemoteDisconnected: the connection closed before the answer was complete") from exc
+            raise NoAnswer(
+                "RemoteDisconnected: the connection closed before the answer was complete"
+            ) from exc
 
     async def _chunked(self) -> tuple[bytes, bool]:
         kept = bytearray()
@@ -141,7 +153,7 @@ class _Connection:
                     pass
                 return bytes(kept), True
             if len(kept) + size > MAX_KEPT_BODY:  # not read further: the connection is not reused
-                kept += (await self.reader.read(MAX_KEPT_BODY - len(kept)))
+                kept += await self.reader.read(MAX_KEPT_BODY - len(kept))
                 return bytes(kept), False
             kept += await self._exactly(size)
             await self._exactly(2)  # the chunk's CRLF
@@ -163,7 +175,9 @@ class _Connection:
             try:
                 length = int(headers["content-length"])
             except ValueError:
-                raise NoAnswer(f"ProtocolError: bad Content-Length {headers['content-length'][:20]!r}") from None
+                raise NoAnswer(
+                    f"ProtocolError: bad Content-Length {headers['content-length'][:20]!r}"
+                ) from None
             if length < 0:
                 raise NoAnswer(f"ProtocolError: bad Content-Length {length}")
             if length <= MAX_KEPT_BODY:
@@ -189,8 +203,12 @@ class WebhookClient:
     async def _connect(self, target: Target) -> _Connection:
         https = target.scheme == "https"
         reader, writer = await asyncio.open_connection(
-            target.address, target.port, limit=MAX_LINE,
-            ssl=self._tls if https else None, server_hostname=target.host if https else None)
+            target.address,
+            target.port,
+            limit=MAX_LINE,
+            ssl=self._tls if https else None,
+            server_hostname=target.host if https else None,
+        )
         return _Connection(reader, writer)
 
     def _reused(self, key: tuple[str, str, int, str]) -> _Connection | None:
@@ -205,8 +223,9 @@ class WebhookClient:
             return conn
         return None
 
-    async def post(self, url: str, address: str, headers: Mapping[str, str], body: bytes,
-                   timeout: float) -> Answer:
+    async def post(
+        self, url: str, address: str, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> Answer:
         """POST ``body`` to ``url`` through ``address``; NoAnswer when there is no HTTP answer."""
         target = Target.of(url, address)
         request = _request_bytes(target, headers, body)
@@ -229,8 +248,9 @@ class WebhookClient:
                 conn.close()
             if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.errno:
                 # asyncio says "Connect call failed"; the cause is in the errno.
-                raise NoAnswer(f"{type(exc).__name__}: {os.strerror(exc.errno)} "
-                               f"({target.address}:{target.port})") from exc
+                raise NoAnswer(
+                    f"{type(exc).__name__}: {os.strerror(exc.errno)} ({target.address}:{target.port})"
+                ) from exc
             raise NoAnswer(f"{type(exc).__name__}: {exc}") from exc
         idle = self._idle.setdefault(key, [])
         if reusable and len(idle) < MAX_IDLE_PER_TARGET:
@@ -246,9 +266,16 @@ class WebhookClient:
         self._idle.clear()
 
 
-def post_once(url: str, address: str, headers: Mapping[str, str], body: bytes, timeout: float,
-              ca_file: str | None = None) -> Answer:
+def post_once(
+    url: str,
+    address: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    timeout: float,
+    ca_file: str | None = None,
+) -> Answer:
     """One POST from synchronous code (its own event loop and connection)."""
+
     async def once() -> Answer:
         client = WebhookClient(ca_file)
         try:

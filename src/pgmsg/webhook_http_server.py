@@ -33,8 +33,9 @@ class Decider(Protocol):
 
     def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]: ...
 
-    def reject(self, status: int, reason: str, headers: dict[str, str], **fields: Any
-               ) -> tuple[int, dict[str, Any]]: ...
+    def reject(
+        self, status: int, reason: str, headers: dict[str, str], **fields: Any
+    ) -> tuple[int, dict[str, Any]]: ...
 
 
 class Server(ThreadingHTTPServer):
@@ -185,7 +186,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.handle_expect_100()
         return True
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         receiver = self.server.receiver
         headers: dict[str, str] = self.headers  # type: ignore[assignment]
         raw_length = self.headers.get("Content-Length")
@@ -193,7 +194,9 @@ class Handler(BaseHTTPRequestHandler):
             self._refuse_unread(*receiver.reject(411, "Content-Length header is required", headers))
             return
         # At most 18 digits: int() refuses over 4,300, and nothing near that is a size.
-        length = int(raw_length) if raw_length.isdigit() and raw_length.isascii() and len(raw_length) <= 18 else -1
+        length = (
+            int(raw_length) if raw_length.isdigit() and raw_length.isascii() and len(raw_length) <= 18 else -1
+        )
         if length < 0:
             self._refuse_unread(*receiver.reject(400, "invalid Content-Length header", headers))
             return
@@ -212,7 +215,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._answer(status, payload)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.split("?", 1)[0] == "/healthz":
             self._answer(200, {"status": "ok"})
         else:
@@ -223,13 +226,16 @@ class Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self.log_request(status, len(data))
         phrase = self.responses.get(status, ("",))[0]
-        head = (f"{self.protocol_version} {status} {phrase}\r\n"
-                f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                + ("Connection: close\r\n" if self.close_connection else "") + "\r\n")
+        head = (
+            f"{self.protocol_version} {status} {phrase}\r\n"
+            f"Server: {self.server_version}\r\nDate: {_http_date()}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            + ("Connection: close\r\n" if self.close_connection else "")
+            + "\r\n"
+        )
         self.wfile.write(head.encode("latin-1") + data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base class name)
+    def log_message(self, format: str, *args: Any) -> None:
         # Replaces http.server's unstructured stderr lines with the module's JSON log.
         if logger.isEnabledFor(logging.DEBUG):
             _log(logging.DEBUG, format % args, client=self.client_address[0])
@@ -257,8 +263,9 @@ def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(cert, key or None)
     except (OSError, ssl.SSLError) as exc:
-        raise InvalidInput(f"cannot load the TLS certificate {cert!r}"
-                           + (f" and key {key!r}" if key else "") + f": {exc}") from exc
+        raise InvalidInput(
+            f"cannot load the TLS certificate {cert!r}" + (f" and key {key!r}" if key else "") + f": {exc}"
+        ) from exc
     return context
 
 

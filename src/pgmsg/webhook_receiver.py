@@ -84,8 +84,9 @@ class WebhookReceiver:
         if self.tls is not None:
             # The handshake is left to each connection's thread (Handler.setup), so a
             # client that stalls in it holds up only its own connection.
-            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True,
-                                                       do_handshake_on_connect=False)
+            self._server.socket = self.tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self._server.server_address[1]
         # A short poll interval keeps stop() prompt; the default waits up to half a second.
         self._thread = threading.Thread(
@@ -119,9 +120,7 @@ class WebhookReceiver:
     def handle(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """Decide on one POST: the status and JSON answer. Separate from HTTP for reuse."""
         try:
-            webhook_id = signing.verify(
-                self.secrets, headers, body, tolerance_seconds=self.tolerance_seconds
-            )
+            webhook_id = signing.verify(self.secrets, headers, body, tolerance_seconds=self.tolerance_seconds)
         except signing.WebhookVerificationError as exc:
             return self.reject(401, str(exc), headers)
         try:
@@ -178,7 +177,6 @@ class WebhookReceiver:
         return status, {"error": reason}
 
 
-
 def _log(level: int, msg: str, **fields: Any) -> None:
     logger.log(level, msg, extra={"fields": fields})
 
@@ -187,4 +185,3 @@ def _trim(records: list[dict[str, Any]], limit: int) -> None:
     # Trimmed in batches of a tenth, so the list is not shifted on every append.
     if len(records) > limit + limit // 10:
         del records[: len(records) - limit]
-

@@ -27,14 +27,21 @@ def test_publish_deferred_is_fanned_out_by_the_deployed_worker(run: Run, client:
     assert result.exit_code == 0, result.output
     published = json.loads(result.stdout)
     assert published["deferred"] is True
-    deliveries = wait_until(lambda: client.deliveries(published["id"]), timeout=20,
-                            message="the fan-out worker did not fan the message out")
+    deliveries = wait_until(
+        lambda: client.deliveries(published["id"]),
+        timeout=20,
+        message="the fan-out worker did not fan the message out",
+    )
     assert [d["client_id"] for d in deliveries] == [run_id + "-cli"]
     assert client.message(published["id"])["payload"] == {"order_id": 9}
 
 
-def test_status_failed_retry_and_fan_out(run: Run, client: Client, paused: psycopg.Connection[Any],  # noqa: F811
-                                         run_id: str) -> None:
+def test_status_failed_retry_and_fan_out(
+    run: Run,
+    client: Client,
+    paused: psycopg.Connection[Any],
+    run_id: str,
+) -> None:
     move(paused, 100000)
     assert run("deferred", "status").stdout.startswith("0 waiting; ")
     waiting = client.publish(run_id + ".w", {}, deferred=True)
@@ -70,8 +77,12 @@ def test_status_failed_retry_and_fan_out(run: Run, client: Client, paused: psyco
     assert run("deferred", "retry", "--yes").stdout.strip() == "no failed deferred messages"
 
 
-def test_health_reports_failed_deferred_messages(run: Run, client: Client, paused: psycopg.Connection[Any],  # noqa: F811
-                                                 run_id: str) -> None:
+def test_health_reports_failed_deferred_messages(
+    run: Run,
+    client: Client,
+    paused: psycopg.Connection[Any],
+    run_id: str,
+) -> None:
     taken = clashing(client, paused, run_id)
     healthy = run("health", "--check", "deferred")
     assert "ok       deferred  1 waiting, the oldest" in healthy.stdout

@@ -16,14 +16,14 @@ from tests.support.receiver import Receiver
 Run = Callable[..., Result]
 
 
-
-
 def test_list_filters(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
     client.subscribe(run_id + "-a", "async", message_type=run_id + ".*")
     client.subscribe(run_id + "-b", "async", message_type=run_id + ".*")
     old, new = client.publish(run_id + ".e", {"n": 1}), client.publish(run_id + ".e", {"n": 2})
     client.ack(d for d in client.claim(run_id + "-a", 10) if d.message_id == new)
-    db.execute("UPDATE message_delivery SET created_at = now() - interval '3 hours' WHERE message_id = %s", (old,))
+    db.execute(
+        "UPDATE message_delivery SET created_at = now() - interval '3 hours' WHERE message_id = %s", (old,)
+    )
 
     def listed(*args: str) -> list[dict[str, Any]]:
         result = run("deliveries", "list", "--json", *args)
@@ -54,15 +54,18 @@ def test_bad_since_is_a_usage_error(run: Run) -> None:
         assert "Invalid value for '--since'" in result.output
 
 
-def test_stats_counts_and_delay_percentiles(run: Run, client: Client, db: psycopg.Connection[Any],
-                                            run_id: str) -> None:
+def test_stats_counts_and_delay_percentiles(
+    run: Run, client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-st", "async", message_type=run_id + ".*")
     ids = [client.publish(run_id + ".e", {"n": n}) for n in range(4)]
     # Delivered after exactly 1, 2 and 3 seconds; the fourth still pending.
-    for seconds, message_id in zip((1, 2, 3), ids):
-        db.execute("UPDATE message_delivery SET status = 'delivered', "
-                   "delivered_at = created_at + make_interval(secs => %s) WHERE message_id = %s",
-                   (seconds, message_id))
+    for seconds, message_id in zip((1, 2, 3), ids, strict=False):
+        db.execute(
+            "UPDATE message_delivery SET status = 'delivered', "
+            "delivered_at = created_at + make_interval(secs => %s) WHERE message_id = %s",
+            (seconds, message_id),
+        )
     result = run("deliveries", "stats", "--client", run_id + "-st", "--since", "10m", "--json")
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)
@@ -80,8 +83,13 @@ def test_stats_counts_and_delay_percentiles(run: Run, client: Client, db: psycop
 
 
 def test_retry_resends_failed_pushes_now(run: Run, client: Client, run_id: str, receiver: Receiver) -> None:
-    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
-                     push_mode="in_transaction")
+    client.subscribe(
+        run_id + "-hook",
+        "http",
+        message_type=run_id + ".*",
+        webhook_url=receiver.url,
+        push_mode="in_transaction",
+    )
     # 422, not 5xx: the scheduled retry job leaves permanent failures alone, so only the CLI resends.
     receiver.status = 422
     message_id = client.publish(run_id + ".e", {"n": 1})
@@ -89,7 +97,7 @@ def test_retry_resends_failed_pushes_now(run: Run, client: Client, run_id: str, 
     assert delivery["status"] == "failed" and delivery["push_status_code"] == 422
 
     again = run("retry", "--client", run_id + "-hook")
-    assert again.exit_code == 1                                   # still refused: shown and non-zero
+    assert again.exit_code == 1  # still refused: shown and non-zero
     assert "422" in again.output and "1 of 1 retried deliveries not delivered" in again.output
 
     receiver.status = 200
@@ -99,7 +107,7 @@ def test_retry_resends_failed_pushes_now(run: Run, client: Client, run_id: str, 
     assert (outcome["delivery_id"], outcome["status"]) == (delivery["id"], "delivered")
     assert outcome["push_status_code"] == 200
     assert len(receiver.requests) == 3
-    assert receiver.requests[-1].headers["webhook-id"] == f"dlv_{delivery['id']}"   # signed like every push
+    assert receiver.requests[-1].headers["webhook-id"] == f"dlv_{delivery['id']}"  # signed like every push
     assert [a["status_code"] for a in client.attempts(delivery["id"])] == [422, 422, 200]
 
     nothing = run("retry", "--client", run_id + "-hook")
@@ -107,15 +115,22 @@ def test_retry_resends_failed_pushes_now(run: Run, client: Client, run_id: str, 
 
 
 def test_retry_by_id(run: Run, client: Client, run_id: str, receiver: Receiver) -> None:
-    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
-                     push_mode="in_transaction")
+    client.subscribe(
+        run_id + "-hook",
+        "http",
+        message_type=run_id + ".*",
+        webhook_url=receiver.url,
+        push_mode="in_transaction",
+    )
     receiver.status = 404
     first, second = (client.deliveries(client.publish(run_id + ".e", {}))[0]["id"] for _ in range(2))
     receiver.status = 200
     result = run("retry", "--id", str(first))
     assert result.exit_code == 0, result.output
-    statuses = {d["id"]: d["status"] for d in run_json(run, "deliveries", "list", "--client", run_id + "-hook")}
-    assert statuses[first] == "delivered" and statuses[second] == "failed"     # only the one named
+    statuses = {
+        d["id"]: d["status"] for d in run_json(run, "deliveries", "list", "--client", run_id + "-hook")
+    }
+    assert statuses[first] == "delivered" and statuses[second] == "failed"  # only the one named
 
     skipped = run("retry", "--id", str(first))
     assert skipped.exit_code == 1 and f"delivery {first} is not a failed http delivery" in skipped.output

@@ -21,7 +21,6 @@ UNREACHABLE = "host=127.0.0.1 port=1 dbname=x connect_timeout=2"
 INJECTION = "x'; DROP TABLE messages; --"
 
 
-
 def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = []
     for name, command in group.commands.items():
@@ -31,11 +30,19 @@ def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list
     return found
 
 
-@pytest.mark.parametrize("args", [
-    ("publish", "t.e", "{}"), ("subscriptions", "list"), ("deliveries", "stats"), ("dead-letters", "list"),
-    ("retry",), ("replay", "someone", "--from-id", "1", "--yes"), ("archive", "--older-than", "30d"),
-    ("migrate", "status"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("publish", "t.e", "{}"),
+        ("subscriptions", "list"),
+        ("deliveries", "stats"),
+        ("dead-letters", "list"),
+        ("retry",),
+        ("replay", "someone", "--from-id", "1", "--yes"),
+        ("archive", "--older-than", "30d"),
+        ("migrate", "status"),
+    ],
+)
 def test_unreachable_database_is_a_clear_error_with_exit_1(args: tuple[str, ...]) -> None:
     result = CliRunner().invoke(cli, ["--dsn", UNREACHABLE, *args])
     assert result.exit_code == 1, result.output
@@ -45,8 +52,14 @@ def test_unreachable_database_is_a_clear_error_with_exit_1(args: tuple[str, ...]
 
 def test_dsn_from_environment_and_libpq_variables(dsn: str) -> None:
     params = psycopg.conninfo.conninfo_to_dict(dsn)
-    env = {"PGMSG_DSN": "", "PGHOST": str(params["host"]), "PGPORT": str(params["port"]),
-           "PGUSER": str(params["user"]), "PGPASSWORD": str(params["password"]), "PGDATABASE": ""}
+    env = {
+        "PGMSG_DSN": "",
+        "PGHOST": str(params["host"]),
+        "PGPORT": str(params["port"]),
+        "PGUSER": str(params["user"]),
+        "PGPASSWORD": str(params["password"]),
+        "PGDATABASE": "",
+    }
     # No PGMSG_DSN, no PGDATABASE: libpq's PG* variables and the database 'messaging'.
     result = CliRunner().invoke(cli, ["deliveries", "list", "--limit", "1", "--json"], env=env)
     assert result.exit_code == 0, result.output
@@ -58,16 +71,25 @@ def test_malformed_dsn(run: Run) -> None:
     assert result.exit_code == 1 and "invalid connection string" in result.output
 
 
-def test_sql_injection_through_arguments_is_harmless(run: Run, db: psycopg.Connection[Any], client: Client,
-                                                     run_id: str) -> None:
-    for args in [("subscriptions", "pause", INJECTION), ("replay", INJECTION, "--from-id", "1", "--yes"),
-                 ("subscriptions", "remove", INJECTION, "--yes"), ("retry", "--client", INJECTION),
-                 ("dead-letters", "redrive", "--client", INJECTION, "--yes")]:
+def test_sql_injection_through_arguments_is_harmless(
+    run: Run, db: psycopg.Connection[Any], client: Client, run_id: str
+) -> None:
+    for args in [
+        ("subscriptions", "pause", INJECTION),
+        ("replay", INJECTION, "--from-id", "1", "--yes"),
+        ("subscriptions", "remove", INJECTION, "--yes"),
+        ("retry", "--client", INJECTION),
+        ("dead-letters", "redrive", "--client", INJECTION, "--yes"),
+    ]:
         result = run(*args)
         assert result.exit_code == 1, args
         assert f"no subscription for client {INJECTION!r}" in result.output
-    for args in [("deliveries", "list", "--client", INJECTION), ("dead-letters", "list", "--client", INJECTION),
-                 ("deliveries", "stats", "--client", INJECTION), ("subscriptions", "list", "--client", INJECTION)]:
+    for args in [
+        ("deliveries", "list", "--client", INJECTION),
+        ("dead-letters", "list", "--client", INJECTION),
+        ("deliveries", "stats", "--client", INJECTION),
+        ("subscriptions", "list", "--client", INJECTION),
+    ]:
         result = run(*args, "--json")
         assert result.exit_code == 0 and json.loads(result.stdout) == [], args
     refused = run("subscriptions", "add", INJECTION, "--mode", "async")
@@ -98,11 +120,21 @@ def test_every_command_documents_itself_with_examples(path: tuple[str, ...]) -> 
 
 def test_python_dash_m_entry_point(dsn: str) -> None:
     env = {"PGMSG_DSN": dsn, "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run([sys.executable, "-m", "pgmsg.cli", "deliveries", "list", "--limit", "1", "--json"],
-                        capture_output=True, text=True, env=env, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "pgmsg.cli", "deliveries", "list", "--limit", "1", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert isinstance(json.loads(ok.stdout), list)
-    down = subprocess.run([sys.executable, "-m", "pgmsg.cli", "--dsn", UNREACHABLE, "health"],
-                          capture_output=True, text=True, env=env, timeout=60)
+    down = subprocess.run(
+        [sys.executable, "-m", "pgmsg.cli", "--dsn", UNREACHABLE, "health"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert down.returncode == 3
     assert "cannot connect to the messaging database" in down.stderr and down.stdout == ""

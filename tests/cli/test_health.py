@@ -20,7 +20,6 @@ from tests.support.waiting import wait_until
 Run = Callable[..., Result]
 
 
-
 def checks(result: Result) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in json.loads(result.stdout)["checks"]}
 
@@ -31,9 +30,13 @@ def test_full_report_has_a_line_per_check(run: Run) -> None:
     lines = result.output.splitlines()
     assert lines[-1] == f"overall: {['ok', 'warning', 'critical'][result.exit_code]}"
     names = [line.split()[1] for line in lines[:-1]]
-    assert {"extensions", "dispatcher", "dead-letters", "idle-in-transaction", "oldest-transaction"} <= set(names)
+    assert {"extensions", "dispatcher", "dead-letters", "idle-in-transaction", "oldest-transaction"} <= set(
+        names
+    )
     # Deployed by the housekeeping role, with the extensions from migration 001.
-    assert any(line.startswith("ok       extensions") and "http" in line and "pg_cron" in line for line in lines)
+    assert any(
+        line.startswith("ok       extensions") and "http" in line and "pg_cron" in line for line in lines
+    )
     assert "pgmsg-release-expired-leases" in result.output
     as_json = json.loads(run("health", "--json").stdout)
     assert as_json["status"] in ("ok", "warning", "critical")
@@ -42,19 +45,33 @@ def test_full_report_has_a_line_per_check(run: Run) -> None:
 
 def test_ok_for_a_healthy_client(run: Run, client: Client, run_id: str) -> None:
     client.subscribe(run_id + "-h", "async", message_type=run_id + ".*")
-    result = run("health", "--client", run_id + "-h", "--check", "pending", "--check", "dead-letters",
-                 "--check", "dispatcher", "--check", "extensions")
+    result = run(
+        "health",
+        "--client",
+        run_id + "-h",
+        "--check",
+        "pending",
+        "--check",
+        "dead-letters",
+        "--check",
+        "dispatcher",
+        "--check",
+        "extensions",
+    )
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1] == "overall: ok"
     assert "no active dispatcher-mode http subscription" in result.output
 
 
-def test_old_pending_delivery_warns_then_is_critical(run: Run, client: Client, db: psycopg.Connection[Any],
-                                                     run_id: str) -> None:
+def test_old_pending_delivery_warns_then_is_critical(
+    run: Run, client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-slow", "async", message_type=run_id + ".*")
     message_id = client.publish(run_id + ".e", {})
-    db.execute("UPDATE message_delivery SET created_at = now() - interval '2 hours' WHERE message_id = %s",
-               (message_id,))
+    db.execute(
+        "UPDATE message_delivery SET created_at = now() - interval '2 hours' WHERE message_id = %s",
+        (message_id,),
+    )
     base = ("health", "--client", run_id + "-slow", "--check", "pending")
 
     relaxed = run(*base, "--max-pending-age", "10800", "--critical-pending-age", "21600")
@@ -73,15 +90,19 @@ def test_old_pending_delivery_warns_then_is_critical(run: Run, client: Client, d
 def test_dead_letters_warn(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
     client.subscribe(run_id + "-dead", "async", message_type=run_id + ".*")
     client.publish(run_id + ".e", {})
-    db.execute("UPDATE message_delivery SET status = 'dead', dead_at = now() WHERE client_id = %s",
-               (run_id + "-dead",))
+    db.execute(
+        "UPDATE message_delivery SET status = 'dead', dead_at = now() WHERE client_id = %s",
+        (run_id + "-dead",),
+    )
     result = run("health", "--client", run_id + "-dead", "--check", "dead-letters", "--check", "pending")
     assert result.exit_code == 1
     assert f"1 dead letter(s) ({run_id}-dead: 1)" in result.output
 
 
 def test_dispatcher_heartbeat(run: Run, client: Client, run_id: str) -> None:
-    client.subscribe(run_id + "-push", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook")
+    client.subscribe(
+        run_id + "-push", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook"
+    )
     base = ("health", "--client", run_id + "-push", "--check", "dispatcher", "--json")
     # The deployed dispatcher reports in every few seconds: fresh within an hour...
     fresh = run(*base, "--heartbeat-age", "3600")
@@ -95,14 +116,26 @@ def test_dispatcher_heartbeat(run: Run, client: Client, run_id: str) -> None:
 
 def test_idle_in_transaction_session_warns(run: Run, dsn: str) -> None:
     with psycopg.connect(dsn) as idle:
-        idle.execute("SELECT 1")              # opens a transaction and leaves it open
+        idle.execute("SELECT 1")  # opens a transaction and leaves it open
         pid = idle.info.backend_pid
         with psycopg.connect(dsn, autocommit=True) as watcher:
-            wait_until(lambda: watcher.execute(
-                "SELECT now() - state_change > interval '1 second' FROM pg_stat_activity WHERE pid = %s",
-                (pid,)).fetchone()[0], timeout=10)
-        result = run("health", "--check", "transactions", "--idle-transaction-age", "1",
-                     "--max-transaction-age", "0.5", "--json")
+            wait_until(
+                lambda: watcher.execute(
+                    "SELECT now() - state_change > interval '1 second' FROM pg_stat_activity WHERE pid = %s",
+                    (pid,),
+                ).fetchone()[0],
+                timeout=10,
+            )
+        result = run(
+            "health",
+            "--check",
+            "transactions",
+            "--idle-transaction-age",
+            "1",
+            "--max-transaction-age",
+            "0.5",
+            "--json",
+        )
         idle.rollback()
     assert result.exit_code == 1
     found = checks(result)

@@ -18,24 +18,29 @@ Run = Callable[..., Result]
 AGE = "3000d"
 
 
-
-def test_archive_moves_finished_messages_in_batches(run: Run, client: Client, db: psycopg.Connection[Any],
-                                                    run_id: str) -> None:
+def test_archive_moves_finished_messages_in_batches(
+    run: Run, client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-arch", "async", message_type=run_id + ".*")
     done = [client.publish(run_id + ".e", {"n": n}) for n in range(3)]
     waiting = client.publish(run_id + ".e", {"n": "waiting"})
     client.ack(d for d in client.claim(run_id + "-arch", 10) if d.message_id in done)
     everything = [*done, waiting]
-    db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = ANY(%s)", (everything,))
+    db.execute(
+        "UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = ANY(%s)", (everything,)
+    )
     try:
         result = run("archive", "--older-than", AGE, "--batch", "1", "--json")
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout) == {"archived": 3, "estimated": 3}
-        assert "Archiving messages" in result.stderr                  # the progress bar, on stderr
+        assert "Archiving messages" in result.stderr  # the progress bar, on stderr
         live = [r["id"] for r in db.execute("SELECT id FROM messages WHERE id = ANY(%s)", (everything,))]
-        assert live == [waiting]                                       # its delivery is not finished
-        history = db.execute("SELECT message_id, status FROM message_delivery_history WHERE message_id = ANY(%s) "
-                             "ORDER BY message_id", (done,)).fetchall()
+        assert live == [waiting]  # its delivery is not finished
+        history = db.execute(
+            "SELECT message_id, status FROM message_delivery_history WHERE message_id = ANY(%s) "
+            "ORDER BY message_id",
+            (done,),
+        ).fetchall()
         assert [(r["message_id"], r["status"]) for r in history] == [(m, "delivered") for m in done]
 
         again = run("archive", "--older-than", AGE)
@@ -54,18 +59,25 @@ def test_archive_needs_a_valid_age(run: Run) -> None:
     assert bad_batch.exit_code == 2
 
 
-def test_purge_asks_then_deletes_old_finished_deliveries(run: Run, client: Client, db: psycopg.Connection[Any],
-                                                         run_id: str) -> None:
+def test_purge_asks_then_deletes_old_finished_deliveries(
+    run: Run, client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-purge", "async", message_type=run_id + ".*")
     old, fresh = client.publish(run_id + ".e", {}), client.publish(run_id + ".e", {})
     client.ack(d for d in client.claim(run_id + "-purge", 10))
-    db.execute("UPDATE message_delivery SET delivered_at = now() - interval '3650 days' WHERE message_id = %s",
-               (old,))
+    db.execute(
+        "UPDATE message_delivery SET delivered_at = now() - interval '3650 days' WHERE message_id = %s",
+        (old,),
+    )
 
     def remaining() -> list[int]:
-        return [r["message_id"] for r in db.execute(
-            "SELECT message_id FROM message_delivery WHERE client_id = %s ORDER BY message_id",
-            (run_id + "-purge",))]
+        return [
+            r["message_id"]
+            for r in db.execute(
+                "SELECT message_id FROM message_delivery WHERE client_id = %s ORDER BY message_id",
+                (run_id + "-purge",),
+            )
+        ]
 
     declined = run("purge", "--older-than", AGE, input="n\n")
     assert declined.exit_code == 1 and "Delete 1 delivered/notified deliveries" in declined.output
@@ -75,27 +87,37 @@ def test_purge_asks_then_deletes_old_finished_deliveries(run: Run, client: Clien
     assert result.exit_code == 0, result.output
     assert "purged 1 deliveries" in result.output
     assert remaining() == [fresh]
-    assert db.execute("SELECT 1 FROM messages WHERE id = %s", (old,)).fetchone()    # the message stays
+    assert db.execute("SELECT 1 FROM messages WHERE id = %s", (old,)).fetchone()  # the message stays
 
     nothing = run("--json", "purge", "--older-than", AGE)
     assert json.loads(nothing.stdout) == {"purged": 0}
 
 
 def test_archive_without_history_asks_then_deletes_and_keeps_nothing(
-        run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+    run: Run, client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-exp", "async", message_type=run_id + ".*")
     done, waiting = client.publish(run_id + ".e", {"n": 1}), client.publish(run_id + ".e", {"n": 2})
     client.ack(d for d in client.claim(run_id + "-exp", 10) if d.message_id == done)
-    db.execute("UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = ANY(%s)", ([done, waiting],))
+    db.execute(
+        "UPDATE messages SET created_at = now() - interval '3650 days' WHERE id = ANY(%s)", ([done, waiting],)
+    )
 
     declined = run("archive", "--older-than", AGE, "--no-history", input="n\n")
     assert declined.exit_code == 1 and "keeping no history" in declined.output
-    assert db.execute("SELECT count(*) AS n FROM messages WHERE id = ANY(%s)", ([done, waiting],)).fetchone()["n"] == 2
+    assert (
+        db.execute("SELECT count(*) AS n FROM messages WHERE id = ANY(%s)", ([done, waiting],)).fetchone()[
+            "n"
+        ]
+        == 2
+    )
 
     result = run("--json", "archive", "--older-than", AGE, "--no-history", "--yes")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"deleted": 1, "estimated": 1}
-    assert [r["id"] for r in db.execute("SELECT id FROM messages WHERE id = ANY(%s)", ([done, waiting],))] == [waiting]
+    assert [
+        r["id"] for r in db.execute("SELECT id FROM messages WHERE id = ANY(%s)", ([done, waiting],))
+    ] == [waiting]
     assert not db.execute("SELECT 1 FROM message_delivery WHERE message_id = %s", (done,)).fetchone()
     assert not db.execute("SELECT 1 FROM messages_history WHERE id = %s", (done,)).fetchone()
     assert not db.execute("SELECT 1 FROM message_delivery_history WHERE message_id = %s", (done,)).fetchone()

@@ -53,7 +53,7 @@ def states(result: Result) -> dict[str, str]:
 def test_apply_and_status_on_a_scratch_database(scratch_dsn: str, sql_dir: Path) -> None:
     before = invoke(scratch_dsn, "migrate", "status", "--sql-dir", str(sql_dir), "--json")
     assert before.exit_code == 0, before.output
-    assert states(before) == {"001_probe_table": "pending"}        # not even the tracking table yet
+    assert states(before) == {"001_probe_table": "pending"}  # not even the tracking table yet
 
     applied = invoke(scratch_dsn, "migrate", "--sql-dir", str(sql_dir))
     assert applied.exit_code == 0, applied.output
@@ -64,11 +64,15 @@ def test_apply_and_status_on_a_scratch_database(scratch_dsn: str, sql_dir: Path)
     again = invoke(scratch_dsn, "migrate", "--sql-dir", str(sql_dir))
     assert again.exit_code == 0 and "nothing to apply: all 1 migrations are applied" in again.output
 
-    (sql_dir / "migrations" / "002_probe_column.sql.j2").write_text("ALTER TABLE probe ADD COLUMN note text;\n")
+    (sql_dir / "migrations" / "002_probe_column.sql.j2").write_text(
+        "ALTER TABLE probe ADD COLUMN note text;\n"
+    )
     table = invoke(scratch_dsn, "migrate", "--sql-dir", str(sql_dir), "status")
     assert table.exit_code == 0
     assert [line.split()[:3] for line in table.output.splitlines()[1:]] == [
-        ["1", "001_probe_table", "applied"], ["2", "002_probe_column", "pending"]]
+        ["1", "001_probe_table", "applied"],
+        ["2", "002_probe_column", "pending"],
+    ]
     second = invoke(scratch_dsn, "--json", "migrate", "--sql-dir", str(sql_dir))
     assert json.loads(second.stdout) == {"applied": ["002_probe_column"]}
 
@@ -99,7 +103,7 @@ def test_bad_sql_dir(dsn: str, tmp_path: Path) -> None:
 
 
 def test_status_of_the_deployed_database(dsn: str, db: psycopg.Connection[Any]) -> None:
-    result = invoke(dsn, "migrate", "status", "--json")       # read-only
+    result = invoke(dsn, "migrate", "status", "--json")  # read-only
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     recorded = {r["version"] for r in db.execute("SELECT version FROM pgmsg_migrations")}

@@ -29,7 +29,10 @@ def ops(dsn: str, inventory_vars: dict[str, Any]) -> Run:
     ops_dsn = psycopg.conninfo.make_conninfo(**params)
 
     def invoke(*args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(cli, list(args), env={"PGMSG_DSN": ops_dsn}, input=input, catch_exceptions=False)
+        return CliRunner().invoke(
+            cli, list(args), env={"PGMSG_DSN": ops_dsn}, input=input, catch_exceptions=False
+        )
+
     return invoke
 
 
@@ -40,8 +43,9 @@ def ok(result: Result) -> Result:
 
 def test_every_operator_command_works_for_an_administrator(ops: Run, client: Client, run_id: str) -> None:
     consumer = run_id + "-ops"
-    added = json.loads(ok(ops("--json", "subscriptions", "add", consumer, "--mode", "async",
-                              "--type", run_id + ".*")).stdout)
+    added = json.loads(
+        ok(ops("--json", "subscriptions", "add", consumer, "--mode", "async", "--type", run_id + ".*")).stdout
+    )
     assert added["client_id"] == consumer
     ok(ops("subscriptions", "list", "--client", consumer))
     published = int(ok(ops("publish", run_id + ".e", '{"n": 1}')).stdout.strip())
@@ -61,6 +65,6 @@ def test_every_operator_command_works_for_an_administrator(ops: Run, client: Cli
     ok(ops("retry"))
     ok(ops("archive", "--older-than", "30d"))
     ok(ops("purge", "--older-than", "7d", "--yes"))
-    assert ops("health").exit_code in (0, 1, 2)         # runs; the verdict is the database's state
+    assert ops("health").exit_code in (0, 1, 2)  # runs; the verdict is the database's state
     ok(ops("migrate", "status"))
     ok(ops("subscriptions", "remove", consumer, "--yes"))

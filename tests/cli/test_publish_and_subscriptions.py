@@ -15,14 +15,17 @@ from pgmsg import Client
 Run = Callable[..., Result]
 
 
-
 def test_publish_from_argument_file_and_stdin(run: Run, client: Client, run_id: str, tmp_path: Path) -> None:
     client.subscribe(run_id + "-pub", "async", message_type=run_id + ".*")
     result = run("publish", run_id + ".order", '{"order_id": 1}', "--namespace", "shop", "--key", "c-1")
     assert result.exit_code == 0, result.output
     message = client.message(int(result.stdout.strip()))
-    assert (message["payload"], message["namespace"], message["message_key"]) == ({"order_id": 1}, "shop", "c-1")
-    assert [d["client_id"] for d in client.deliveries(message["id"])] == [run_id + "-pub"]   # fanned out
+    assert (message["payload"], message["namespace"], message["message_key"]) == (
+        {"order_id": 1},
+        "shop",
+        "c-1",
+    )
+    assert [d["client_id"] for d in client.deliveries(message["id"])] == [run_id + "-pub"]  # fanned out
 
     body = tmp_path / "order.json"
     body.write_text('{"order_id": 2}')
@@ -36,13 +39,18 @@ def test_publish_from_argument_file_and_stdin(run: Run, client: Client, run_id: 
     assert client.message(json.loads(from_stdin.stdout)["id"])["payload"] == {"order_id": 3}
 
 
-def test_bad_json_payload_is_refused_and_publishes_nothing(run: Run, db: psycopg.Connection[Any],
-                                                           run_id: str) -> None:
+def test_bad_json_payload_is_refused_and_publishes_nothing(
+    run: Run, db: psycopg.Connection[Any], run_id: str
+) -> None:
     result = run("publish", run_id + ".order", '{"order_id": ')
     assert result.exit_code == 2
     assert "payload is not valid JSON" in result.output
-    assert db.execute("SELECT count(*) AS n FROM messages WHERE message_type = %s",
-                      (run_id + ".order",)).fetchone()["n"] == 0
+    assert (
+        db.execute(
+            "SELECT count(*) AS n FROM messages WHERE message_type = %s", (run_id + ".order",)
+        ).fetchone()["n"]
+        == 0
+    )
     both = run("publish", run_id + ".order", "{}", "--file", "-")
     assert both.exit_code == 2 and "not both" in both.output
 
@@ -54,9 +62,24 @@ def test_invalid_message_type_is_the_database_message(run: Run) -> None:
 
 
 def test_add_list_and_secrets_stay_out_of_tables(run: Run, run_id: str) -> None:
-    added = run("subscriptions", "add", run_id + "-hook", "--mode", "http", "--type", run_id + ".*",
-                "--url", "http://127.0.0.1:9/webhook", "--timeout-ms", "1500", "--max-attempts", "3",
-                "--payload-filter", '{"country": "DE"}', "--ordered")
+    added = run(
+        "subscriptions",
+        "add",
+        run_id + "-hook",
+        "--mode",
+        "http",
+        "--type",
+        run_id + ".*",
+        "--url",
+        "http://127.0.0.1:9/webhook",
+        "--timeout-ms",
+        "1500",
+        "--max-attempts",
+        "3",
+        "--payload-filter",
+        '{"country": "DE"}',
+        "--ordered",
+    )
     assert added.exit_code == 0, added.output
     assert "http://127.0.0.1:9/webhook" in added.output and "whsec_" not in added.output
 
@@ -69,15 +92,33 @@ def test_add_list_and_secrets_stay_out_of_tables(run: Run, run_id: str) -> None:
     assert (listed["max_attempts"], listed["http_timeout_ms"]) == (3, 1500)
     assert listed["payload_filter"] == {"country": "DE"}
 
-    [secret_view] = json.loads(run("--json", "subscriptions", "list", "--client", run_id + "-hook",
-                                   "--show-secrets").stdout)
+    [secret_view] = json.loads(
+        run("--json", "subscriptions", "list", "--client", run_id + "-hook", "--show-secrets").stdout
+    )
     assert secret_view["signing_secret"].startswith("whsec_")
-    again = json.loads(run("--json", "subscriptions", "add", run_id + "-hook", "--mode", "http", "--type",
-                           run_id + ".*", "--url", "http://127.0.0.1:9/other", "--show-secrets").stdout)
-    assert again["id"] == listed["id"] and again["webhook_url"] == "http://127.0.0.1:9/other"  # updated in place
+    again = json.loads(
+        run(
+            "--json",
+            "subscriptions",
+            "add",
+            run_id + "-hook",
+            "--mode",
+            "http",
+            "--type",
+            run_id + ".*",
+            "--url",
+            "http://127.0.0.1:9/other",
+            "--show-secrets",
+        ).stdout
+    )
+    assert (
+        again["id"] == listed["id"] and again["webhook_url"] == "http://127.0.0.1:9/other"
+    )  # updated in place
     # The secret is kept, and not read back: the add shows a secret only when it set one.
     assert again["signing_secret"] is None
-    [kept] = json.loads(run("--json", "subscriptions", "list", "--client", run_id + "-hook", "--show-secrets").stdout)
+    [kept] = json.loads(
+        run("--json", "subscriptions", "list", "--client", run_id + "-hook", "--show-secrets").stdout
+    )
     assert kept["signing_secret"] == secret_view["signing_secret"]
     refused = run("subscriptions", "list", "--show-secrets")
     assert refused.exit_code == 2 and "only applies to --json" in refused.output
@@ -93,10 +134,10 @@ def test_add_is_refused_with_the_database_hint(run: Run, run_id: str) -> None:
 
 def test_notify_payload_is_an_opt_in_of_notify_subscriptions(run: Run, client: Client, run_id: str) -> None:
     plain = json.loads(run("--json", "subscriptions", "add", run_id + "-dash", "--mode", "notify").stdout)
-    assert plain["notify_payload"] is False                                      # ids only by default
+    assert plain["notify_payload"] is False  # ids only by default
     opted = run("subscriptions", "add", run_id + "-dash", "--mode", "notify", "--notify-payload")
     assert opted.exit_code == 0, opted.output
-    assert "notify_payload" in opted.output                                      # shown among the options
+    assert "notify_payload" in opted.output  # shown among the options
     [sub] = client.subscriptions(run_id + "-dash")
     assert sub.notify_payload is True and sub.id == plain["id"]
     refused = run("subscriptions", "add", run_id + "-q", "--mode", "async", "--notify-payload")
@@ -114,11 +155,15 @@ def test_pause_and_resume(run: Run, client: Client, db: psycopg.Connection[Any],
 
     assert run("subscriptions", "pause", run_id + "-pr").exit_code == 0
     assert active() == {first.id: False, second.id: False}
-    assert client.deliveries(client.publish(run_id + ".a", {})) == []      # paused: no fan-out
-    db.execute("UPDATE subscriptions SET deactivated_reason = 'endpoint answered 410' WHERE id = %s", (first.id,))
+    assert client.deliveries(client.publish(run_id + ".a", {})) == []  # paused: no fan-out
+    db.execute(
+        "UPDATE subscriptions SET deactivated_reason = 'endpoint answered 410' WHERE id = %s", (first.id,)
+    )
     resumed = run("subscriptions", "resume", run_id + "-pr", "--id", str(first.id), "--json")
-    assert resumed.exit_code == 0 and json.loads(resumed.stdout) == {"client_id": run_id + "-pr",
-                                                                    "resumed": [first.id]}
+    assert resumed.exit_code == 0 and json.loads(resumed.stdout) == {
+        "client_id": run_id + "-pr",
+        "resumed": [first.id],
+    }
     assert active() == {first.id: True, second.id: False}
     assert client.subscriptions(run_id + "-pr")[0].deactivated_reason is None
 
@@ -136,7 +181,7 @@ def test_remove_asks_first(run: Run, client: Client, run_id: str) -> None:
     client.subscribe(run_id + "-rm", "async")
     declined = run("subscriptions", "remove", run_id + "-rm", input="n\n")
     assert declined.exit_code == 1 and "Aborted" in declined.output
-    assert len(client.subscriptions(run_id + "-rm")) == 1            # untouched
+    assert len(client.subscriptions(run_id + "-rm")) == 1  # untouched
     accepted = run("subscriptions", "remove", run_id + "-rm", input="y\n")
     assert accepted.exit_code == 0 and "removed 1 subscription" in accepted.output
     assert client.subscriptions(run_id + "-rm") == []

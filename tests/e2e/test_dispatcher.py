@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from pgmsg import Client
+from pgmsg.webhook_receiver import WebhookReceiver
 from pgmsg.workers.dispatcher import Dispatcher
 from pgmsg.workers.pushing import parse_retry_after
-from pgmsg.webhook_receiver import WebhookReceiver
 from tests.support.dispatching import running
 from tests.support.receiver import Receiver, Reply
 from tests.support.waiting import wait_until
@@ -29,11 +29,18 @@ def delivery(client: Client, message_id: int) -> dict[str, Any]:
     return row
 
 
-def test_fails_twice_then_succeeds_three_attempts_logged(client: Client, dispatcher: Dispatcher,
-                                                         receiver: Receiver, run_id: str) -> None:
+def test_fails_twice_then_succeeds_three_attempts_logged(
+    client: Client, dispatcher: Dispatcher, receiver: Receiver, run_id: str
+) -> None:
     receiver.script = [Reply(503), Reply(500), Reply(200)]
-    client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
-                     retry_base_ms=50, retry_max_ms=200)
+    client.subscribe(
+        run_id + "-hook",
+        "http",
+        message_type=run_id + ".*",
+        webhook_url=receiver.url,
+        retry_base_ms=50,
+        retry_max_ms=200,
+    )
     message_id = client.publish(run_id + ".paid", {"amount": 3})
     row = wait_until(lambda: (r := delivery(client, message_id))["status"] == "delivered" and r)
     assert row["attempts"] == 3 and row["retry_count"] == 2 and row["push_status_code"] == 200
@@ -42,11 +49,12 @@ def test_fails_twice_then_succeeds_three_attempts_logged(client: Client, dispatc
     assert attempts[0]["error"].startswith("HTTP 503") and attempts[2]["error"] is None
     assert all(a["duration_ms"] is not None for a in attempts)
     ids = {r.headers["webhook-id"] for r in receiver.requests}
-    assert len(ids) == 1      # the same webhook-id on every retry, so receivers can deduplicate
+    assert len(ids) == 1  # the same webhook-id on every retry, so receivers can deduplicate
 
 
-def test_client_errors_fail_without_retry_and_410_deactivates(client: Client, dispatcher: Dispatcher,
-                                                              receiver: Receiver, run_id: str) -> None:
+def test_client_errors_fail_without_retry_and_410_deactivates(
+    client: Client, dispatcher: Dispatcher, receiver: Receiver, run_id: str
+) -> None:
     receiver.script = [Reply(404)]
     sub = client.subscribe(run_id + "-nf", "http", message_type=run_id + ".a", webhook_url=receiver.url)
     m1 = client.publish(run_id + ".a", {})
@@ -62,24 +70,34 @@ def test_client_errors_fail_without_retry_and_410_deactivates(client: Client, di
     assert [s.active for s in client.subscriptions(run_id + "-nf")] == [sub.active] == [True]
 
 
-def test_retry_after_is_honoured_and_attempts_end_in_dead_letter(client: Client, dispatcher: Dispatcher,
-                                                                 receiver: Receiver, run_id: str) -> None:
+def test_retry_after_is_honoured_and_attempts_end_in_dead_letter(
+    client: Client, dispatcher: Dispatcher, receiver: Receiver, run_id: str
+) -> None:
     receiver.script = [Reply(429, {"Retry-After": "1"}), Reply(503)]
-    client.subscribe(run_id + "-rl", "http", message_type=run_id + ".*", webhook_url=receiver.url,
-                     max_attempts=2, retry_base_ms=10, retry_max_ms=20)
+    client.subscribe(
+        run_id + "-rl",
+        "http",
+        message_type=run_id + ".*",
+        webhook_url=receiver.url,
+        max_attempts=2,
+        retry_base_ms=10,
+        retry_max_ms=20,
+    )
     message_id = client.publish(run_id + ".x", {})
     row = wait_until(lambda: (r := delivery(client, message_id))["status"] == "dead" and r)
     assert row["attempts"] == 2 and row["dead_at"] is not None
     t1, t2 = (r.at for r in receiver.requests)
-    assert t2 - t1 >= 0.9     # waited for Retry-After, not the 10-20 ms backoff
+    assert t2 - t1 >= 0.9  # waited for Retry-After, not the 10-20 ms backoff
     assert client.redrive(run_id + "-rl") == 1
     wait_until(lambda: delivery(client, message_id)["status"] == "delivered")
 
 
-def test_signed_requests_verify_and_survive_secret_rotation(client: Client, dispatcher: Dispatcher,
-                                                            run_id: str) -> None:
-    sub = client.subscribe(run_id + "-signed", "http", message_type=run_id + ".*",
-                           webhook_url="http://127.0.0.1:1/placeholder")
+def test_signed_requests_verify_and_survive_secret_rotation(
+    client: Client, dispatcher: Dispatcher, run_id: str
+) -> None:
+    sub = client.subscribe(
+        run_id + "-signed", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:1/placeholder"
+    )
     assert sub.signing_secret and sub.signing_secret.startswith("whsec_")
     old = sub.signing_secret
     with WebhookReceiver([old]) as receiver:
@@ -89,7 +107,7 @@ def test_signed_requests_verify_and_survive_secret_rotation(client: Client, disp
         assert [a["body"]["id"] for a in receiver.accepted] == [first]
 
         new = client.rotate_secret(sub.id, overlap_seconds=3600)
-        second = client.publish(run_id + ".two", {"n": 2})   # signed with new and old
+        second = client.publish(run_id + ".two", {"n": 2})  # signed with new and old
         wait_until(lambda: delivery(client, second)["status"] == "delivered")
         assert receiver.rejected == []
     with WebhookReceiver([new]) as only_new:
@@ -104,9 +122,11 @@ def test_signed_requests_verify_and_survive_secret_rotation(client: Client, disp
         assert row["status"] == "failed" and stranger.accepted == []
 
 
-def test_publish_does_not_wait_for_a_hanging_endpoint(client: Client, dispatcher: Dispatcher,
-                                                      receiver: Receiver, run_id: str) -> None:
+def test_publish_does_not_wait_for_a_hanging_endpoint(
+    client: Client, dispatcher: Dispatcher, receiver: Receiver, run_id: str
+) -> None:
     """Compare publish time with a subscriber whose endpoint hangs and with none."""
+
     def publish_batch(mtype: str) -> float:
         started = time.perf_counter()
         for i in range(30):
@@ -115,27 +135,38 @@ def test_publish_does_not_wait_for_a_hanging_endpoint(client: Client, dispatcher
 
     publish_batch(run_id + ".warmup")
     without = publish_batch(run_id + ".none")
-    receiver.script = [Reply(delay=5)] * 100       # every request hangs 5 s (timeout 2 s)
-    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".slow", webhook_url=receiver.url,
-                     http_timeout_ms=2000)
+    receiver.script = [Reply(delay=5)] * 100  # every request hangs 5 s (timeout 2 s)
+    client.subscribe(
+        run_id + "-slow",
+        "http",
+        message_type=run_id + ".slow",
+        webhook_url=receiver.url,
+        http_timeout_ms=2000,
+    )
     with_hanging = publish_batch(run_id + ".slow")
     # Blocking on the endpoint would cost >= 2 s per message (60 s in all).
     assert with_hanging < 3 * without + 1.0, (with_hanging, without)
 
 
-def test_a_slow_endpoint_does_not_delay_others(client: Client, dispatcher: Dispatcher, receiver: Receiver,
-                                               run_id: str) -> None:
+def test_a_slow_endpoint_does_not_delay_others(
+    client: Client, dispatcher: Dispatcher, receiver: Receiver, run_id: str
+) -> None:
     receiver.script = [Reply(delay=3)] * 20
-    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".*", webhook_url=receiver.url,
-                     http_timeout_ms=10000)
+    client.subscribe(
+        run_id + "-slow", "http", message_type=run_id + ".*", webhook_url=receiver.url, http_timeout_ms=10000
+    )
     fast = receiver.another()
     client.subscribe(run_id + "-fast", "http", message_type=run_id + ".*", webhook_url=fast.url)
     ids = [client.publish(run_id + ".e", {"n": i}) for i in range(6)]
     # 6 deliveries to the slow endpoint (2 in flight at a time, 3 s each) take >= 9 s;
     # the fast endpoint gets all 6 long before the slow one has finished.
     assert len(fast.wait_for(6, timeout=8)) == 6
-    slow_done = [r for i in ids for r in client.deliveries(i)
-                 if r["client_id"] == run_id + "-slow" and r["status"] == "delivered"]
+    slow_done = [
+        r
+        for i in ids
+        for r in client.deliveries(i)
+        if r["client_id"] == run_id + "-slow" and r["status"] == "delivered"
+    ]
     assert len(slow_done) < 6
 
 
@@ -146,10 +177,19 @@ def test_target_removed_from_allowlist_is_refused_at_send_time(dsn: str, db: psy
     probe = Dispatcher(dsn, name="allowlist-probe", workers=1)
     try:
         db.execute("SELECT pgmsg_set_webhook_allowlist(%s)", (["10.0.0.0/8"],))
-        row = {"delivery_id": 0, "subscription_id": 0, "client_id": "probe", "webhook_id": "dlv_0",
-               "webhook_url": "http://127.0.0.1:9/hook", "http_timeout_ms": 1000,
-               "attempts": 1, "message_id": 0, "message_type": "probe", "body": "{}",
-               "headers": [["Content-Type", "application/json"]]}
+        row = {
+            "delivery_id": 0,
+            "subscription_id": 0,
+            "client_id": "probe",
+            "webhook_id": "dlv_0",
+            "webhook_url": "http://127.0.0.1:9/hook",
+            "http_timeout_ms": 1000,
+            "attempts": 1,
+            "message_id": 0,
+            "message_type": "probe",
+            "body": "{}",
+            "headers": [["Content-Type", "application/json"]],
+        }
         code, error, _, _ = probe.push(row)
         assert code is None
         assert error == "refused: webhook target 127.0.0.1 refused: not in the allowlist (10.0.0.0/8)"
@@ -159,18 +199,22 @@ def test_target_removed_from_allowlist_is_refused_at_send_time(dsn: str, db: psy
 
 
 def test_heartbeat_is_recorded(dispatcher: Dispatcher, db: psycopg.Connection[Any]) -> None:
-    row = wait_until(lambda: db.execute("SELECT * FROM pgmsg_dispatchers WHERE name = 'test-dispatcher'").fetchone())
+    row = wait_until(
+        lambda: db.execute("SELECT * FROM pgmsg_dispatchers WHERE name = 'test-dispatcher'").fetchone()
+    )
     assert row["last_seen"] is not None
 
 
-@pytest.mark.parametrize(("header", "expected"), [("7", 7.0), (None, None), ("soon", None),
-                                                  ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+@pytest.mark.parametrize(
+    ("header", "expected"), [("7", 7.0), (None, None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)]
+)
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
 
 
-def test_dispatcher_works_with_its_least_privilege_role(client: Client, dsn: str, inventory_vars: dict[str, Any],
-                                                        run_id: str, receiver: Receiver) -> None:
+def test_dispatcher_works_with_its_least_privilege_role(
+    client: Client, dsn: str, inventory_vars: dict[str, Any], run_id: str, receiver: Receiver
+) -> None:
     role = inventory_vars["messaging_schema_dispatchers"][0]
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     params.update(user=role["name"], password=role["password"])
@@ -178,10 +222,11 @@ def test_dispatcher_works_with_its_least_privilege_role(client: Client, dsn: str
     try:
         client.subscribe(run_id + "-lp", "http", message_type=run_id + ".*", webhook_url=receiver.url)
         message_id = client.publish(run_id + ".x", {"n": 1})
-        wait_until(lambda: limited.dispatch_once() >= 0 and delivery(client, message_id)["status"] == "delivered")
+        wait_until(
+            lambda: limited.dispatch_once() >= 0 and delivery(client, message_id)["status"] == "delivered"
+        )
         limited.heartbeat()
         assert receiver.requests[0].json["id"] == message_id
         assert "webhook-signature" in {k.lower() for k in receiver.requests[0].headers}
     finally:
         limited.close()
-

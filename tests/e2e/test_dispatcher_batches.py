@@ -22,7 +22,6 @@ from tests.support.receiver import Received, Receiver, Reply
 from tests.support.scratch import scratch_database_fixtures
 from tests.support.waiting import wait_until
 
-
 # The deployed dispatcher would claim what these tests claim by hand: a server of their own.
 dsn, client, db = scratch_database_fixtures()
 
@@ -78,24 +77,35 @@ def by_payload(receiver: Receiver) -> ByPayload:
     return ByPayload(receiver)
 
 
-def test_batched_recording_records_every_attempt(client: Client, dispatcher: Dispatcher, by_payload: ByPayload,
-                                                 db: psycopg.Connection[Any], run_id: str) -> None:
+def test_batched_recording_records_every_attempt(
+    client: Client, dispatcher: Dispatcher, by_payload: ByPayload, db: psycopg.Connection[Any], run_id: str
+) -> None:
     """Many pushes finishing together are recorded in shared transactions, each exactly
     as pgmsg_record_http_attempt decides: delivered, failed for good, retried, gone."""
     by_payload.delay = 0.05
-    client.subscribe(run_id + "-many", "http", message_type=run_id + ".*", webhook_url=by_payload.url,
-                     retry_base_ms=20, retry_max_ms=50)
+    client.subscribe(
+        run_id + "-many",
+        "http",
+        message_type=run_id + ".*",
+        webhook_url=by_payload.url,
+        retry_base_ms=20,
+        retry_max_ms=50,
+    )
     wants = [200, 404, 503, 201] * 10
     ids = client.publish_many([(run_id + ".m", {"want": w}, "default") for w in wants])
-    expected = {200: ("delivered", [200]), 201: ("delivered", [201]), 404: ("failed", [404]),
-                503: ("delivered", [503, 200])}
+    expected = {
+        200: ("delivered", [200]),
+        201: ("delivered", [201]),
+        404: ("failed", [404]),
+        503: ("delivered", [503, 200]),
+    }
 
     def settled() -> bool:
         rows = [delivery(client, m) for m in ids]
         return all(r["status"] in ("delivered", "failed") for r in rows)
 
     wait_until(settled, timeout=30)
-    for message_id, want in zip(ids, wants):
+    for message_id, want in zip(ids, wants, strict=False):
         row = delivery(client, message_id)
         status, codes = expected[want]
         attempts = client.attempts(row["id"])
@@ -109,38 +119,65 @@ def test_batched_recording_records_every_attempt(client: Client, dispatcher: Dis
             assert row["push_attempted_at"] <= row["delivered_at"], row
     # per_subscription=2 in the fixture: the cap holds while 40 deliveries are due at once.
     assert by_payload.most_active <= 2
-    recorded = db.execute("SELECT count(*) AS n FROM delivery_attempts a JOIN message_delivery d ON d.id = a.delivery_id "
-                          "WHERE d.client_id = %s", (run_id + "-many",)).fetchone()
+    recorded = db.execute(
+        "SELECT count(*) AS n FROM delivery_attempts a JOIN message_delivery d ON d.id = a.delivery_id "
+        "WHERE d.client_id = %s",
+        (run_id + "-many",),
+    ).fetchone()
     assert recorded["n"] == sum(len(expected[w][1]) for w in wants)
 
 
-def test_recording_retried_after_a_lost_connection_records_once(client: Client, dsn: str,
-                                                                db: psycopg.Connection[Any], run_id: str) -> None:
+def test_recording_retried_after_a_lost_connection_records_once(
+    client: Client, dsn: str, db: psycopg.Connection[Any], run_id: str
+) -> None:
     """The recorder's connection dies: the batch is recorded on a new one, only for the
     deliveries still claimed for those pushes, and a second try records nothing twice."""
     from pgmsg.client.dispatch_store import RECORD
     from pgmsg.workers.recording import Finished
 
-    client.subscribe(run_id + "-lost", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook")
+    client.subscribe(
+        run_id + "-lost", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook"
+    )
     ids = client.publish_many([(run_id + ".x", {"n": i}, "default") for i in range(5)])
     d = Dispatcher(dsn, name=run_id + "-recorder", workers=1)
     try:
-        sub = db.execute("SELECT id FROM subscriptions WHERE client_id = %s", (run_id + "-lost",)).fetchone()["id"]
-        others = db.execute("SELECT array_agg(id) AS ids FROM subscriptions WHERE delivery_mode = 'http' "
-                            "AND id <> %s", (sub,)).fetchone()["ids"] or []
-        rows = d.store.connection().execute(
-            "SELECT * FROM pgmsg_claim_http_slots(100, 10, %s, 60, %s::bigint[], %s::integer[])",
-            (d.name, others, [10] * len(others))).fetchall()
+        sub = db.execute("SELECT id FROM subscriptions WHERE client_id = %s", (run_id + "-lost",)).fetchone()[
+            "id"
+        ]
+        others = (
+            db.execute(
+                "SELECT array_agg(id) AS ids FROM subscriptions WHERE delivery_mode = 'http' AND id <> %s",
+                (sub,),
+            ).fetchone()["ids"]
+            or []
+        )
+        rows = (
+            d.store.connection()
+            .execute(
+                "SELECT * FROM pgmsg_claim_http_slots(100, 10, %s, 60, %s::bigint[], %s::integer[])",
+                (d.name, others, [10] * len(others)),
+            )
+            .fetchall()
+        )
         assert sorted(r["message_id"] for r in rows) == sorted(ids)
-        batch = [Finished(r, 200 if i % 2 else 503, None, 1.5, None, time.monotonic() + 30)
-                 for i, r in enumerate(rows)]
+        batch = [
+            Finished(r, 200 if i % 2 else 503, None, 1.5, None, time.monotonic() + 30)
+            for i, r in enumerate(rows)
+        ]
         pid = d.store.connection().execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
         db.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        d.record(batch)      # the first try fails, the retry (under the same lease tokens) records on a new connection
+        d.record(
+            batch
+        )  # the first try fails, the retry (under the same lease tokens) records on a new connection
         # The retry's statement again, as after an answer lost behind a commit: nothing twice.
-        params = {"ids": [r["delivery_id"] for r in rows], "tokens": [r["lease_token"] for r in rows],
-                  "codes": [200] * len(rows), "errors": [None] * len(rows), "durations": [1.0] * len(rows),
-                  "retry_after": [None] * len(rows)}
+        params = {
+            "ids": [r["delivery_id"] for r in rows],
+            "tokens": [r["lease_token"] for r in rows],
+            "codes": [200] * len(rows),
+            "errors": [None] * len(rows),
+            "durations": [1.0] * len(rows),
+            "retry_after": [None] * len(rows),
+        }
         again = d.store.connection().execute(RECORD, params).fetchall()
         assert [r["status"] for r in again] == [None] * len(rows)
         for i, r in enumerate(rows):

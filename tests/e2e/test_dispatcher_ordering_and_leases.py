@@ -25,7 +25,6 @@ from tests.support.receiver import Received, Receiver, Reply
 from tests.support.scratch import scratch_database_fixtures
 from tests.support.waiting import wait_until
 
-
 # The deployed dispatcher would claim what these tests claim by hand: a server of their own.
 dsn, client, db = scratch_database_fixtures()
 
@@ -72,34 +71,60 @@ def keyed(receiver: Receiver) -> Keyed:
 
 
 def statuses(db: psycopg.Connection[Any], client_id: str) -> list[str]:
-    return [r["status"] for r in db.execute(
-        "SELECT status FROM message_delivery WHERE client_id = %s ORDER BY id", (client_id,))]
+    return [
+        r["status"]
+        for r in db.execute(
+            "SELECT status FROM message_delivery WHERE client_id = %s ORDER BY id", (client_id,)
+        )
+    ]
 
 
 # -- item 10: ordering per key ------------------------------------------------------
 
 
 def test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key(
-        client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
+    client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str
+) -> None:
     """m1 of key a is answered 503 twice (Retry-After 2 s): the receiver sees m1 three times
     before m2 of key a, while key b's messages go through meanwhile, one at a time, in order;
     c1 fails for good (404) and releases c2."""
-    client.subscribe(run_id + "-ord", "http", message_type=run_id + ".*", webhook_url=keyed.url,
-                     ordered=True, retry_base_ms=10, retry_max_ms=20)
-    plan = [("a", {"fail": 2}), ("b", {}), ("a", {}), ("b", {}), ("c", {"gone": True}), ("b", {}),
-            ("c", {}), ("a", {}), ("b", {}), ("b", {})]
-    with running(dsn, name=run_id + "-disp", workers=8,
-                 per_subscription=4, idle_poll_seconds=0.1):
+    client.subscribe(
+        run_id + "-ord",
+        "http",
+        message_type=run_id + ".*",
+        webhook_url=keyed.url,
+        ordered=True,
+        retry_base_ms=10,
+        retry_max_ms=20,
+    )
+    plan = [
+        ("a", {"fail": 2}),
+        ("b", {}),
+        ("a", {}),
+        ("b", {}),
+        ("c", {"gone": True}),
+        ("b", {}),
+        ("c", {}),
+        ("a", {}),
+        ("b", {}),
+        ("b", {}),
+    ]
+    with running(dsn, name=run_id + "-disp", workers=8, per_subscription=4, idle_poll_seconds=0.1):
         for n, (key, extra) in enumerate(plan):
             client.publish(run_id + ".e", {"key": key, "n": n, **extra}, key=key)
-        wait_until(lambda: set(statuses(db, run_id + "-ord")) <= {"delivered", "failed"}
-                   and len(statuses(db, run_id + "-ord")) == len(plan), timeout=30,
-                   message="every delivery settled")
+        wait_until(
+            lambda: (
+                set(statuses(db, run_id + "-ord")) <= {"delivered", "failed"}
+                and len(statuses(db, run_id + "-ord")) == len(plan)
+            ),
+            timeout=30,
+            message="every delivery settled",
+        )
     seen = list(keyed.seen)
     by_key = {k: [n for _, _, key, n, _, _ in sorted(seen) if key == k] for k in "abc"}
-    assert by_key["a"] == [0, 0, 0, 2, 7]          # m1 three times, then the others in order
+    assert by_key["a"] == [0, 0, 0, 2, 7]  # m1 three times, then the others in order
     assert by_key["b"] == [1, 3, 5, 8, 9]
-    assert by_key["c"] == [4, 6]                   # the 404 released its key
+    assert by_key["c"] == [4, 6]  # the 404 released its key
     assert keyed.most_active == {"a": 1, "b": 1, "c": 1}
     # Key b did not wait for key a's retries: all of b was answered before m1's last try began.
     last_try_of_m1 = max(start for start, _, key, n, _, _ in seen if n == 0)
@@ -108,13 +133,13 @@ def test_ordered_http_subscription_holds_a_failing_key_back_and_only_that_key(
 
 
 def test_unordered_http_subscription_still_pushes_a_key_concurrently(
-        client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
+    client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str
+) -> None:
     """Ordering is per subscription: without ``ordered`` the messages of one key are pushed
     side by side (the per-subscription cap is the only limit)."""
     keyed.delay = 0.2
     client.subscribe(run_id + "-free", "http", message_type=run_id + ".*", webhook_url=keyed.url)
-    with running(dsn, name=run_id + "-disp", workers=8,
-                 per_subscription=4, idle_poll_seconds=0.1):
+    with running(dsn, name=run_id + "-disp", workers=8, per_subscription=4, idle_poll_seconds=0.1):
         client.publish_many([(run_id + ".e", {"key": "k", "n": n}, "default") for n in range(8)])
         wait_until(lambda: statuses(db, run_id + "-free") == ["delivered"] * 8, timeout=30)
     assert keyed.most_active["k"] > 1
@@ -123,20 +148,34 @@ def test_unordered_http_subscription_still_pushes_a_key_concurrently(
 # -- item 11: records under the lease they were claimed with -------------------------
 
 
-def _claim_only(d: Dispatcher, db: psycopg.Connection[Any], client_id: str, lease_seconds: int
-                ) -> list[dict[str, Any]]:
+def _claim_only(
+    d: Dispatcher, db: psycopg.Connection[Any], client_id: str, lease_seconds: int
+) -> list[dict[str, Any]]:
     """Claim as dispatcher ``d`` the due pushes of ``client_id``'s subscription (and no other's)."""
     sub = db.execute("SELECT id FROM subscriptions WHERE client_id = %s", (client_id,)).fetchone()["id"]
-    others = db.execute("SELECT coalesce(array_agg(id), '{}') AS ids FROM subscriptions "
-                        "WHERE delivery_mode = 'http' AND id <> %s", (sub,)).fetchone()["ids"]
-    return d.store.connection().execute(
-        "SELECT * FROM pgmsg_claim_http_slots(100, 10, %s, %s, %s::bigint[], %s::integer[])",
-        (d.name, lease_seconds, others, [10] * len(others))).fetchall()
+    others = db.execute(
+        "SELECT coalesce(array_agg(id), '{}') AS ids FROM subscriptions "
+        "WHERE delivery_mode = 'http' AND id <> %s",
+        (sub,),
+    ).fetchone()["ids"]
+    return (
+        d.store.connection()
+        .execute(
+            "SELECT * FROM pgmsg_claim_http_slots(100, 10, %s, %s, %s::bigint[], %s::integer[])",
+            (d.name, lease_seconds, others, [10] * len(others)),
+        )
+        .fetchall()
+    )
 
 
 def _lapse(db: psycopg.Connection[Any], delivery_id: int) -> None:
-    wait_until(lambda: db.execute("SELECT lease_expires_at <= now() AS lapsed FROM message_delivery WHERE id = %s",
-                                  (delivery_id,)).fetchone()["lapsed"], timeout=10, message="lease lapsed")
+    wait_until(
+        lambda: db.execute(
+            "SELECT lease_expires_at <= now() AS lapsed FROM message_delivery WHERE id = %s", (delivery_id,)
+        ).fetchone()["lapsed"],
+        timeout=10,
+        message="lease lapsed",
+    )
 
 
 @pytest.fixture
@@ -150,13 +189,19 @@ def two_dispatchers(dsn: str, run_id: str) -> Iterator[tuple[Dispatcher, Dispatc
 
 
 def test_late_record_after_the_lease_passed_on_changes_nothing(
-        client: Client, db: psycopg.Connection[Any], two_dispatchers: tuple[Dispatcher, Dispatcher],
-        run_id: str) -> None:
+    client: Client, db: psycopg.Connection[Any], two_dispatchers: tuple[Dispatcher, Dispatcher], run_id: str
+) -> None:
     """A claims, its lease lapses, B claims the delivery again. A's late 200 must not mark
     delivered what B is still pushing; B's outcome (503, retried) is what stays."""
     a, b = two_dispatchers
-    client.subscribe(run_id + "-late", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook",
-                     retry_base_ms=60000, retry_max_ms=60000)
+    client.subscribe(
+        run_id + "-late",
+        "http",
+        message_type=run_id + ".*",
+        webhook_url="http://127.0.0.1:9/hook",
+        retry_base_ms=60000,
+        retry_max_ms=60000,
+    )
     message_id = client.publish(run_id + ".x", {})
     [held_by_a] = _claim_only(a, db, run_id + "-late", 1)
     _lapse(db, held_by_a["delivery_id"])
@@ -166,7 +211,7 @@ def test_late_record_after_the_lease_passed_on_changes_nothing(
     a.record([Finished(held_by_a, 200, None, 5.0, None, time.monotonic() + 30)])
     [row] = client.deliveries(message_id)
     assert (row["status"], row["claimed_by"]) == ("processing", b.name)
-    assert client.attempts(row["id"]) == []        # nothing recorded for A's lost lease
+    assert client.attempts(row["id"]) == []  # nothing recorded for A's lost lease
     assert a.lost_leases == 1
 
     b.record([Finished(held_by_b, 503, "HTTP 503", 5.0, None, time.monotonic() + 30)])
@@ -179,13 +224,18 @@ def test_late_record_after_the_lease_passed_on_changes_nothing(
 
 
 def test_late_record_cannot_raise_a_dead_letter(
-        client: Client, db: psycopg.Connection[Any], two_dispatchers: tuple[Dispatcher, Dispatcher],
-        run_id: str) -> None:
+    client: Client, db: psycopg.Connection[Any], two_dispatchers: tuple[Dispatcher, Dispatcher], run_id: str
+) -> None:
     """A claims the last allowed attempt, its lease lapses and the release job makes the
     delivery a dead letter: A's late 200 (single or in a batch) leaves it dead."""
     a, _ = two_dispatchers
-    client.subscribe(run_id + "-dead", "http", message_type=run_id + ".*", webhook_url="http://127.0.0.1:9/hook",
-                     max_attempts=1)
+    client.subscribe(
+        run_id + "-dead",
+        "http",
+        message_type=run_id + ".*",
+        webhook_url="http://127.0.0.1:9/hook",
+        max_attempts=1,
+    )
     first, second = client.publish(run_id + ".x", {"n": 1}), client.publish(run_id + ".x", {"n": 2})
     claimed = _claim_only(a, db, run_id + "-dead", 1)
     assert len(claimed) == 2
@@ -201,7 +251,8 @@ def test_late_record_cannot_raise_a_dead_letter(
 
 
 def test_no_request_starts_after_its_lease_ran_out_waiting_for_a_slot(
-        client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str) -> None:
+    client: Client, keyed: Keyed, db: psycopg.Connection[Any], dsn: str, run_id: str
+) -> None:
     """Two dispatchers, one request at a time each, a slow endpoint and more claimed than the
     lease lets one dispatcher send: deliveries whose lease ran out while they waited are not
     sent by the dispatcher that lost them, so no webhook-id is sent twice."""
@@ -209,18 +260,23 @@ def test_no_request_starts_after_its_lease_ran_out_waiting_for_a_slot(
     # work under a 10 s lease. The timeout (3 s) is far above the answer's delay, so that
     # no request times out (and is retried, legitimately twice) on a busy machine.
     keyed.delay = 0.25
-    client.subscribe(run_id + "-slow", "http", message_type=run_id + ".*", webhook_url=keyed.url,
-                     http_timeout_ms=3000)
+    client.subscribe(
+        run_id + "-slow", "http", message_type=run_id + ".*", webhook_url=keyed.url, http_timeout_ms=3000
+    )
     options = {"workers": 1, "per_subscription": 25, "lease_seconds": 10, "idle_poll_seconds": 0.1}
     with running(dsn, name=run_id + "-a", **options) as a:
         client.publish_many([(run_id + ".e", {"key": f"k{n}", "n": n}, "default") for n in range(60)])
         wait_until(lambda: a.inflight() > 0, message="dispatcher A claimed")
         with running(dsn, name=run_id + "-b", **options):
-            wait_until(lambda: statuses(db, run_id + "-slow") == ["delivered"] * 60, timeout=90,
-                       message="every delivery delivered")
+            wait_until(
+                lambda: statuses(db, run_id + "-slow") == ["delivered"] * 60,
+                timeout=90,
+                message="every delivery delivered",
+            )
     sent = [webhook_id for _, _, _, _, webhook_id, _ in keyed.seen]
     assert len(sent) == len(set(sent)) == 60, sorted(n for _, _, _, n, _, _ in keyed.seen)
-    attempts = db.execute("SELECT array_agg(attempts) AS a FROM message_delivery WHERE client_id = %s",
-                          (run_id + "-slow",)).fetchone()["a"]
-    assert attempts == [1] * 60       # a delivery given back unsent did not use up an attempt
-    assert a.given_back > 0           # the scenario did make deliveries wait past their lease
+    attempts = db.execute(
+        "SELECT array_agg(attempts) AS a FROM message_delivery WHERE client_id = %s", (run_id + "-slow",)
+    ).fetchone()["a"]
+    assert attempts == [1] * 60  # a delivery given back unsent did not use up an attempt
+    assert a.given_back > 0  # the scenario did make deliveries wait past their lease

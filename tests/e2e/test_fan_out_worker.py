@@ -30,7 +30,9 @@ def scratch(scratch_server: ScratchServer) -> str:
 def test_the_worker_fans_out_what_is_published_while_it_runs_and_what_waited(scratch: str) -> None:
     with Client(scratch, max_size=2) as client:
         client.subscribe("fan-out-probe", "async", message_type="probe.*")
-        waited = client.publish_many([("probe.before", {"i": i}, "default") for i in range(1500)], deferred=True)
+        waited = client.publish_many(
+            [("probe.before", {"i": i}, "default") for i in range(1500)], deferred=True
+        )
         worker = FanOutWorker(scratch, batch=1000, poll_seconds=0.01)
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
@@ -46,14 +48,15 @@ def test_the_worker_fans_out_what_is_published_while_it_runs_and_what_waited(scr
         assert worker.moved == 1501
         assert client.deferred_status()["waiting"] == 0
         with psycopg.connect(scratch) as conn:
-            moved = conn.execute("SELECT count(*) FROM message_delivery WHERE message_id = ANY (%s)",
-                                 (waited + [later],)).fetchone()
+            moved = conn.execute(
+                "SELECT count(*) FROM message_delivery WHERE message_id = ANY (%s)", ([*waited, later],)
+            ).fetchone()
         assert moved == (1501,)
 
 
 def test_the_worker_waits_out_a_database_that_is_away(scratch: str) -> None:
     """Refused connections are retried: the worker neither dies nor loses what waits."""
-    away = psycopg.conninfo.make_conninfo(scratch, port=free_port())   # nothing listens there
+    away = psycopg.conninfo.make_conninfo(scratch, port=free_port())  # nothing listens there
     worker = FanOutWorker(away, reconnect_seconds=0.1)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
@@ -73,14 +76,27 @@ def test_bad_settings_are_refused(batch: Any, poll: float) -> None:
         FanOutWorker("dbname=messaging", batch=batch, poll_seconds=poll)
 
 
-@pytest.mark.parametrize(("args", "env", "message"), [
-    (["--batch", "many"], {}, "--batch (PGMSG_FAN_OUT_BATCH) must be a number, not 'many'"),
-    ([], {"PGMSG_FAN_OUT_POLL_MS": "soon"}, "--poll-ms (PGMSG_FAN_OUT_POLL_MS) must be a number, not 'soon'"),
-    (["--batch", "0"], {}, "the fan-out batch must be 1-100000 messages, not 0"),
-])
-def test_the_command_refuses_bad_settings_with_usage_errors(args: list[str], env: dict[str, str],
-                                                             message: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pgmsg.workers.fan_out", *args], capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin", **env})
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--batch", "many"], {}, "--batch (PGMSG_FAN_OUT_BATCH) must be a number, not 'many'"),
+        (
+            [],
+            {"PGMSG_FAN_OUT_POLL_MS": "soon"},
+            "--poll-ms (PGMSG_FAN_OUT_POLL_MS) must be a number, not 'soon'",
+        ),
+        (["--batch", "0"], {}, "the fan-out batch must be 1-100000 messages, not 0"),
+    ],
+)
+def test_the_command_refuses_bad_settings_with_usage_errors(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pgmsg.workers.fan_out", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
     assert done.returncode == 2
     assert message in done.stderr

@@ -15,13 +15,14 @@ from pgmsg import Client, Delivery
 from tests.support.receiver import Receiver
 
 
-
 def test_one_message_reaches_all_three_modes(
     client: Client, db: psycopg.Connection[Any], receiver: Receiver, run_id: str
 ) -> None:
     mtype = run_id + ".order.created"
     client.subscribe(run_id + "-analytics", "async", message_type=mtype)
-    client.subscribe(run_id + "-webhook", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction")
+    client.subscribe(
+        run_id + "-webhook", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction"
+    )
     client.subscribe(run_id + "-dashboard", "notify", message_type=mtype, notify_channel=run_id + "-dash")
     payload = {"order_id": 1001, "total": "19.99", "customer": "Zoë"}
 
@@ -64,7 +65,9 @@ def test_receiver_down_then_back_is_delivered_by_retry(
     client: Client, db: psycopg.Connection[Any], receiver: Receiver, run_id: str
 ) -> None:
     mtype = run_id + ".payment.settled"
-    client.subscribe(run_id + "-hook", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction")
+    client.subscribe(
+        run_id + "-hook", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction"
+    )
     receiver.stop()  # nothing listens on the port now
 
     message_id = client.publish(mtype, {"payment": 5})
@@ -94,7 +97,9 @@ def test_non_2xx_answer_is_a_failure_with_the_status_recorded(
 ) -> None:
     receiver.status = 503
     mtype = run_id + ".x"
-    client.subscribe(run_id + "-busy", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction")
+    client.subscribe(
+        run_id + "-busy", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction"
+    )
     message_id = client.publish(mtype, {})
     [row] = client.deliveries(message_id)
     assert row["status"] == "failed"
@@ -106,7 +111,9 @@ def test_seed_retry_signature_retries_one_message(
     client: Client, db: psycopg.Connection[Any], receiver: Receiver, run_id: str
 ) -> None:
     mtype = run_id + ".y"
-    client.subscribe(run_id + "-seed", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction")
+    client.subscribe(
+        run_id + "-seed", "http", message_type=mtype, webhook_url=receiver.url, push_mode="in_transaction"
+    )
     receiver.status = 500
     message_id = client.publish(mtype, {"n": 1})
     receiver.status = 200

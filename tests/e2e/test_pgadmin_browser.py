@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -20,7 +21,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
-from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -38,9 +38,18 @@ def pgadmin_url(inventory_vars: dict[str, Any]) -> str:
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     options = Options()
     options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--no-first-run", "--window-size=1400,900", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,900",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     driver.set_page_load_timeout(PAGE_TIMEOUT)
@@ -52,8 +61,9 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
 
 def wait(driver: WebDriver, timeout: float = PAGE_TIMEOUT) -> WebDriverWait[WebDriver]:
     # The tree re-renders while it loads: an entry found a moment ago may be gone.
-    return WebDriverWait(driver, timeout, poll_frequency=0.25,
-                         ignored_exceptions=(StaleElementReferenceException,))
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def log_in(driver: WebDriver, url: str, email: str, password: str) -> None:
@@ -95,8 +105,9 @@ def connect_prompt(driver: WebDriver, server_name: str) -> WebElement | bool:
     return False
 
 
-def test_object_explorer_lists_the_messaging_server(browser: WebDriver, pgadmin_url: str,
-                                                    inventory_vars: dict[str, Any]) -> None:
+def test_object_explorer_lists_the_messaging_server(
+    browser: WebDriver, pgadmin_url: str, inventory_vars: dict[str, Any]
+) -> None:
     log_in(browser, pgadmin_url, inventory_vars["pgadmin_email"], inventory_vars["pgadmin_password"])
     wait(browser).until(ec.url_contains("/browser"))
 
@@ -107,7 +118,7 @@ def test_object_explorer_lists_the_messaging_server(browser: WebDriver, pgadmin_
     expand(servers)
     server = wait(browser, 30).until(lambda d: tree_entry(d, SERVER_NAME))
     assert isinstance(server, WebElement)
-    servers = wait(browser).until(lambda d: tree_entry(d, "Servers"))   # fresh, after re-renders
+    servers = wait(browser).until(lambda d: tree_entry(d, "Servers"))  # fresh, after re-renders
     # One level below the group, which counts exactly one server.
     assert int(server.get_attribute("data-depth") or 0) == int(servers.get_attribute("data-depth") or 0) + 1
     assert servers.find_element(By.CSS_SELECTOR, ".children-count").text == "(1)"
@@ -117,7 +128,9 @@ def test_object_explorer_lists_the_messaging_server(browser: WebDriver, pgadmin_
     # include the messaging one: the list points at the deployed database.
     prompt = wait(browser, 30).until(lambda d: connect_prompt(d, SERVER_NAME))
     assert isinstance(prompt, WebElement)
-    prompt.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(inventory_vars["postgres_superuser_password"])
+    prompt.find_element(By.CSS_SELECTOR, "input[type=password]").send_keys(
+        inventory_vars["postgres_superuser_password"]
+    )
     prompt.find_element(By.XPATH, ".//button[normalize-space()='OK']").click()
     databases = wait(browser, 60).until(lambda d: tree_entry(d, "Databases"))
     assert isinstance(databases, WebElement)
@@ -131,10 +144,14 @@ def test_object_explorer_lists_the_messaging_server(browser: WebDriver, pgadmin_
     assert screenshot.stat().st_size > 0
 
 
-def test_wrong_password_is_refused(browser: WebDriver, pgadmin_url: str, inventory_vars: dict[str, Any]) -> None:
+def test_wrong_password_is_refused(
+    browser: WebDriver, pgadmin_url: str, inventory_vars: dict[str, Any]
+) -> None:
     email, password = inventory_vars["pgadmin_email"], inventory_vars["pgadmin_password"]
     log_in(browser, pgadmin_url, email, password + "-wrong")
-    message = wait(browser).until(ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-test=notifier-message]")))
+    message = wait(browser).until(
+        ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-test=notifier-message]"))
+    )
     assert "Incorrect username or password" in message.text
     assert "/login" in browser.current_url
     assert not browser.find_elements(By.ID, "id-object-explorer")

@@ -31,8 +31,17 @@ from tests.support.waiting import wait_until
 #: from both; pgsql-http's libcurl also sends Accept, Accept-Encoding, Connection: close and Charsets.
 TRANSPORT = {b"host", b"content-length", b"accept", b"accept-encoding", b"connection", b"charsets", b"expect"}
 #: The contract's header lines, in order (pgmsg_webhook_headers, migration 028).
-CONTRACT = [b"user-agent", b"webhook-id", b"webhook-timestamp", b"webhook-signature", b"pgmsg-message-id",
-            b"pgmsg-delivery-id", b"pgmsg-message-type", b"pgmsg-client-id", b"content-type"]
+CONTRACT = [
+    b"user-agent",
+    b"webhook-id",
+    b"webhook-timestamp",
+    b"webhook-signature",
+    b"pgmsg-message-id",
+    b"pgmsg-delivery-id",
+    b"pgmsg-message-type",
+    b"pgmsg-client-id",
+    b"content-type",
+]
 #: The contract's lines that change with the send time.
 SEND_TIME = {b"webhook-timestamp", b"webhook-signature"}
 
@@ -40,7 +49,7 @@ SEND_TIME = {b"webhook-timestamp", b"webhook-signature"}
 @dataclass(frozen=True)
 class RawRequest:
     request_line: bytes
-    header_lines: list[bytes]      # as sent, in order, without the line ends
+    header_lines: list[bytes]  # as sent, in order, without the line ends
     body: bytes
 
     def name_of(self, line: bytes) -> bytes:
@@ -50,7 +59,9 @@ class RawRequest:
         return [line for line in self.header_lines if self.name_of(line) not in without]
 
     def headers(self) -> dict[str, str]:
-        return {self.name_of(line).decode(): line.split(b":", 1)[1].strip().decode() for line in self.header_lines}
+        return {
+            self.name_of(line).decode(): line.split(b":", 1)[1].strip().decode() for line in self.header_lines
+        }
 
 
 class RawReceiver:
@@ -104,25 +115,40 @@ def raw_receiver() -> Iterator[RawReceiver]:
 
 
 def test_in_transaction_push_and_dispatcher_send_the_same_request(
-        client: Client, db: psycopg.Connection[Any], dsn: str, raw_receiver: RawReceiver, run_id: str) -> None:
+    client: Client, db: psycopg.Connection[Any], dsn: str, raw_receiver: RawReceiver, run_id: str
+) -> None:
     with in_transaction_push(dsn, True):
-        sub = client.subscribe(run_id + "-contract", "http", message_type=run_id + ".contract",
-                               webhook_url=raw_receiver.url, push_mode="in_transaction")
+        sub = client.subscribe(
+            run_id + "-contract",
+            "http",
+            message_type=run_id + ".contract",
+            webhook_url=raw_receiver.url,
+            push_mode="in_transaction",
+        )
         # Text a careless encoder would escape differently: the body must still be the same bytes.
-        message_id = client.publish(run_id + ".contract", {"name": "Zoë \"quoted\" </tag>", "n": 1.5,
-                                                           "emoji": "\U0001f680", "nested": {"a": [1, None]}})
+        message_id = client.publish(
+            run_id + ".contract",
+            {"name": 'Zoë "quoted" </tag>', "n": 1.5, "emoji": "\U0001f680", "nested": {"a": [1, None]}},
+        )
     [first] = wait_until(lambda: raw_receiver.requests[:1], message="the in-transaction push did not arrive")
-    delivery = db.execute("SELECT * FROM message_delivery WHERE message_id = %s AND subscription_id = %s",
-                          (message_id, sub.id)).fetchone()
+    delivery = db.execute(
+        "SELECT * FROM message_delivery WHERE message_id = %s AND subscription_id = %s", (message_id, sub.id)
+    ).fetchone()
     assert delivery["status"] == "delivered", delivery["last_error"]
 
     # The same delivery again, now the dispatcher's: due once more, same webhook-id.
     db.execute("UPDATE subscriptions SET push_mode = 'dispatcher' WHERE id = %s", (sub.id,))
-    db.execute("UPDATE message_delivery SET status = 'pending', next_attempt_at = now(), delivered_at = NULL "
-               "WHERE id = %s", (delivery["id"],))
+    db.execute(
+        "UPDATE message_delivery SET status = 'pending', next_attempt_at = now(), delivered_at = NULL "
+        "WHERE id = %s",
+        (delivery["id"],),
+    )
     with running(dsn, name=run_id + "-contract", workers=1, idle_poll_seconds=0.2):
-        wait_until(lambda: len(raw_receiver.requests) >= 2, timeout=30,
-                   message="the dispatcher's push did not arrive")
+        wait_until(
+            lambda: len(raw_receiver.requests) >= 2,
+            timeout=30,
+            message="the dispatcher's push did not arrive",
+        )
     second = raw_receiver.requests[1]
 
     assert first.request_line == second.request_line == b"POST /contract/hook HTTP/1.1"
@@ -139,26 +165,34 @@ def test_in_transaction_push_and_dispatcher_send_the_same_request(
 
     # The oracle: both signatures verify with the subscription's secret, both bodies are the envelope.
     secret = db.execute("SELECT signing_secret FROM subscriptions WHERE id = %s", (sub.id,)).fetchone()[
-        "signing_secret"]
+        "signing_secret"
+    ]
     for request in (first, second):
         envelope = Webhook(secret).verify(request.body, request.headers())
         assert envelope["id"] == message_id
-        assert envelope["payload"]["name"] == "Zoë \"quoted\" </tag>"
+        assert envelope["payload"]["name"] == 'Zoë "quoted" </tag>'
         with pytest.raises(Exception, match="(?i)signature"):
             Webhook(secret).verify(request.body + b" ", request.headers())
 
 
 def test_the_cli_test_event_follows_the_same_contract(
-        client: Client, db: psycopg.Connection[Any], raw_receiver: RawReceiver, run_id: str) -> None:
+    client: Client, db: psycopg.Connection[Any], raw_receiver: RawReceiver, run_id: str
+) -> None:
     """`pgmsg subscriptions test` sends the contract's header lines for its fixed test event."""
-    sub = client.subscribe(run_id + "-probe", "http", message_type=run_id + ".probe",
-                           webhook_url=raw_receiver.url, push_mode="dispatcher")
+    sub = client.subscribe(
+        run_id + "-probe",
+        "http",
+        message_type=run_id + ".probe",
+        webhook_url=raw_receiver.url,
+        push_mode="dispatcher",
+    )
     result = send_test_event(client, sub.id)
     assert result.ok, result.error
     [request] = raw_receiver.requests
     assert [request.name_of(line) for line in request.lines(without=TRANSPORT)] == CONTRACT
     secret = db.execute("SELECT signing_secret FROM subscriptions WHERE id = %s", (sub.id,)).fetchone()[
-        "signing_secret"]
+        "signing_secret"
+    ]
     event = Webhook(secret).verify(request.body, request.headers())
     assert event["type"] == "pgmsg.test"
     assert request.headers()["pgmsg-message-type"] == "pgmsg.test"

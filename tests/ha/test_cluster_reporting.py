@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from pgmsg.cli import cli
 from tests.support.cluster import Cluster, inventory_under_test
 
-
 MEMBERS = [m.name for m in Cluster(inventory_under_test()).members] if inventory_under_test().exists() else []
 
 
@@ -59,8 +58,9 @@ def test_member_container_is_healthy_and_on_loopback(host, name: str, cluster: C
 
 
 @pytest.mark.parametrize("name", MEMBERS)
-def test_haproxy_routes_the_primary_port_to_the_leader_only(name: str, cluster: Cluster,
-                                                            members: list[dict[str, Any]]) -> None:
+def test_haproxy_routes_the_primary_port_to_the_leader_only(
+    name: str, cluster: Cluster, members: list[dict[str, Any]]
+) -> None:
     role = next(m["Role"] for m in members if m["Member"] == name)
     backends = cluster.haproxy_backends()
     assert backends["primary"][name] == ("UP" if role == "Leader" else "DOWN"), backends
@@ -97,12 +97,16 @@ def test_exporter_reports_the_cluster(inventory_vars: dict[str, Any], cluster: C
     port = inventory_vars.get("postgres_exporter_port", 9187)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        samples = [(s.name, s.labels, s.value) for f in text_string_to_metric_families(answer.read().decode())
-                   for s in f.samples]
+        samples = [
+            (s.name, s.labels, s.value)
+            for f in text_string_to_metric_families(answer.read().decode())
+            for s in f.samples
+        ]
 
     def get(name: str, **labels: str) -> float | None:
         found = [v for n, lab, v in samples if n == name and labels.items() <= lab.items()]
         return found[0] if len(found) == 1 else None
+
     assert get("pgmsg_cluster_is_leader", node=leader) == 1
     assert get("pgmsg_cluster_replicas_streaming", node=leader) == 2
     assert get("pgmsg_cluster_sync_standbys", node=leader) == 1

@@ -51,14 +51,23 @@ def new_leader_routed(dsn: str, cluster: Cluster, old: str, began: float, figure
     to route the clients' address to it; note both in ``figures``."""
     figures["new_leader"] = cluster.wait_for_leader(other_than=old, timeout=90)
     figures["election_seconds"] = round(time.monotonic() - began, 1)
-    wait_until(lambda: writable(dsn), timeout=60, interval=0.2, message="HAProxy did not route to the new leader")
+    wait_until(
+        lambda: writable(dsn), timeout=60, interval=0.2, message="HAProxy did not route to the new leader"
+    )
     back = time.monotonic()
     figures["writable_after_seconds"] = round(back - began, 1)
     return Outage(began=began, back=back)
 
 
-def run_and_report(name: str, dsn: str, run_id: str, deployment: Deployment, receiver: Receiver,
-                   outage: Callable[[], Outage], figures: dict[str, Any]) -> None:
+def run_and_report(
+    name: str,
+    dsn: str,
+    run_id: str,
+    deployment: Deployment,
+    receiver: Receiver,
+    outage: Callable[[], Outage],
+    figures: dict[str, Any],
+) -> None:
     journal = run_outage_scenario(dsn, run_id, deployment, receiver, outage=outage, publishers=4)
     figures["committed"] = len(journal.committed)
     figures["publish_errors_retried"] = len(journal.publish_errors)
@@ -73,8 +82,12 @@ def leaders_reported(port: int) -> list[str]:
             text = answer.read().decode()
     except OSError:
         return []
-    return [s.labels["node"] for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "pgmsg_cluster_is_leader" and s.value == 1]
+    return [
+        s.labels["node"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "pgmsg_cluster_is_leader" and s.value == 1
+    ]
 
 
 def report(name: str, figures: dict[str, Any]) -> None:
@@ -85,7 +98,8 @@ def report(name: str, figures: dict[str, Any]) -> None:
 
 
 def test_leader_killed_under_load_loses_nothing_and_rejoins(
-        dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, cluster: Cluster) -> None:
+    dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, cluster: Cluster
+) -> None:
     old = cluster.leader()
     assert old is not None and node_name(dsn) == old
     figures: dict[str, Any] = {"old_leader": old}
@@ -101,18 +115,27 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
 
     # The exporter, never restarted, reports the new leader.
     port = deployment.value("postgres_exporter_port")
-    wait_until(lambda: leaders_reported(port) == [figures["new_leader"]],
-               timeout=60, interval=1, message="the exporter does not report the new leader")
+    wait_until(
+        lambda: leaders_reported(port) == [figures["new_leader"]],
+        timeout=60,
+        interval=1,
+        message="the exporter does not report the new leader",
+    )
 
     # pg_cron runs on the new leader by itself: housekeeping jobs succeed there after the failover.
     with psycopg.connect(dsn, autocommit=True) as conn:
         after = conn.execute("SELECT now()").fetchone()
         assert after is not None
-        wait_until(lambda: conn.execute(
-            "SELECT 1 FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
-            "WHERE j.jobname LIKE 'pgmsg-%%' AND d.start_time > %s AND d.status = 'succeeded'",
-            (after[0],)).fetchone(), timeout=120, interval=1,
-            message="no pg_cron job ran on the new leader")
+        wait_until(
+            lambda: conn.execute(
+                "SELECT 1 FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
+                "WHERE j.jobname LIKE 'pgmsg-%%' AND d.start_time > %s AND d.status = 'succeeded'",
+                (after[0],),
+            ).fetchone(),
+            timeout=120,
+            interval=1,
+            message="no pg_cron job ran on the new leader",
+        )
 
     # The old leader, started again, rejoins as a replica of the new timeline (pg_rewind).
     docker("start", cluster.container(old))
@@ -123,7 +146,8 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
 
 
 def test_switchover_under_load_loses_nothing(
-        dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, cluster: Cluster) -> None:
+    dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, cluster: Cluster
+) -> None:
     old = cluster.leader()
     assert old is not None
     candidate = next(n for n, m in cluster.roles().items() if m["role"] == "sync_standby")

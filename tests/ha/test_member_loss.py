@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+
 import psycopg
 
 from pgmsg import Client, PgmsgError
@@ -38,8 +39,9 @@ class Publisher:
     def run(self) -> None:
         while not self.stop.is_set():
             try:
-                self.committed.append((self.client.publish(self.message_type, {"n": len(self.committed)}),
-                                       time.monotonic()))
+                self.committed.append(
+                    (self.client.publish(self.message_type, {"n": len(self.committed)}), time.monotonic())
+                )
             except PgmsgError as exc:
                 self.errors.append(str(exc)[:200])
                 self.stop.wait(0.2)
@@ -63,7 +65,8 @@ def assert_all_present(dsn: str, ids: list[int]) -> None:
 
 
 def test_losing_the_sync_standby_moves_sync_to_the_other_replica(
-        dsn: str, run_id: str, cluster: Cluster) -> None:
+    dsn: str, run_id: str, cluster: Cluster
+) -> None:
     leader = cluster.leader()
     roles = cluster.roles()
     sync = next(n for n, m in roles.items() if m["role"] == "sync_standby")
@@ -73,17 +76,25 @@ def test_losing_the_sync_standby_moves_sync_to_the_other_replica(
         wait_until(lambda: len(publisher.committed) >= 20, timeout=30, message="no load")
         killed = time.monotonic()
         docker("kill", cluster.container(sync))
-        wait_until(lambda: publisher.committed_after(killed + 0.5) >= 20, timeout=WRITES_RESUME_LIMIT,
-                   message="writes did not resume after losing the synchronous standby")
-        wait_until(lambda: cluster.roles(exclude={sync}).get(other, {}).get("role") == "sync_standby",
-                   timeout=30, message="Patroni did not make the other replica synchronous")
+        wait_until(
+            lambda: publisher.committed_after(killed + 0.5) >= 20,
+            timeout=WRITES_RESUME_LIMIT,
+            message="writes did not resume after losing the synchronous standby",
+        )
+        wait_until(
+            lambda: cluster.roles(exclude={sync}).get(other, {}).get("role") == "sync_standby",
+            timeout=30,
+            message="Patroni did not make the other replica synchronous",
+        )
         assert cluster.leader(exclude={sync}) == leader
     finally:
         ids = publisher.close()
     assert_all_present(dsn, ids)
 
 
-def test_losing_both_replicas_leaves_the_leader_writing_alone(dsn: str, run_id: str, cluster: Cluster) -> None:
+def test_losing_both_replicas_leaves_the_leader_writing_alone(
+    dsn: str, run_id: str, cluster: Cluster
+) -> None:
     leader = cluster.leader()
     replicas = [n for n in cluster.by_name if n != leader]
     publisher = Publisher(dsn, run_id + ".evt")
@@ -93,20 +104,25 @@ def test_losing_both_replicas_leaves_the_leader_writing_alone(dsn: str, run_id: 
         for name in replicas:
             docker("kill", cluster.container(name))
         # Not strict: the leader stops waiting for a standby that is gone and goes on alone.
-        wait_until(lambda: publisher.committed_after(killed + 0.5) >= 20, timeout=WRITES_RESUME_LIMIT,
-                   message="writes did not resume with no replica left")
+        wait_until(
+            lambda: publisher.committed_after(killed + 0.5) >= 20,
+            timeout=WRITES_RESUME_LIMIT,
+            message="writes did not resume with no replica left",
+        )
         assert cluster.leader(exclude=set(replicas)) == leader
         # A replica back: it catches up and becomes the synchronous standby again.
         docker("start", cluster.container(replicas[0]))
-        wait_until(lambda: cluster.roles().get(replicas[0], {}).get("role") == "sync_standby",
-                   timeout=90, message="the returning replica did not become synchronous")
+        wait_until(
+            lambda: cluster.roles().get(replicas[0], {}).get("role") == "sync_standby",
+            timeout=90,
+            message="the returning replica did not become synchronous",
+        )
     finally:
         ids = publisher.close()
     assert_all_present(dsn, ids)
 
 
-def test_losing_one_etcd_member_keeps_the_leader_and_writes(
-        dsn: str, run_id: str, cluster: Cluster) -> None:
+def test_losing_one_etcd_member_keeps_the_leader_and_writes(dsn: str, run_id: str, cluster: Cluster) -> None:
     leader = cluster.leader()
     victim = cluster.etcd[0].container
     publisher = Publisher(dsn, run_id + ".evt")
@@ -119,7 +135,7 @@ def test_losing_one_etcd_member_keeps_the_leader_and_writes(
         time.sleep(ttl * 1.5)
         assert cluster.leader() == leader
         assert publisher.committed_after(killed + ttl) >= 20
-        cluster.patronictl("list")      # the tools work with two of three members
+        cluster.patronictl("list")  # the tools work with two of three members
     finally:
         ids = publisher.close()
     assert_all_present(dsn, ids)
@@ -136,13 +152,22 @@ def test_replacing_a_member_clones_it_from_the_leader(dsn: str, run_id: str, clu
     with Client(dsn, max_size=1) as client:
         message_id = client.publish(run_id + ".evt", {"while": "replacing"})
     playbook = Path(sys.executable).with_name("ansible-playbook")
-    run = subprocess.run([str(playbook), "-i", str(inventory_under_test()), "playbooks/database.yml",
-                          "--limit", victim], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [str(playbook), "-i", str(inventory_under_test()), "playbooks/database.yml", "--limit", victim],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     cluster.wait_healthy()
     member = cluster.by_name[victim]
-    with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, host=member.address, port=str(member.pg_port)),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        psycopg.conninfo.make_conninfo(dsn, host=member.address, port=str(member.pg_port)), autocommit=True
+    ) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
-        wait_until(lambda: conn.execute("SELECT 1 FROM messages WHERE id = %s", (message_id,)).fetchone(),
-                   timeout=30, message="the new member does not have what the leader committed")
+        wait_until(
+            lambda: conn.execute("SELECT 1 FROM messages WHERE id = %s", (message_id,)).fetchone(),
+            timeout=30,
+            message="the new member does not have what the leader committed",
+        )

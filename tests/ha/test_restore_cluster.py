@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +24,35 @@ from tests.support.waiting import wait_until
 def restore(**extra: str) -> str:
     playbook = Path(sys.executable).with_name("ansible-playbook")
     args = [a for k, v in extra.items() for a in ("-e", f"{k}={v}")]
-    run = subprocess.run([str(playbook), "-i", str(inventory_under_test()), "playbooks/restore.yml", *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(
+        [str(playbook), "-i", str(inventory_under_test()), "playbooks/restore.yml", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     return run.stdout
 
 
 def state(dsn: str, tag: str) -> dict[str, Any]:
     """What the clients' address shows once the restored cluster takes writes again."""
+
     def writable() -> bool:
         try:
             with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
                 return conn.execute("SELECT NOT pg_is_in_recovery()").fetchone() == (True,)
         except psycopg.Error:
             return False
+
     wait_until(writable, timeout=120, interval=0.5, message="the restored cluster does not take writes")
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
         rows = conn.execute(
             "SELECT m.payload->>'name' AS name, d.client_id, d.status, d.attempts "
             "FROM messages m LEFT JOIN message_delivery d ON d.message_id = m.id "
-            "WHERE m.message_type LIKE %s ORDER BY 1, 2", (tag + "%",)).fetchall()
+            "WHERE m.message_type LIKE %s ORDER BY 1, 2",
+            (tag + "%",),
+        ).fetchall()
         timeline = conn.execute("SELECT timeline FROM pgmsg_cluster_status() LIMIT 1").fetchone()["timeline"]
     messages: dict[str, list[tuple[str, str, int]]] = {}
     for r in rows:
@@ -63,7 +72,7 @@ def test_restore_drill_on_the_cluster(dsn: str) -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             point = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         client.publish(tag + ".event", {"name": "B"})
-    target = point.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    target = point.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
     original = state(dsn, tag)
     assert set(original["messages"]) == {"A", "B"}
     assert original["messages"]["A"] == [(tag + "-drill", "delivered", 1)]

@@ -42,7 +42,12 @@ VOLUME = "pgmsg-tls-data"
 # The certificate's names: the inventory host (localhost, which the clients connect to) and
 # extra names, but not 127.0.0.1: a client that connects to that address must refuse it.
 EXTRA_SANS = ["pgmsg-tls-proxy.internal", "10.0.0.50"]
-PLAYBOOKS = ["playbooks/docker.yml", "playbooks/database.yml", "playbooks/monitoring.yml", "playbooks/services.yml"]
+PLAYBOOKS = [
+    "playbooks/docker.yml",
+    "playbooks/database.yml",
+    "playbooks/monitoring.yml",
+    "playbooks/services.yml",
+]
 
 
 @dataclass
@@ -62,12 +67,27 @@ class Deployment:
     def ca_file(self) -> Path:
         return self.tls_dir / "ca.crt"
 
-    def play(self, *playbooks: str, extra: dict[str, Any] | None = None, check: bool = True,
-             args: tuple[str, ...] = ("--skip-tags", "pgadmin")) -> subprocess.CompletedProcess[str]:
+    def play(
+        self,
+        *playbooks: str,
+        extra: dict[str, Any] | None = None,
+        check: bool = True,
+        args: tuple[str, ...] = ("--skip-tags", "pgadmin"),
+    ) -> subprocess.CompletedProcess[str]:
         run = subprocess.run(
-            [str(PLAYBOOK), "-i", str(self.inventory), *(playbooks or PLAYBOOKS), *args,
-             "-e", json.dumps(extra or {})],
-            cwd=ROOT, capture_output=True, text=True, timeout=1200,
+            [
+                str(PLAYBOOK),
+                "-i",
+                str(self.inventory),
+                *(playbooks or PLAYBOOKS),
+                *args,
+                "-e",
+                json.dumps(extra or {}),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1200,
         )
         if check:
             assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
@@ -76,60 +96,69 @@ class Deployment:
 
 def scratch_inventory(base: Path) -> dict[str, Any]:
     secrets = base / "secrets"
-    return {"all": {
-        "vars": {
-            "ansible_connection": "local",
-            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-            "pgmsg_build_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
-            # Test-only passwords; "local" lets the roles accept them.
-            "pgmsg_environment": "local",
-            "postgres_superuser_password": PASSWORD,
-            # Build contexts and secrets of its own: the deployed stack's stay untouched.
-            "image_build_dir": str(base / "build") + "/{{ image_build_name | basename }}",
-            "postgres_build_dir": str(base / "build" / "postgres"),
-            "postgres_exporter_build_dir": str(base / "build" / "postgres-exporter"),
-            "postgres_secrets_dir": str(secrets),
-            "postgres_exporter_secrets_dir": str(secrets),
-            "postgres_exporter_config_dir": str(base / "exporter"),
-            "pgmsg_services_secrets_dir": str(base / "services"),
-            "pgmsg_services_publisher_command": str(base / "pgmsg-publisher"),
-            # TLS on, certificates in tmp_path, the CA "on the controller" in tmp_path.
-            "pgmsg_tls_enabled": True,
-            "pgmsg_tls_dir": str(base / "tls"),
-            "pgmsg_tls_ca_dir": str(base / "controller-ca"),
-            "pgmsg_tls_extra_sans": EXTRA_SANS,
-            "postgres_container_name": DB,
-            "postgres_data_volume": VOLUME,
-            "postgres_network_mode": "host",
-            "postgres_listen_addresses": "127.0.0.1",
-            "postgres_port": DB_PORT,
-            "postgres_hba_cidrs": ["127.0.0.1/32"],
-            "postgres_shared_buffers": "64MB",
-            "pgmsg_db_host": "localhost",
-            "pgmsg_db_port": DB_PORT,
-            "pgmsg_db_name": "messaging",
-            "messaging_schema_webhook_allowlist": ["127.0.0.1/32"],
-            "messaging_schema_monitors": [{"name": "tls_exporter", "password": "exporter-local-only"}],
-            # A client service runs as the client whose client_id is the service's name.
-            "messaging_schema_clients": [{"name": "tls_consumer", "client_id": CONSUMER,
-                                          "password": "consumer-local-only"}],
-            "postgres_exporter_container_name": EXPORTER,
-            "postgres_exporter_network_mode": "host",
-            "postgres_exporter_listen_address": "127.0.0.1",
-            "postgres_exporter_port": EXPORTER_PORT,
-            "pgmsg_services_network_mode": "host",
-            "pgmsg_services_bind_address": "127.0.0.1",
-            "pgmsg_services_catalog": {CONSUMER: {"command": ["pgmsg-consumer"], "login_as": "client",
-                                                  "metrics_port": CONSUMER_PORT, "env": {}}},
-            "pgmsg_services_enabled": [CONSUMER],
-        },
-        "children": {
-            "docker_hosts": {"children": {"messaging_db": None, "monitoring": None, "services": None}},
-            "messaging_db": {"hosts": {"localhost": None}},
-            "monitoring": {"hosts": {"localhost": None}},
-            "services": {"hosts": {"localhost": None}},
-        },
-    }}
+    return {
+        "all": {
+            "vars": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                "pgmsg_build_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
+                # Test-only passwords; "local" lets the roles accept them.
+                "pgmsg_environment": "local",
+                "postgres_superuser_password": PASSWORD,
+                # Build contexts and secrets of its own: the deployed stack's stay untouched.
+                "image_build_dir": str(base / "build") + "/{{ image_build_name | basename }}",
+                "postgres_build_dir": str(base / "build" / "postgres"),
+                "postgres_exporter_build_dir": str(base / "build" / "postgres-exporter"),
+                "postgres_secrets_dir": str(secrets),
+                "postgres_exporter_secrets_dir": str(secrets),
+                "postgres_exporter_config_dir": str(base / "exporter"),
+                "pgmsg_services_secrets_dir": str(base / "services"),
+                "pgmsg_services_publisher_command": str(base / "pgmsg-publisher"),
+                # TLS on, certificates in tmp_path, the CA "on the controller" in tmp_path.
+                "pgmsg_tls_enabled": True,
+                "pgmsg_tls_dir": str(base / "tls"),
+                "pgmsg_tls_ca_dir": str(base / "controller-ca"),
+                "pgmsg_tls_extra_sans": EXTRA_SANS,
+                "postgres_container_name": DB,
+                "postgres_data_volume": VOLUME,
+                "postgres_network_mode": "host",
+                "postgres_listen_addresses": "127.0.0.1",
+                "postgres_port": DB_PORT,
+                "postgres_hba_cidrs": ["127.0.0.1/32"],
+                "postgres_shared_buffers": "64MB",
+                "pgmsg_db_host": "localhost",
+                "pgmsg_db_port": DB_PORT,
+                "pgmsg_db_name": "messaging",
+                "messaging_schema_webhook_allowlist": ["127.0.0.1/32"],
+                "messaging_schema_monitors": [{"name": "tls_exporter", "password": "exporter-local-only"}],
+                # A client service runs as the client whose client_id is the service's name.
+                "messaging_schema_clients": [
+                    {"name": "tls_consumer", "client_id": CONSUMER, "password": "consumer-local-only"}
+                ],
+                "postgres_exporter_container_name": EXPORTER,
+                "postgres_exporter_network_mode": "host",
+                "postgres_exporter_listen_address": "127.0.0.1",
+                "postgres_exporter_port": EXPORTER_PORT,
+                "pgmsg_services_network_mode": "host",
+                "pgmsg_services_bind_address": "127.0.0.1",
+                "pgmsg_services_catalog": {
+                    CONSUMER: {
+                        "command": ["pgmsg-consumer"],
+                        "login_as": "client",
+                        "metrics_port": CONSUMER_PORT,
+                        "env": {},
+                    }
+                },
+                "pgmsg_services_enabled": [CONSUMER],
+            },
+            "children": {
+                "docker_hosts": {"children": {"messaging_db": None, "monitoring": None, "services": None}},
+                "messaging_db": {"hosts": {"localhost": None}},
+                "monitoring": {"hosts": {"localhost": None}},
+                "services": {"hosts": {"localhost": None}},
+            },
+        }
+    }
 
 
 def remove_deployment() -> None:
@@ -153,8 +182,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 def dsn(host: str = "localhost", **params: str) -> str:
-    return psycopg.conninfo.make_conninfo(host=host, port=DB_PORT, user="postgres", password=PASSWORD,
-                                          dbname="messaging", connect_timeout=10, **params)
+    return psycopg.conninfo.make_conninfo(
+        host=host,
+        port=DB_PORT,
+        user="postgres",
+        password=PASSWORD,
+        dbname="messaging",
+        connect_timeout=10,
+        **params,
+    )
 
 
 def connection_error(conninfo: str) -> str:
@@ -186,7 +222,9 @@ def file_certificate(path: Path) -> x509.Certificate:
 
 
 def changed_counts(run: subprocess.CompletedProcess[str]) -> list[int]:
-    return [int(line.split("changed=")[1].split()[0]) for line in run.stdout.splitlines() if "changed=" in line]
+    return [
+        int(line.split("changed=")[1].split()[0]) for line in run.stdout.splitlines() if "changed=" in line
+    ]
 
 
 def test_plain_text_connection_is_refused(deployment: Deployment) -> None:
@@ -197,15 +235,22 @@ def test_plain_text_connection_is_refused(deployment: Deployment) -> None:
 def test_verify_full_with_the_ca_and_the_host_name_connects_over_tls(deployment: Deployment) -> None:
     with psycopg.connect(dsn(sslmode="verify-full", sslrootcert=str(deployment.ca_file))) as conn:
         ssl_on, version = conn.execute(
-            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
-        settings = dict(conn.execute(
-            "SELECT name, setting FROM pg_settings WHERE name IN ('ssl', 'ssl_min_protocol_version', "
-            "'ssl_cert_file', 'ssl_key_file', 'ssl_ca_file')").fetchall())
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone()
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('ssl', 'ssl_min_protocol_version', "
+                "'ssl_cert_file', 'ssl_key_file', 'ssl_ca_file')"
+            ).fetchall()
+        )
     assert ssl_on is True and version == "TLSv1.3"
-    assert settings == {"ssl": "on", "ssl_min_protocol_version": "TLSv1.3",
-                        "ssl_cert_file": f"{deployment.tls_dir}/server.crt",
-                        "ssl_key_file": f"{deployment.tls_dir}/server.key",
-                        "ssl_ca_file": f"{deployment.tls_dir}/ca.crt"}
+    assert settings == {
+        "ssl": "on",
+        "ssl_min_protocol_version": "TLSv1.3",
+        "ssl_cert_file": f"{deployment.tls_dir}/server.crt",
+        "ssl_key_file": f"{deployment.tls_dir}/server.key",
+        "ssl_ca_file": f"{deployment.tls_dir}/ca.crt",
+    }
 
 
 def test_verify_full_refuses_a_name_the_certificate_does_not_carry(deployment: Deployment) -> None:
@@ -224,7 +269,10 @@ def test_files_keep_the_contract(deployment: Deployment) -> None:
     the image's postgres user (uid 100, gid 102); the controller's CA directory 0700."""
     modes = {name: os.stat(deployment.tls_dir / name) for name in ("ca.crt", "server.crt", "server.key")}
     assert {name: oct(st.st_mode & 0o777) for name, st in modes.items()} == {
-        "ca.crt": "0o644", "server.crt": "0o644", "server.key": "0o600"}
+        "ca.crt": "0o644",
+        "server.crt": "0o644",
+        "server.key": "0o600",
+    }
     assert (modes["server.key"].st_uid, modes["server.key"].st_gid) == (100, 102)
     assert oct(os.stat(deployment.ca_dir).st_mode & 0o777) == "0o700"
     assert oct(os.stat(deployment.ca_dir / "ca.key").st_mode & 0o777) == "0o600"
@@ -242,19 +290,28 @@ def test_files_keep_the_contract(deployment: Deployment) -> None:
 
 def test_exporter_and_services_connect_with_verify_full(deployment: Deployment) -> None:
     dsn_file = (deployment.base / "secrets" / "postgres_exporter_dsn").read_text()
-    assert dsn_file.endswith("?sslmode=verify-full&sslrootcert=/run/pgmsg/tls/ca.crt"), dsn_file.split("@")[-1]
-    consumer = json.loads(subprocess.run(["docker", "inspect", CONSUMER], check=True, capture_output=True,
-                                         text=True).stdout)[0]
+    assert dsn_file.endswith("?sslmode=verify-full&sslrootcert=/run/pgmsg/tls/ca.crt"), dsn_file.split("@")[
+        -1
+    ]
+    consumer = json.loads(
+        subprocess.run(["docker", "inspect", CONSUMER], check=True, capture_output=True, text=True).stdout
+    )[0]
     env = dict(entry.split("=", 1) for entry in consumer["Config"]["Env"])
     assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"] == "/run/pgmsg/tls/ca.crt"
     assert {(m["Source"], m["Destination"], m["RW"]) for m in consumer["Mounts"]} >= {
-        (str(deployment.ca_file), "/run/pgmsg/tls/ca.crt", False)}
+        (str(deployment.ca_file), "/run/pgmsg/tls/ca.crt", False)
+    }
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{EXPORTER_PORT}/metrics", timeout=30).read().decode()
     assert "\npg_up 1\n" in metrics
-    query = ("SELECT DISTINCT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
-             "WHERE a.usename IN ('tls_exporter', 'tls_consumer') ORDER BY 1")
-    with psycopg.connect(dsn(sslmode="verify-full", sslrootcert=str(deployment.ca_file)), autocommit=True) as conn:
+    query = (
+        "SELECT DISTINCT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
+        "WHERE a.usename IN ('tls_exporter', 'tls_consumer') ORDER BY 1"
+    )
+    with psycopg.connect(
+        dsn(sslmode="verify-full", sslrootcert=str(deployment.ca_file)), autocommit=True
+    ) as conn:
+
         def both_connected() -> list[tuple[str, bool]] | None:
             rows = conn.execute(query).fetchall()
             return rows if len({user for user, _ in rows}) == 2 else None
@@ -268,18 +325,31 @@ def test_a_second_run_changes_nothing(deployment: Deployment) -> None:
     assert changed_counts(run) and set(changed_counts(run)) == {0}, run.stdout[-6000:]
 
 
-def test_a_certificate_due_for_renewal_is_reissued_and_served_without_a_restart(deployment: Deployment) -> None:
+def test_a_certificate_due_for_renewal_is_reissued_and_served_without_a_restart(
+    deployment: Deployment,
+) -> None:
     before = served_certificate()
-    started = subprocess.run(["docker", "inspect", "--format", "{{.State.StartedAt}}", DB], check=True,
-                             capture_output=True, text=True).stdout
+    started = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.StartedAt}}", DB],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     # Above the certificate's lifetime (397 days): the current one is due.
     deployment.play(extra={"pgmsg_tls_renew_before_days": 500})
     issued = file_certificate(deployment.tls_dir / "server.crt")
     assert fingerprint(issued) != fingerprint(before)
     assert issued.not_valid_after_utc > before.not_valid_after_utc
     assert fingerprint(served_certificate()) == fingerprint(issued)
-    assert subprocess.run(["docker", "inspect", "--format", "{{.State.StartedAt}}", DB], check=True,
-                          capture_output=True, text=True).stdout == started
+    assert (
+        subprocess.run(
+            ["docker", "inspect", "--format", "{{.State.StartedAt}}", DB],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        == started
+    )
     with psycopg.connect(dsn(sslmode="verify-full", sslrootcert=str(deployment.ca_file))) as conn:
         assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
     # Below it again: nothing is due, nothing changes.
@@ -287,16 +357,24 @@ def test_a_certificate_due_for_renewal_is_reissued_and_served_without_a_restart(
 
 
 def test_an_inventory_certificate_not_issued_by_the_inventory_ca_is_refused(
-        deployment: Deployment, tmp_path: Path) -> None:
+    deployment: Deployment, tmp_path: Path
+) -> None:
     (tmp_path / "ours").mkdir()
     (tmp_path / "theirs").mkdir()
     ours, theirs = make_certificates(tmp_path / "ours"), make_certificates(tmp_path / "theirs")
     served = fingerprint(served_certificate())
-    run = deployment.play("playbooks/docker.yml", args=("--tags", "tls"), check=False, extra={
-        "pgmsg_tls_source": "inventory", "pgmsg_tls_renew_before_days": 1,
-        "pgmsg_tls_ca_certificate": ours["ca"].read_text(),
-        "pgmsg_tls_server_certificate": Path(f"{theirs['localhost']}.pem").read_text(),
-        "pgmsg_tls_server_private_key": Path(f"{theirs['localhost']}.key").read_text()})
+    run = deployment.play(
+        "playbooks/docker.yml",
+        args=("--tags", "tls"),
+        check=False,
+        extra={
+            "pgmsg_tls_source": "inventory",
+            "pgmsg_tls_renew_before_days": 1,
+            "pgmsg_tls_ca_certificate": ours["ca"].read_text(),
+            "pgmsg_tls_server_certificate": Path(f"{theirs['localhost']}.pem").read_text(),
+            "pgmsg_tls_server_private_key": Path(f"{theirs['localhost']}.key").read_text(),
+        },
+    )
     assert run.returncode != 0
     assert "was not issued by pgmsg_tls_ca_certificate" in run.stdout, run.stdout[-4000:]
     assert Path(f"{theirs['localhost']}.key").read_text() not in run.stdout + run.stderr
@@ -305,15 +383,24 @@ def test_an_inventory_certificate_not_issued_by_the_inventory_ca_is_refused(
 
 def test_inventory_certificates_are_placed_and_served(deployment: Deployment, tmp_path: Path) -> None:
     supplied = make_certificates(tmp_path)
-    deployment.play("playbooks/docker.yml", "playbooks/database.yml", extra={
-        "pgmsg_tls_source": "inventory", "pgmsg_tls_renew_before_days": 1,
-        "pgmsg_tls_ca_certificate": supplied["ca"].read_text(),
-        "pgmsg_tls_server_certificate": Path(f"{supplied['localhost']}.pem").read_text(),
-        "pgmsg_tls_server_private_key": Path(f"{supplied['localhost']}.key").read_text()})
+    deployment.play(
+        "playbooks/docker.yml",
+        "playbooks/database.yml",
+        extra={
+            "pgmsg_tls_source": "inventory",
+            "pgmsg_tls_renew_before_days": 1,
+            "pgmsg_tls_ca_certificate": supplied["ca"].read_text(),
+            "pgmsg_tls_server_certificate": Path(f"{supplied['localhost']}.pem").read_text(),
+            "pgmsg_tls_server_private_key": Path(f"{supplied['localhost']}.key").read_text(),
+        },
+    )
     assert deployment.ca_file.read_text() == supplied["ca"].read_text()
-    assert fingerprint(served_certificate()) == fingerprint(file_certificate(Path(f"{supplied['localhost']}.pem")))
+    assert fingerprint(served_certificate()) == fingerprint(
+        file_certificate(Path(f"{supplied['localhost']}.pem"))
+    )
     with psycopg.connect(dsn(sslmode="verify-full", sslrootcert=str(supplied["ca"]))) as conn:
         assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
     # The controller's CA no longer verifies the server.
     assert "certificate verify failed" in connection_error(
-        dsn(sslmode="verify-full", sslrootcert=str(deployment.ca_dir / "ca.crt")))
+        dsn(sslmode="verify-full", sslrootcert=str(deployment.ca_dir / "ca.crt"))
+    )

@@ -22,9 +22,15 @@ def hostvars(host: Any) -> dict[str, Any]:
 def psql(host: Any, deployment: Deployment) -> Callable[[str], str]:
     """``psql(query)``: the unaligned output of ``query``, run as the superuser inside the
     deployed database container (the seed's ``docker exec`` way in)."""
+
     def run(query: str) -> str:
-        cmd = host.run("docker exec %s psql -U postgres -d %s -At -c %s",
-                       deployment.db_container, deployment.db_name, query)
+        cmd = host.run(
+            "docker exec %s psql -U postgres -d %s -At -c %s",
+            deployment.db_container,
+            deployment.db_name,
+            query,
+        )
         assert cmd.rc == 0, cmd.stderr
         return str(cmd.stdout).strip()
+
     return run

@@ -19,8 +19,18 @@ def consumer(deployment: Deployment) -> str:
 
 def test_cli_help_in_the_services_container(host, consumer: str) -> None:  # type: ignore[no-untyped-def]
     out = host.check_output("docker exec %s pgmsg --help", consumer)
-    for command in ("publish", "subscriptions", "deliveries", "retry", "dead-letters", "replay", "archive",
-                    "purge", "health", "migrate"):
+    for command in (
+        "publish",
+        "subscriptions",
+        "deliveries",
+        "retry",
+        "dead-letters",
+        "replay",
+        "archive",
+        "purge",
+        "health",
+        "migrate",
+    ):
         assert command in out
 
 
@@ -45,6 +55,9 @@ def test_cli_migrate_status_in_the_container_with_admin_credentials(host, hostva
     admin = hostvars["messaging_schema_admins"][0]
     cmd = host.run(
         "docker exec -e PGUSER=%s -e PGPASSWORD=%s -e PGPASSFILE=/dev/null %s pgmsg migrate status",
-        admin["name"], admin["password"], consumer)
+        admin["name"],
+        admin["password"],
+        consumer,
+    )
     assert cmd.rc == 0, cmd.stdout + cmd.stderr
     assert "007_monitoring_access" in cmd.stdout

@@ -39,8 +39,11 @@ def test_password_file_is_private(host) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_seed_docker_exec_command_works(host, deployment) -> None:  # type: ignore[no-untyped-def]
-    out = host.check_output("docker exec %s psql -U postgres -d %s -At -c 'SELECT current_database()'",
-                            deployment.db_container, deployment.db_name)
+    out = host.check_output(
+        "docker exec %s psql -U postgres -d %s -At -c 'SELECT current_database()'",
+        deployment.db_container,
+        deployment.db_name,
+    )
     assert out == deployment.db_name
 
 
@@ -49,10 +52,13 @@ def test_extension_installed(psql, extension: str) -> None:  # type: ignore[no-u
     assert psql(f"SELECT count(*) FROM pg_extension WHERE extname = '{extension}'") == "1"
 
 
-@pytest.mark.parametrize("setting,variable", [
-    ("cron.database_name", "pgmsg_db_name"),
-    ("listen_addresses", "postgres_listen_addresses"),
-])
+@pytest.mark.parametrize(
+    "setting,variable",
+    [
+        ("cron.database_name", "pgmsg_db_name"),
+        ("listen_addresses", "postgres_listen_addresses"),
+    ],
+)
 def test_server_settings_come_from_the_inventory(psql, deployment, setting: str, variable: str) -> None:  # type: ignore[no-untyped-def]
     assert psql(f"SHOW {setting}") == str(deployment.value(variable))
 
@@ -61,8 +67,9 @@ def test_pg_cron_is_preloaded(psql) -> None:  # type: ignore[no-untyped-def]
     assert psql("SHOW shared_preload_libraries") == "pg_cron"
 
 
-@pytest.mark.parametrize("table", ["messages", "subscriptions", "message_delivery", "delivery_attempts",
-                                   "pgmsg_migrations"])
+@pytest.mark.parametrize(
+    "table", ["messages", "subscriptions", "message_delivery", "delivery_attempts", "pgmsg_migrations"]
+)
 def test_table_present(psql, table: str) -> None:  # type: ignore[no-untyped-def]
     assert psql(f"SELECT to_regclass('public.{table}') IS NOT NULL") == "t"
 

@@ -71,19 +71,21 @@ def scrape(url: str) -> list[Sample]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url, timeout=10) as response:
         text = response.read().decode()
-    return [(s.name, s.labels, s.value)
-            for family in text_string_to_metric_families(text) for s in family.samples]
+    return [
+        (s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples
+    ]
 
 
 def value(samples: list[Sample], name: str, **labels: str) -> float | None:
     """The value of the one sample called name whose labels include labels, or None."""
-    found = [v for n, l, v in samples if n == name and labels.items() <= l.items()]
+    found = [v for n, labelled, v in samples if n == name and labels.items() <= labelled.items()]
     assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
     return found[0] if found else None
 
 
-def wait_for_scrape(url: str, condition: Callable[[list[Sample]], bool],
-                    what: str, timeout: float = DEADLINE_SECONDS) -> list[Sample]:
+def wait_for_scrape(
+    url: str, condition: Callable[[list[Sample]], bool], what: str, timeout: float = DEADLINE_SECONDS
+) -> list[Sample]:
     """Scrape until condition holds for a scrape; fail with what after timeout seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -128,7 +130,8 @@ def test_exporter_container_running_and_healthy(host, container, hostvars, deplo
     info = container.inspect()
     assert info["State"]["Health"]["Status"] == "healthy"
     assert info["HostConfig"]["RestartPolicy"]["Name"] == hostvars.get(
-        "postgres_exporter_restart_policy", "unless-stopped")
+        "postgres_exporter_restart_policy", "unless-stopped"
+    )
     assert info["HostConfig"]["NetworkMode"] == hostvars["postgres_exporter_network_mode"]
     assert info["Config"]["Image"].startswith(deployment.value("postgres_exporter_image_name") + ":")
 
@@ -160,19 +163,21 @@ def test_exporter_reaches_postgres(metrics_url: str) -> None:
 
 
 @pytest.mark.parametrize("metric", CUSTOM_METRICS)
-def test_custom_metric_present(metrics_url: str, seeded: dict[str, Any], hostvars: dict[str, Any],
-                               metric: str) -> None:
+def test_custom_metric_present(
+    metrics_url: str, seeded: dict[str, Any], hostvars: dict[str, Any], metric: str
+) -> None:
     if metric.startswith("pgmsg_backup_") and not hostvars.get("pgbackrest_enabled", False):
         # Backups off in this inventory: nothing recorded, so no backup figure at all.
         assert not any(n == metric for n, _, _ in scrape(metrics_url)), f"{metric} without backups"
         return
-    wait_for_scrape(metrics_url, lambda samples: any(n == metric for n, _, _ in samples),
-                    f"{metric} is present")
+    wait_for_scrape(
+        metrics_url, lambda samples: any(n == metric for n, _, _ in samples), f"{metric} is present"
+    )
 
 
 def test_http_attempts_report_every_status_class(metrics_url: str) -> None:
     samples = scrape(metrics_url)
-    classes = {l["status_class"] for n, l, _ in samples if n == "pgmsg_http_attempts_last_5m"}
+    classes = {labelled["status_class"] for n, labelled, _ in samples if n == "pgmsg_http_attempts_last_5m"}
     assert classes == {"2xx", "3xx", "4xx", "5xx", "error"}
 
 
@@ -184,10 +189,14 @@ def test_seeded_values(metrics_url: str, seeded: dict[str, Any]) -> None:
         f"{client_id} shows its one retry",
     )
     assert value(samples, "pgmsg_dead_letters_count", client_id=client_id) == 1
-    assert value(samples, "pgmsg_deliveries_count", client_id=client_id, delivery_mode="async",
-                 status="dead") == 1
-    assert value(samples, "pgmsg_deliveries_count", client_id=client_id, delivery_mode="async",
-                 status="pending") == 1
+    assert (
+        value(samples, "pgmsg_deliveries_count", client_id=client_id, delivery_mode="async", status="dead")
+        == 1
+    )
+    assert (
+        value(samples, "pgmsg_deliveries_count", client_id=client_id, delivery_mode="async", status="pending")
+        == 1
+    )
     age = value(samples, "pgmsg_backlog_oldest_age_seconds", client_id=client_id, delivery_mode="async")
     assert age is not None and 0 < age < 3600
     assert value(samples, "pgmsg_messages_published_last_hour", message_type=seeded["tag"] + ".seed") == 2
@@ -206,8 +215,10 @@ def test_deliveries_count_follows_published_messages(metrics_url: str, client: C
     ids = [client.publish(run_id + ".m", {}) for _ in range(3)]
     samples = wait_for_scrape(
         metrics_url,
-        lambda s: value(s, "pgmsg_deliveries_count", client_id=client_id, delivery_mode="async",
-                        status="pending") == 3,
+        lambda s: (
+            value(s, "pgmsg_deliveries_count", client_id=client_id, delivery_mode="async", status="pending")
+            == 3
+        ),
         f'pgmsg_deliveries_count{{client_id="{client_id}",delivery_mode="async",status="pending"}} is 3',
     )
     assert value(samples, "pgmsg_dead_letters_count", client_id=client_id) == 0
@@ -215,20 +226,28 @@ def test_deliveries_count_follows_published_messages(metrics_url: str, client: C
     assert published is not None and published >= max(ids)
 
 
-def test_deferred_messages_are_reported_while_they_wait(metrics_url: str, client: Client, dsn: str,
-                                                        run_id: str) -> None:
+def test_deferred_messages_are_reported_while_they_wait(
+    metrics_url: str, client: Client, dsn: str, run_id: str
+) -> None:
     """Held back from the deployed fan-out worker by its lock, a deferred message shows as waiting,
     with its age; once the lock is gone the worker moves it and the gauge returns to 0."""
     with psycopg.connect(dsn, autocommit=True) as lock:
         lock.execute("SELECT pg_advisory_lock(hashtext('pgmsg_fan_out_deferred'))")
         client.publish(run_id + ".deferred", {}, deferred=True)
-        wait_for_scrape(metrics_url, lambda s: (value(s, "pgmsg_deferred_waiting") or 0) >= 1
-                        and (value(s, "pgmsg_deferred_oldest_waiting_age_seconds") or 0) > 0,
-                        "a deferred message waits")
+        wait_for_scrape(
+            metrics_url,
+            lambda s: (
+                (value(s, "pgmsg_deferred_waiting") or 0) >= 1
+                and (value(s, "pgmsg_deferred_oldest_waiting_age_seconds") or 0) > 0
+            ),
+            "a deferred message waits",
+        )
     wait_for_scrape(metrics_url, lambda s: value(s, "pgmsg_deferred_waiting") == 0, "the worker moved it")
 
 
-def test_single_node_reports_itself_as_the_writable_node_without_replicas(metrics_url: str, hostvars: dict[str, Any]) -> None:
+def test_single_node_reports_itself_as_the_writable_node_without_replicas(
+    metrics_url: str, hostvars: dict[str, Any]
+) -> None:
     samples = scrape(metrics_url)
     if hostvars.get("pgmsg_ha_enabled"):
         # tests/ha/test_cluster_reporting.py checks the cluster's figures.

@@ -73,7 +73,7 @@ def test_pgadmin_lists_the_messaging_server_once(host, container_name) -> None: 
     dump = host.run(
         "docker exec -u pgadmin -w /opt/pgadmin/app %s sh -c %s",
         container_name,
-        "f=$(mktemp) && /opt/pgadmin/bin/python setup.py dump-servers $f --user \"$PGADMIN_EMAIL\" >/dev/null"
+        'f=$(mktemp) && /opt/pgadmin/bin/python setup.py dump-servers $f --user "$PGADMIN_EMAIL" >/dev/null'
         " && cat $f; rc=$?; rm -f $f; exit $rc",
     )
     assert dump.rc == 0, dump.stderr
@@ -81,7 +81,9 @@ def test_pgadmin_lists_the_messaging_server_once(host, container_name) -> None: 
     assert [s["Name"] for s in servers] == ["pgmsg messaging"]
     server = servers[0]
     # The inventory's values, templated by Ansible (pgmsg_db_port is "{{ postgres_port }}").
-    db = host.ansible("debug", "msg={{ [pgmsg_db_host, pgmsg_db_port | int, pgmsg_db_name] }}", check=False)["msg"]
+    db = host.ansible("debug", "msg={{ [pgmsg_db_host, pgmsg_db_port | int, pgmsg_db_name] }}", check=False)[
+        "msg"
+    ]
     assert [server["Host"], server["Port"], server["MaintenanceDB"]] == db
     assert server["Username"] == "postgres"
     assert server["ConnectionParameters"]["sslmode"] == "prefer"

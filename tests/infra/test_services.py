@@ -10,10 +10,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOG = yaml.safe_load((ROOT / "roles/pgmsg_services/defaults/main.yml").read_text())["pgmsg_services_catalog"]
+CATALOG = yaml.safe_load((ROOT / "roles/pgmsg_services/defaults/main.yml").read_text())[
+    "pgmsg_services_catalog"
+]
 HOUSEKEEPING = yaml.safe_load((ROOT / "roles/housekeeping/defaults/main.yml").read_text())
 # What the local inventory enables, read at collection time to parametrize.
-ENABLED = yaml.safe_load((ROOT / "inventory/local/group_vars/all/main.yml").read_text())["pgmsg_services_enabled"]
+ENABLED = yaml.safe_load((ROOT / "inventory/local/group_vars/all/main.yml").read_text())[
+    "pgmsg_services_enabled"
+]
 
 
 def enabled(hostvars: dict[str, Any]) -> list[str]:
@@ -40,30 +44,47 @@ def test_metrics_port_listens_on_loopback_only(host, service: str) -> None:  # t
     assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
     metrics = host.check_output(f"curl -sf http://127.0.0.1:{port}/metrics")
-    assert any(name in metrics for name in ("pgmsg_processing_seconds", "pgmsg_webhooks_pushed_total",
-                                            "pgmsg_deferred_fanned_out_total"))
+    assert any(
+        name in metrics
+        for name in (
+            "pgmsg_processing_seconds",
+            "pgmsg_webhooks_pushed_total",
+            "pgmsg_deferred_fanned_out_total",
+        )
+    )
 
 
 def test_webhook_endpoint_listens_and_refuses_unsigned(host, deployment) -> None:  # type: ignore[no-untyped-def]
     # Where the inventory's webhook-server subscription pushes.
-    [url] = [deployment.render(s["webhook_url"]) for s in deployment.subscriptions if s["client_id"] == "webhook-server"]
+    [url] = [
+        deployment.render(s["webhook_url"])
+        for s in deployment.subscriptions
+        if s["client_id"] == "webhook-server"
+    ]
     port = int(deployment.value("pgmsg_services_webhook_port"))
     assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
     status = host.check_output(
         "curl -s -o /dev/null -w '%%{http_code}' -X POST -H 'Content-Type: application/json' "
-        "-d '{\"id\": 1}' %s", url)
+        "-d '{\"id\": 1}' %s",
+        url,
+    )
     assert status == "401"
 
 
-@pytest.mark.parametrize("service", [s for s in sorted(CATALOG) if CATALOG[s]["login_as"] != "none"] + ["publisher"])
+@pytest.mark.parametrize(
+    "service", [s for s in sorted(CATALOG) if CATALOG[s]["login_as"] != "none"] + ["publisher"]
+)
 def test_pgpass_files_are_private_to_the_service_user(host, service: str) -> None:  # type: ignore[no-untyped-def]
     secret = host.file(f"/etc/pgmsg/services/{service}.pgpass")
     assert secret.exists and secret.mode == 0o600 and secret.uid == 10001
 
 
 def test_no_password_in_service_environment(host, hostvars) -> None:  # type: ignore[no-untyped-def]
-    passwords = [r["password"] for key in ("messaging_schema_clients", "messaging_schema_dispatchers")
-                 for r in hostvars.get(key, [])]
+    passwords = [
+        r["password"]
+        for key in ("messaging_schema_clients", "messaging_schema_dispatchers")
+        for r in hostvars.get(key, [])
+    ]
     for service in enabled(hostvars):
         env = "\n".join(host.docker(service).inspect()["Config"]["Env"])
         assert not any(p in env for p in passwords), service

@@ -22,9 +22,20 @@ DISPATCHER = "http-dispatcher"
 def _deploy_services(extra_vars: dict[str, Any]) -> None:
     playbook = Path(sys.executable).with_name("ansible-playbook")
     run = subprocess.run(
-        [str(playbook), "-i", str(ROOT / "inventory" / "local" / "hosts.yml"), "site.yml", "--tags", "services",
-         "-e", json.dumps(extra_vars)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        [
+            str(playbook),
+            "-i",
+            str(ROOT / "inventory" / "local" / "hosts.yml"),
+            "site.yml",
+            "--tags",
+            "services",
+            "-e",
+            json.dumps(extra_vars),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
 
@@ -37,7 +48,8 @@ def _dispatcher(host: Any) -> tuple[dict[str, str], list[dict[str, Any]]]:
 
 @pytest.mark.deploy
 def test_dispatcher_pushes_to_an_endpoint_of_the_inventory_ca(
-        host: Any, client: Client, run_id: str, tmp_path: Path, inventory_vars: dict[str, Any]) -> None:
+    host: Any, client: Client, run_id: str, tmp_path: Path, inventory_vars: dict[str, Any]
+) -> None:
     """Without the bundle the push fails certificate verification (one attempt: a dead
     letter, so no retries run out while site.yml runs); with pgmsg_services_webhook_ca_bundle
     set, site.yml mounts it into the dispatcher and the redriven delivery arrives; without
@@ -45,15 +57,27 @@ def test_dispatcher_pushes_to_an_endpoint_of_the_inventory_ca(
     assert DISPATCHER in inventory_vars["pgmsg_services_enabled"]
     certs = make_certificates(tmp_path)
     secret = signing.generate_secret()
-    receiver = WebhookReceiver([secret], "127.0.0.1", 0,
-                               tls_cert=f"{certs['localhost']}.pem", tls_key=f"{certs['localhost']}.key")
-    ca_on_host = inventory_vars.get("pgmsg_services_webhook_ca_host_path", "/etc/pgmsg/services/webhook-ca.pem")
+    receiver = WebhookReceiver(
+        [secret], "127.0.0.1", 0, tls_cert=f"{certs['localhost']}.pem", tls_key=f"{certs['localhost']}.key"
+    )
+    ca_on_host = inventory_vars.get(
+        "pgmsg_services_webhook_ca_host_path", "/etc/pgmsg/services/webhook-ca.pem"
+    )
     with receiver:
-        client.subscribe(run_id + "-tls", "http", message_type=run_id + ".*", signing_secret=secret,
-                         webhook_url=f"https://localhost:{receiver.port}/webhook", max_attempts=1)
+        client.subscribe(
+            run_id + "-tls",
+            "http",
+            message_type=run_id + ".*",
+            signing_secret=secret,
+            webhook_url=f"https://localhost:{receiver.port}/webhook",
+            max_attempts=1,
+        )
         message_id = client.publish(run_id + ".created", {"order": 1})
-        (dead,) = wait_until(lambda: client.dead_letters(run_id + "-tls"), timeout=60,
-                             message="the push to the private-CA endpoint failing")
+        (dead,) = wait_until(
+            lambda: client.dead_letters(run_id + "-tls"),
+            timeout=60,
+            message="the push to the private-CA endpoint failing",
+        )
         assert "CERTIFICATE_VERIFY_FAILED" in dead["last_error"], dead["last_error"]
         assert receiver.accepted == []
 
@@ -69,8 +93,10 @@ def test_dispatcher_pushes_to_an_endpoint_of_the_inventory_ca(
             # The receiver counts the request before it answers; the dispatcher records the
             # answer in a transaction of its own after it.
             (delivery,) = wait_until(
-                lambda: [d for d in client.deliveries(message_id) if d["status"] != "processing"], timeout=30,
-                message="the dispatcher recording the push")
+                lambda: [d for d in client.deliveries(message_id) if d["status"] != "processing"],
+                timeout=30,
+                message="the dispatcher recording the push",
+            )
             assert delivery["status"] == "delivered" and delivery["push_status_code"] == 200
             assert [a["webhook_id"] for a in receiver.accepted] == [f"dlv_{delivery['id']}"]
         finally:

@@ -10,21 +10,27 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.conftest import INVENTORY
 from tests.support.cluster import Cluster
 from tests.support.waiting import wait_until
-
-from tests.conftest import INVENTORY
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(INVENTORY), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
 
 
 def running_containers() -> set[str]:
-    out = subprocess.run(["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True, check=True
+    )
     return set(out.stdout.split())
 
 
@@ -33,13 +39,18 @@ def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_var
     with psycopg.connect(dsn, autocommit=True) as conn:
         message_id = conn.execute(
             "INSERT INTO messages (message_type, payload) VALUES ('teardown.probe', %s) RETURNING id",
-            (json.dumps({"survives": True}),)).fetchone()[0]
+            (json.dumps({"survives": True}),),
+        ).fetchone()[0]
     if inventory_vars.get("pgmsg_ha_enabled"):
         # The cluster: its members, etcd and HAProxy restart from their volumes (Patroni and etcd
         # find their data and elect a leader again).
         cluster = Cluster(INVENTORY)
-        database = {m.container for m in cluster.members} | {e.container for e in cluster.etcd} | {cluster.haproxy}
-        data_volumes = {m.container + "-data" for m in cluster.members} | {e.container + "-data" for e in cluster.etcd}
+        database = (
+            {m.container for m in cluster.members} | {e.container for e in cluster.etcd} | {cluster.haproxy}
+        )
+        data_volumes = {m.container + "-data" for m in cluster.members} | {
+            e.container + "-data" for e in cluster.etcd
+        }
     else:
         database, data_volumes = {"postgres-messaging"}, {"pgmsg-postgres-data"}
     expected = set(inventory_vars["pgmsg_services_enabled"]) | {"postgres-exporter", "pgadmin"} | database
@@ -48,8 +59,9 @@ def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_var
     down = playbook("playbooks/teardown.yml")
     assert down.returncode == 0, down.stdout[-3000:]
     assert not (expected & running_containers())
-    volumes = subprocess.run(["docker", "volume", "ls", "--format", "{{.Name}}"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "--format", "{{.Name}}"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert data_volumes | {"pgmsg-pgadmin-data"} <= set(volumes)
 
     up = playbook("site.yml")

@@ -45,7 +45,9 @@ def rows(dsn: str, ids: list[int]) -> dict[int, dict[str, Any]]:
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
         found = conn.execute(
             "SELECT id, status, attempts, retry_count, claimed_by, claimed_at, lease_expires_at, delivered_at "
-            "FROM message_delivery WHERE id = ANY(%s)", (ids,)).fetchall()
+            "FROM message_delivery WHERE id = ANY(%s)",
+            (ids,),
+        ).fetchall()
     return {r["id"]: r for r in found}
 
 
@@ -57,12 +59,14 @@ def test_killed_consumer_batch_is_completed_by_another(client: Client, dsn: str,
     # A separate process claims the first five (id order) and is killed before acking any.
     proc = subprocess.Popen(
         [sys.executable, "-c", DOOMED, consumer, "5"],
-        env={**os.environ, "PGMSG_DSN": dsn}, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PGMSG_DSN": dsn},
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         claimed = json.loads(read_line(proc, timeout=30))
     finally:
-        proc.kill()                      # SIGKILL: no ack, no nack, no clean disconnect
+        proc.kill()  # SIGKILL: no ack, no nack, no clean disconnect
         proc.wait(timeout=10)
     assert proc.returncode == -9
     doomed_ids = sorted(d["id"] for d in claimed)
@@ -94,9 +98,10 @@ def test_killed_consumer_batch_is_completed_by_another(client: Client, dsn: str,
     for delivery_id, row in after.items():
         assert row["status"] == "delivered" and row["claimed_by"] == "survivor"
         assert row["attempts"] == before[delivery_id]["attempts"] + 1 == 2
-        assert row["retry_count"] == 1                                  # the lapsed lease counted once
-        assert row["claimed_at"] >= before[delivery_id]["lease_expires_at"]   # not before it lapsed
+        assert row["retry_count"] == 1  # the lapsed lease counted once
+        assert row["claimed_at"] >= before[delivery_id]["lease_expires_at"]  # not before it lapsed
     with psycopg.connect(dsn, autocommit=True) as conn:
-        statuses = conn.execute("SELECT message_id, status FROM message_delivery WHERE client_id = %s",
-                                (consumer,)).fetchall()
+        statuses = conn.execute(
+            "SELECT message_id, status FROM message_delivery WHERE client_id = %s", (consumer,)
+        ).fetchall()
     assert sorted(statuses) == [(m, "delivered") for m in sorted(message_ids)]

@@ -47,8 +47,11 @@ def test_killed_fan_out_worker_loses_and_repeats_nothing(client: Client, dsn: st
             with Client(dsn, max_size=1) as publisher:
                 n = 0
                 while not stop.is_set():
-                    published.extend(publisher.publish_many(
-                        [(run_id + ".event", {"n": n + i}, "default") for i in range(50)], deferred=True))
+                    published.extend(
+                        publisher.publish_many(
+                            [(run_id + ".event", {"n": n + i}, "default") for i in range(50)], deferred=True
+                        )
+                    )
                     n += 50
         except BaseException as exc:  # reported below: a publisher failing is a finding too
             failures.append(exc)
@@ -75,13 +78,18 @@ def test_killed_fan_out_worker_loses_and_repeats_nothing(client: Client, dsn: st
                 "       (SELECT count(*) FROM message_delivery WHERE message_id = ANY (%(ids)s)) AS deliveries, "
                 "       (SELECT count(DISTINCT (message_id, client_id)) FROM message_delivery "
                 "         WHERE message_id = ANY (%(ids)s)) AS distinct_deliveries",
-                {"ids": published}).fetchone()
-        state = dict(zip(("waiting", "moved", "deliveries", "distinct_deliveries"), row))
+                {"ids": published},
+            ).fetchone()
+        state = dict(zip(("waiting", "moved", "deliveries", "distinct_deliveries"), row, strict=False))
         return state if state["waiting"] == 0 else None
 
     state = wait_until(fanned_out, timeout=60, message="the restarted worker fanning out what waited")
-    assert state == {"waiting": 0, "moved": len(published), "deliveries": 2 * len(published),
-                     "distinct_deliveries": 2 * len(published)}
+    assert state == {
+        "waiting": 0,
+        "moved": len(published),
+        "deliveries": 2 * len(published),
+        "distinct_deliveries": 2 * len(published),
+    }
     claimed: set[int] = set()
     while batch := client.claim(f"{run_id}-a", 1000):
         claimed |= {d.message_id for d in batch}

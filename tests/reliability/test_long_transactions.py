@@ -23,8 +23,20 @@ READER_SECONDS = 60
 
 def health(dsn: str) -> tuple[int, dict[str, dict[str, str]]]:
     result = CliRunner().invoke(
-        cli, ["health", "--json", "--check", "transactions", "--idle-transaction-age", "1",
-              "--max-transaction-age", "2"], env={"PGMSG_DSN": dsn}, catch_exceptions=False)
+        cli,
+        [
+            "health",
+            "--json",
+            "--check",
+            "transactions",
+            "--idle-transaction-age",
+            "1",
+            "--max-transaction-age",
+            "2",
+        ],
+        env={"PGMSG_DSN": dsn},
+        catch_exceptions=False,
+    )
     report = json.loads(result.output)
     return result.exit_code, {c["name"]: c for c in report["checks"]}
 
@@ -79,8 +91,8 @@ def stalled_sessions(dsn: str) -> Iterator[tuple[int, int]]:
 
 
 def test_system_works_and_reports_long_transactions(
-        dsn: str, client: Client, run_id: str, inventory_vars: dict[str, Any],
-        stalled_sessions: tuple[int, int]) -> None:
+    dsn: str, client: Client, run_id: str, inventory_vars: dict[str, Any], stalled_sessions: tuple[int, int]
+) -> None:
     idle_pid, reader_pid = stalled_sessions
     consumer = f"{run_id}-consumer"
     client.subscribe(consumer, "async", message_type=f"{run_id}.event")
@@ -88,8 +100,11 @@ def test_system_works_and_reports_long_transactions(
     # Past both thresholds, the health check warns and names the sessions...
     def warned() -> dict[str, dict[str, str]] | None:
         code, checks = health(dsn)
-        if code == 1 and checks["idle-in-transaction"]["status"] == "warning" \
-                and checks["oldest-transaction"]["status"] == "warning":
+        if (
+            code == 1
+            and checks["idle-in-transaction"]["status"] == "warning"
+            and checks["oldest-transaction"]["status"] == "warning"
+        ):
             return checks
         return None
 
@@ -99,9 +114,15 @@ def test_system_works_and_reports_long_transactions(
 
     # ...the exporter reports them...
     metrics = wait_until(
-        lambda: (m := exporter_metrics(inventory_vars)) and m.get("pgmsg_transactions_idle_in_transaction", 0) >= 1
-        and m.get("pgmsg_transactions_oldest_seconds", 0) >= 2 and m,
-        timeout=60, message="the exporter did not report the long transactions")
+        lambda: (
+            (m := exporter_metrics(inventory_vars))
+            and m.get("pgmsg_transactions_idle_in_transaction", 0) >= 1
+            and m.get("pgmsg_transactions_oldest_seconds", 0) >= 2
+            and m
+        ),
+        timeout=60,
+        message="the exporter did not report the long transactions",
+    )
     assert metrics["pgmsg_transactions_idle_in_transaction_oldest_seconds"] >= 1
     assert metrics["pgmsg_transactions_oldest_xmin_age"] >= 0
 
@@ -117,23 +138,33 @@ def test_system_works_and_reports_long_transactions(
         assert sorted(d.message_id for d in claimed) == sorted(ids)
 
 
-def test_reports_clear_once_the_sessions_end(dsn: str, inventory_vars: dict[str, Any],
-                                             stalled_sessions: tuple[int, int]) -> None:
+def test_reports_clear_once_the_sessions_end(
+    dsn: str, inventory_vars: dict[str, Any], stalled_sessions: tuple[int, int]
+) -> None:
     idle_pid, reader_pid = stalled_sessions
     wait_until(lambda: health(dsn)[0] == 1, timeout=30, message="no warning while the sessions are open")
     with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", ([idle_pid, reader_pid],))
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", ([idle_pid, reader_pid],)
+        )
 
     def cleared() -> bool:
-        code, checks = health(dsn)
-        return (checks["idle-in-transaction"]["status"] == "ok"
-                and str(idle_pid) not in checks["oldest-transaction"]["detail"]
-                and str(reader_pid) not in checks["oldest-transaction"]["detail"])
+        _code, checks = health(dsn)
+        return (
+            checks["idle-in-transaction"]["status"] == "ok"
+            and str(idle_pid) not in checks["oldest-transaction"]["detail"]
+            and str(reader_pid) not in checks["oldest-transaction"]["detail"]
+        )
 
     wait_until(cleared, timeout=30, message="pgmsg health still warns after the sessions ended")
-    wait_until(lambda: exporter_metrics(inventory_vars).get("pgmsg_transactions_idle_in_transaction") == 0
-               or _only_others_idle(dsn, idle_pid), timeout=60,
-               message="the exporter still reports the idle session")
+    wait_until(
+        lambda: (
+            exporter_metrics(inventory_vars).get("pgmsg_transactions_idle_in_transaction") == 0
+            or _only_others_idle(dsn, idle_pid)
+        ),
+        timeout=60,
+        message="the exporter still reports the idle session",
+    )
 
 
 def _only_others_idle(dsn: str, gone_pid: int) -> bool:

@@ -23,6 +23,7 @@ from tests.support.outage import Outage, container_state, healthy, run_outage_sc
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
+
 def answers(dsn: str) -> bool:
     try:
         with psycopg.connect(dsn, connect_timeout=3) as conn:
@@ -31,7 +32,9 @@ def answers(dsn: str) -> bool:
         return False
 
 
-def ensure_postgres_back(dsn: str, container: str, *, old_pid: int | None = None, restart_grace: float = 30) -> None:
+def ensure_postgres_back(
+    dsn: str, container: str, *, old_pid: int | None = None, restart_grace: float = 30
+) -> None:
     """Wait for the container to run again (started by its restart policy, or by us when
     Docker did not within ``restart_grace`` seconds), report healthy, and answer queries."""
     deadline = time.monotonic() + restart_grace
@@ -43,8 +46,12 @@ def ensure_postgres_back(dsn: str, container: str, *, old_pid: int | None = None
             subprocess.run(["docker", "start", container], check=True, capture_output=True, timeout=60)
             break
         time.sleep(0.2)
-    wait_until(lambda: healthy(container) and answers(dsn), timeout=120, interval=0.5,
-               message=f"{container} did not come back healthy")
+    wait_until(
+        lambda: healthy(container) and answers(dsn),
+        timeout=120,
+        interval=0.5,
+        message=f"{container} did not come back healthy",
+    )
 
 
 @pytest.fixture
@@ -55,8 +62,9 @@ def crash_guard(dsn: str, run_id: str, deployment: Deployment) -> Iterator[None]
     ensure_postgres_back(dsn, deployment.db_container, old_pid=None, restart_grace=30)
 
 
-def test_sigkill_under_load_loses_nothing(dsn: str, run_id: str, deployment: Deployment, receiver: Receiver,
-                                          crash_guard: None) -> None:
+def test_sigkill_under_load_loses_nothing(
+    dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, crash_guard: None
+) -> None:
     container = deployment.db_container
     assert healthy(container)
 
@@ -64,7 +72,7 @@ def test_sigkill_under_load_loses_nothing(dsn: str, run_id: str, deployment: Dep
         old_pid = container_state(container)["Pid"]
         assert old_pid > 0
         began = time.monotonic()
-        os.kill(old_pid, signal.SIGKILL)          # kill -9 of the postmaster, from the host
+        os.kill(old_pid, signal.SIGKILL)  # kill -9 of the postmaster, from the host
         ensure_postgres_back(dsn, container, old_pid=old_pid)
         return Outage(began=began, back=time.monotonic())
 

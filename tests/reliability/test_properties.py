@@ -41,13 +41,17 @@ PROFILE = "pgmsg-bad-input"
 settings.register_profile(
     PROFILE,
     max_examples=50,
-    deadline=None,          # a round trip to PostgreSQL per example; huge payloads take longer
-    derandomize=True,       # the same examples on every run: CI is reproducible
-    database=None,          # nothing stored between runs
+    deadline=None,  # a round trip to PostgreSQL per example; huge payloads take longer
+    derandomize=True,  # the same examples on every run: CI is reproducible
+    database=None,  # nothing stored between runs
     print_blob=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                           HealthCheck.data_too_large, HealthCheck.large_base_example,
-                           HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+    ],
 )
 BAD_INPUT = settings.get_profile(PROFILE)
 
@@ -103,30 +107,70 @@ def long_texts(min_size: int, max_size: int) -> st.SearchStrategy[str]:
 #: Valid message types and namespaces, so that some examples are accepted.
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,40}", fullmatch=True)
 any_text = st.one_of(
-    texts, names, long_texts(200, 300_000),
+    texts,
+    names,
+    long_texts(200, 300_000),
     st.sampled_from(["", " ", "\x00", "a\x00b", "a" * 255, "a" * 256, "*", "%", "order.created ", " order"]),
 )
 
 numbers = st.one_of(
     st.integers(),
     # Integers up to and past Python's 4300-digit str() limit (built, as their repr fails).
-    st.builds(lambda digits, sign: sign * (10 ** (digits - 1) + 7), st.integers(19, 5000), st.sampled_from([1, -1])),
-    st.floats(),                                                # NaN, infinities, -0.0, subnormals
-    st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308,
-                     2**63, -(2**63) - 1, 1e300, 1.2345e20]),
+    st.builds(
+        lambda digits, sign: sign * (10 ** (digits - 1) + 7), st.integers(19, 5000), st.sampled_from([1, -1])
+    ),
+    st.floats(),  # NaN, infinities, -0.0, subnormals
+    st.sampled_from(
+        [
+            math.nan,
+            math.inf,
+            -math.inf,
+            -0.0,
+            5e-324,
+            1.7976931348623157e308,
+            2**63,
+            -(2**63) - 1,
+            1e300,
+            1.2345e20,
+        ]
+    ),
 )
 scalars = st.one_of(st.none(), st.booleans(), numbers, texts, long_texts(1000, 1_000_000))
-keys = st.one_of(texts, texts, st.integers(), st.floats(), st.booleans(), st.none(),
-                 st.tuples(st.integers()))    # a tuple key cannot be encoded
-NOT_JSON = [object(), {1, 2}, frozenset(), b"bytes", bytearray(b"x"), 1j, Decimal("1.5"), Decimal("NaN"),
-            dt.datetime(2026, 11, 27, 12, 0), dt.date(2026, 11, 27), range(3), Ellipsis, NotImplemented,
-            type, print, ValueError("no")]
-not_json = st.one_of(st.sampled_from(NOT_JSON), st.builds(object), st.sets(st.integers(), max_size=3),
-                     st.binary(max_size=8), st.complex_numbers(), st.decimals(), st.datetimes())
+keys = st.one_of(
+    texts, texts, st.integers(), st.floats(), st.booleans(), st.none(), st.tuples(st.integers())
+)  # a tuple key cannot be encoded
+NOT_JSON = [
+    object(),
+    {1, 2},
+    frozenset(),
+    b"bytes",
+    bytearray(b"x"),
+    1j,
+    Decimal("1.5"),
+    Decimal("NaN"),
+    dt.datetime(2026, 11, 27, 12, 0),
+    dt.date(2026, 11, 27),
+    range(3),
+    Ellipsis,
+    NotImplemented,
+    type,
+    print,
+    ValueError("no"),
+]
+not_json = st.one_of(
+    st.sampled_from(NOT_JSON),
+    st.builds(object),
+    st.sets(st.integers(), max_size=3),
+    st.binary(max_size=8),
+    st.complex_numbers(),
+    st.decimals(),
+    st.datetimes(),
+)
 json_like = st.recursive(
     st.one_of(scalars, scalars, scalars, not_json),
-    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(keys, kids, max_size=4),
-                           st.tuples(kids, kids)),
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4), st.dictionaries(keys, kids, max_size=4), st.tuples(kids, kids)
+    ),
     max_leaves=12,
 )
 
@@ -146,37 +190,68 @@ def circular() -> list[Any]:
     return loop
 
 
-deep = st.builds(nest, st.one_of(st.integers(0, 2500), st.sampled_from([990, 1000, 5000, 100_000])),
-                 st.sampled_from(["list", "dict", "mixed"]), st.one_of(st.integers(), texts))
-wide = st.one_of(st.builds(lambda n: list(range(n)), st.integers(0, 100_000)),
-                 st.builds(lambda n: {f"k{i}": i for i in range(n)}, st.integers(0, 30_000)))
-payloads = st.one_of(st.none(), json_like, json_like, deep, wide, not_json,
-                     st.builds(lambda s: {"s": s}, long_texts(100_000, 3_000_000)), st.builds(circular))
+deep = st.builds(
+    nest,
+    st.one_of(st.integers(0, 2500), st.sampled_from([990, 1000, 5000, 100_000])),
+    st.sampled_from(["list", "dict", "mixed"]),
+    st.one_of(st.integers(), texts),
+)
+wide = st.one_of(
+    st.builds(lambda n: list(range(n)), st.integers(0, 100_000)),
+    st.builds(lambda n: {f"k{i}": i for i in range(n)}, st.integers(0, 30_000)),
+)
+payloads = st.one_of(
+    st.none(),
+    json_like,
+    json_like,
+    deep,
+    wide,
+    not_json,
+    st.builds(lambda s: {"s": s}, long_texts(100_000, 3_000_000)),
+    st.builds(circular),
+)
 
 #: Options of subscribe() that are integers, with the ranges the database allows.
 INT_OPTIONS = ("http_timeout_ms", "max_attempts", "lease_seconds", "retry_base_ms", "retry_max_ms")
 ints = st.one_of(
-    st.integers(1, 100), st.integers(100, 60_000), st.integers(-(2**70), 2**70),
-    st.sampled_from([0, 1, 10, 99, 100, 43200, 43201, 60000, 60001, 3_600_000, 2**31 - 1, 2**31, -(2**31) - 1]),
+    st.integers(1, 100),
+    st.integers(100, 60_000),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from(
+        [0, 1, 10, 99, 100, 43200, 43201, 60000, 60001, 3_600_000, 2**31 - 1, 2**31, -(2**31) - 1]
+    ),
 )
 wrong_types = st.one_of(st.floats(), st.booleans(), st.text(max_size=5), st.none(), st.just([1]))
 flags = st.one_of(st.booleans(), st.booleans(), st.sampled_from([None, 0, 1, "yes", "maybe", 2.5]))
 urls = st.one_of(
     st.none(),
-    st.sampled_from(["http://127.0.0.1:9/hook", "http://localhost:9/x", "https://127.0.0.1:9/x",
-                     "http://169.254.169.254/latest", "http://user:pw@127.0.0.1/x", "ftp://127.0.0.1/x",
-                     "http://2130706433/", "http://[::ffff:127.0.0.1]:9/", "http://example.com/x", "http://"]),
+    st.sampled_from(
+        [
+            "http://127.0.0.1:9/hook",
+            "http://localhost:9/x",
+            "https://127.0.0.1:9/x",
+            "http://169.254.169.254/latest",
+            "http://user:pw@127.0.0.1/x",
+            "ftp://127.0.0.1/x",
+            "http://2130706433/",
+            "http://[::ffff:127.0.0.1]:9/",
+            "http://example.com/x",
+            "http://",
+        ]
+    ),
     st.builds(lambda path: "http://127.0.0.1:9/" + path, texts),
     any_text,
 )
 filters = st.one_of(st.none(), json_like, st.dictionaries(texts, json_like, max_size=3), not_json)
 secrets_ = st.one_of(st.none(), st.none(), any_text, st.just("whsec_" + "A" * 43 + "="))
-delivery_modes = st.one_of(st.sampled_from(["async", "http", "notify"]), st.sampled_from(["async", "http", "notify"]),
-                           any_text)
+delivery_modes = st.one_of(
+    st.sampled_from(["async", "http", "notify"]), st.sampled_from(["async", "http", "notify"]), any_text
+)
 push_modes = st.one_of(st.sampled_from(["dispatcher", "in_transaction"]), any_text)
 
 
 # -- checks ----------------------------------------------------------------------
+
 
 def plainly_valid(value: Any) -> bool:
     """JSON any PostgreSQL takes as it is: text keys without NUL, strings without NUL,
@@ -245,7 +320,9 @@ def assert_clear_refusal(exc: BaseException) -> None:
     tally("refused")
     message = str(exc)
     assert message.strip(), "InvalidInput without a message"
-    assert len(message) <= MAX_MESSAGE_LENGTH, f"unreadable message of {len(message)} characters: {message[:300]}..."
+    assert len(message) <= MAX_MESSAGE_LENGTH, (
+        f"unreadable message of {len(message)} characters: {message[:300]}..."
+    )
     assert "Traceback" not in message
 
 
@@ -255,8 +332,10 @@ def assert_payload_stored(db: psycopg.Connection[Any], message_id: int, payload:
     expected = {} if payload is None else payload
     reference = json_text(expected)
     assert reference is not None, "pgmsg accepted a payload that is not JSON"
-    row = db.execute("SELECT payload::text AS text, payload = %s::jsonb AS same FROM messages WHERE id = %s",
-                     (reference, message_id)).fetchone()
+    row = db.execute(
+        "SELECT payload::text AS text, payload = %s::jsonb AS same FROM messages WHERE id = %s",
+        (reference, message_id),
+    ).fetchone()
     assert row is not None and row["same"], "stored payload differs from the input's JSON"
     if plainly_valid(expected):
         assert decoded(row["text"]) == canonical(expected)
@@ -269,8 +348,9 @@ def since(db: psycopg.Connection[Any]) -> dt.datetime:
 
 
 def count_new(db: psycopg.Connection[Any], after: dt.datetime, where: str, params: tuple[Any, ...]) -> int:
-    return db.execute(f"SELECT count(*) AS n FROM messages WHERE created_at >= %s AND {where}",
-                      (after, *params)).fetchone()["n"]
+    return db.execute(
+        f"SELECT count(*) AS n FROM messages WHERE created_at >= %s AND {where}", (after, *params)
+    ).fetchone()["n"]
 
 
 def sendable(text: str) -> bool:
@@ -279,6 +359,7 @@ def sendable(text: str) -> bool:
 
 
 # -- Client.publish ------------------------------------------------------------------
+
 
 @BAD_INPUT
 @given(shown=payloads.map(Shown))
@@ -293,14 +374,15 @@ def sendable(text: str) -> bool:
 @example(shown=Shown({"when": dt.datetime(2026, 1, 1)}))
 @example(shown=Shown("s" * 3_000_000))
 @example(shown=Shown([1e300, 1.2345e20, 5e-324, -0.0, 2**63, 10**4299]))
-def test_publish_stores_the_payload_or_refuses_it(client: Client, db: psycopg.Connection[Any], run_id: str,
-                                                  shown: Shown) -> None:
+def test_publish_stores_the_payload_or_refuses_it(
+    client: Client, db: psycopg.Connection[Any], run_id: str, shown: Shown
+) -> None:
     payload = shown.value
     message_type = f"{run_id}.p{next(_sequence)}"
     after = since(db)
     try:
         message_id = client.publish(message_type, payload, "ns")
-    except Exception as exc:  # noqa: BLE001 - the property is about which exception
+    except Exception as exc:
         assert_clear_refusal(exc)
         assert count_new(db, after, "message_type = %s", (message_type,)) == 0
         assert json_text(payload) is None or not plainly_valid(payload), f"valid payload refused: {exc}"
@@ -308,7 +390,9 @@ def test_publish_stores_the_payload_or_refuses_it(client: Client, db: psycopg.Co
     tally("accepted")
     try:
         assert_payload_stored(db, message_id, payload)
-        row = db.execute("SELECT message_type, namespace FROM messages WHERE id = %s", (message_id,)).fetchone()
+        row = db.execute(
+            "SELECT message_type, namespace FROM messages WHERE id = %s", (message_id,)
+        ).fetchone()
         assert (row["message_type"], row["namespace"]) == (message_type, "ns")
     finally:
         db.execute("DELETE FROM messages WHERE id = %s", (message_id,))
@@ -323,43 +407,69 @@ def test_publish_stores_the_payload_or_refuses_it(client: Client, db: psycopg.Co
 @example(message_type="ok.type", namespace="default", key="k" * 256)
 @example(message_type="t" * 300_000, namespace="default", key=None)
 @example(message_type="ok.type", namespace="n" * 300_000, key="k" * 300_000)
-def test_publish_stores_names_exactly_or_refuses_them(client: Client, db: psycopg.Connection[Any], run_id: str,
-                                                      message_type: str, namespace: str, key: str | None) -> None:
+def test_publish_stores_names_exactly_or_refuses_them(
+    client: Client,
+    db: psycopg.Connection[Any],
+    run_id: str,
+    message_type: str,
+    namespace: str,
+    key: str | None,
+) -> None:
     marker = f"{run_id}-{next(_sequence)}"
     after = since(db)
     try:
         message_id = client.publish(message_type, {"marker": marker}, namespace, key=key)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         assert_clear_refusal(exc)
         assert count_new(db, after, "payload @> %s::jsonb", (json.dumps({"marker": marker}),)) == 0
         return
     tally("accepted")
     try:
-        row = db.execute("SELECT message_type, namespace, message_key, payload FROM messages WHERE id = %s",
-                         (message_id,)).fetchone()
-        assert row == {"message_type": message_type, "namespace": namespace, "message_key": key,
-                       "payload": {"marker": marker}}
+        row = db.execute(
+            "SELECT message_type, namespace, message_key, payload FROM messages WHERE id = %s", (message_id,)
+        ).fetchone()
+        assert row == {
+            "message_type": message_type,
+            "namespace": namespace,
+            "message_key": key,
+            "payload": {"marker": marker},
+        }
     finally:
         db.execute("DELETE FROM messages WHERE id = %s", (message_id,))
 
 
 # -- Client.publish_many --------------------------------------------------------------
 
+
 @st.composite
 def batches(draw: st.DrawFn) -> tuple[list[Any], int | None]:
     """A batch of good messages, maybe with one bad element somewhere (its index, or None)."""
-    good = draw(st.lists(st.tuples(st.just("good"), st.one_of(st.none(), st.dictionaries(names, st.integers(),
-                                                                                          max_size=3)),
-                                   names), min_size=0, max_size=6))
+    good = draw(
+        st.lists(
+            st.tuples(
+                st.just("good"),
+                st.one_of(st.none(), st.dictionaries(names, st.integers(), max_size=3)),
+                names,
+            ),
+            min_size=0,
+            max_size=6,
+        )
+    )
     if not draw(st.booleans()):
         return good, None
-    bad = draw(st.one_of(
-        st.tuples(st.just("bad"), payloads, names),                 # any payload
-        st.tuples(any_text, st.just({}), names),                    # any type
-        st.tuples(st.just("bad"), st.just({}), any_text),           # any namespace
-        st.tuples(st.one_of(st.none(), st.integers(), st.just(b"x")), st.just({}), st.one_of(names, st.integers())),
-        st.sampled_from([("bad", {}), ("bad",), (), None, "bad", ("bad", {}, "ns", "extra")]),
-    ))
+    bad = draw(
+        st.one_of(
+            st.tuples(st.just("bad"), payloads, names),  # any payload
+            st.tuples(any_text, st.just({}), names),  # any type
+            st.tuples(st.just("bad"), st.just({}), any_text),  # any namespace
+            st.tuples(
+                st.one_of(st.none(), st.integers(), st.just(b"x")),
+                st.just({}),
+                st.one_of(names, st.integers()),
+            ),
+            st.sampled_from([("bad", {}), ("bad",), (), None, "bad", ("bad", {}, "ns", "extra")]),
+        )
+    )
     where = draw(st.integers(0, len(good)))
     return [*good[:where], bad, *good[where:]], where
 
@@ -374,28 +484,33 @@ def batches(draw: st.DrawFn) -> tuple[list[Any], int | None]:
 @example(shown=Shown(([("good", {}, "ns"), ("bad", {}, "ns\x00")], 1)))
 @example(shown=Shown(([("good", {}, "ns"), ("bad", {})], 1)))
 @example(shown=Shown(([("good", {}, "ns"), None], 1)))
-def test_publish_many_stores_all_or_nothing(client: Client, db: psycopg.Connection[Any], run_id: str,
-                                            shown: Shown) -> None:
+def test_publish_many_stores_all_or_nothing(
+    client: Client, db: psycopg.Connection[Any], run_id: str, shown: Shown
+) -> None:
     elements, bad_at = shown.value
     prefix = f"{run_id}.b{next(_sequence)}."
     messages: list[Any] = []
     for i, element in enumerate(elements):
         if isinstance(element, tuple) and len(element) == 3 and element[0] in ("good", "bad"):
-            element = (f"{prefix}{i}", element[1], element[2])   # the good ones' types are this batch's
+            element = (f"{prefix}{i}", element[1], element[2])  # the good ones' types are this batch's
         messages.append(element)
     after = since(db)
     try:
         ids = client.publish_many(messages)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         assert_clear_refusal(exc)
         assert bad_at is not None, f"a batch of good messages was refused: {exc}"
-        assert count_new(db, after, "starts_with(message_type, %s)", (prefix,)) == 0, "part of a refused batch stored"
+        assert count_new(db, after, "starts_with(message_type, %s)", (prefix,)) == 0, (
+            "part of a refused batch stored"
+        )
         return
     tally("accepted")
     try:
         assert len(ids) == len(messages)
-        for message_id, (message_type, payload, namespace) in zip(ids, messages):
-            row = db.execute("SELECT message_type, namespace FROM messages WHERE id = %s", (message_id,)).fetchone()
+        for message_id, (message_type, payload, namespace) in zip(ids, messages, strict=False):
+            row = db.execute(
+                "SELECT message_type, namespace FROM messages WHERE id = %s", (message_id,)
+            ).fetchone()
             assert row == {"message_type": message_type, "namespace": namespace}
             assert_payload_stored(db, message_id, payload)
     finally:
@@ -403,6 +518,7 @@ def test_publish_many_stores_all_or_nothing(client: Client, db: psycopg.Connecti
 
 
 # -- Client.subscribe ------------------------------------------------------------------
+
 
 @st.composite
 def subscriptions(draw: st.DrawFn) -> dict[str, Any]:
@@ -412,12 +528,16 @@ def subscriptions(draw: st.DrawFn) -> dict[str, Any]:
     mode = draw(st.sampled_from(["async", "http", "notify"]))
     kwargs: dict[str, Any] = {
         "delivery_mode": mode,
-        "webhook_url": draw(st.builds(lambda path: "http://127.0.0.1:9/" + path, names) if mode == "http"
-                            else st.one_of(st.none(), names)),
+        "webhook_url": draw(
+            st.builds(lambda path: "http://127.0.0.1:9/" + path, names)
+            if mode == "http"
+            else st.one_of(st.none(), names)
+        ),
         "notify_channel": draw(st.one_of(st.none(), names)),
         "push_mode": draw(st.sampled_from(["dispatcher", "in_transaction"])),
-        "payload_filter": draw(st.one_of(st.none(), st.dictionaries(names, st.one_of(st.integers(), names),
-                                                                    max_size=3))),
+        "payload_filter": draw(
+            st.one_of(st.none(), st.dictionaries(names, st.one_of(st.integers(), names), max_size=3))
+        ),
         "ordered": draw(st.booleans()),
         "durable": draw(st.booleans()) if mode == "notify" else False,
         "notify_payload": draw(st.booleans()) if mode == "notify" else False,
@@ -430,21 +550,37 @@ def subscriptions(draw: st.DrawFn) -> dict[str, Any]:
     }
     free, fixed = ("message_type", "namespace") if draw(st.booleans()) else ("namespace", "message_type")
     kwargs[free] = draw(st.one_of(names, st.text(st.characters(exclude_characters="\x00"), max_size=40)))
-    wide = {"delivery_mode": delivery_modes, "webhook_url": urls, "notify_channel": st.one_of(st.none(), any_text),
-            "push_mode": push_modes, "payload_filter": filters, "ordered": flags, "durable": flags,
-            "notify_payload": flags,
-            "signing_secret": secrets_, free: any_text,
-            **{name: st.one_of(ints, ints, wrong_types) for name in INT_OPTIONS}}
+    wide = {
+        "delivery_mode": delivery_modes,
+        "webhook_url": urls,
+        "notify_channel": st.one_of(st.none(), any_text),
+        "push_mode": push_modes,
+        "payload_filter": filters,
+        "ordered": flags,
+        "durable": flags,
+        "notify_payload": flags,
+        "signing_secret": secrets_,
+        free: any_text,
+        **{name: st.one_of(ints, ints, wrong_types) for name in INT_OPTIONS},
+    }
     for name in draw(st.sets(st.sampled_from(sorted(wide)), max_size=3)):
         kwargs[name] = draw(wide[name])
-    kwargs[fixed] = None   # replaced by a name of this test's own
+    kwargs[fixed] = None  # replaced by a name of this test's own
     kwargs["client_suffix"] = draw(st.one_of(names, texts, long_texts(60, 5000)))
     return kwargs
 
 
 #: subscribe()'s defaults, for the examples that leave an argument out.
-SUBSCRIBE_DEFAULTS = {"webhook_url": None, "notify_channel": None, "push_mode": "dispatcher", "payload_filter": None,
-                      "ordered": False, "durable": False, "notify_payload": False, "signing_secret": None}
+SUBSCRIBE_DEFAULTS = {
+    "webhook_url": None,
+    "notify_channel": None,
+    "push_mode": "dispatcher",
+    "payload_filter": None,
+    "ordered": False,
+    "durable": False,
+    "notify_payload": False,
+    "signing_secret": None,
+}
 
 
 @pytest.fixture
@@ -468,25 +604,100 @@ def expected_pattern(value: str) -> str:
 
 @BAD_INPUT
 @given(shown=subscriptions().map(Shown))
-@example(shown=Shown({"delivery_mode": "async", "message_type": "a\x00", "namespace": None, "client_suffix": "x"}))
-@example(shown=Shown({"delivery_mode": "async", "message_type": "t" * 5000, "namespace": None, "client_suffix": "x"}))
-@example(shown=Shown({"delivery_mode": "async", "message_type": None, "namespace": "*", "client_suffix": "\x00"}))
-@example(shown=Shown({"delivery_mode": "notify", "message_type": None, "namespace": "*", "client_suffix": "x",
-                     "notify_channel": "c" * 64}))
-@example(shown=Shown({"delivery_mode": "async", "message_type": None, "namespace": "*", "client_suffix": "x",
-                     "notify_channel": ""}))
-@example(shown=Shown({"delivery_mode": "http", "message_type": None, "namespace": "*", "client_suffix": "x",
-                     "webhook_url": "http://127.0.0.1:9/\x00"}))
-@example(shown=Shown({"delivery_mode": "async", "message_type": None, "namespace": "*", "client_suffix": "x",
-                     "max_attempts": 2**40, "lease_seconds": True, "http_timeout_ms": 5000.5}))
-@example(shown=Shown({"delivery_mode": "async", "message_type": None, "namespace": "*", "client_suffix": "x",
-                     "payload_filter": {"a": math.nan}}))
-@example(shown=Shown({"delivery_mode": "async", "message_type": None, "namespace": "*", "client_suffix": "x",
-                     "payload_filter": nest(5000, "dict", 1)}))
-@example(shown=Shown({"delivery_mode": "async", "message_type": None, "namespace": "*", "client_suffix": "x",
-                     "ordered": "maybe", "durable": 1}))
-def test_subscribe_stores_what_it_is_given_or_refuses_it(client: Client, db: psycopg.Connection[Any], run_id: str,
-                                                         only: str, shown: Shown) -> None:
+@example(
+    shown=Shown({"delivery_mode": "async", "message_type": "a\x00", "namespace": None, "client_suffix": "x"})
+)
+@example(
+    shown=Shown(
+        {"delivery_mode": "async", "message_type": "t" * 5000, "namespace": None, "client_suffix": "x"}
+    )
+)
+@example(
+    shown=Shown({"delivery_mode": "async", "message_type": None, "namespace": "*", "client_suffix": "\x00"})
+)
+@example(
+    shown=Shown(
+        {
+            "delivery_mode": "notify",
+            "message_type": None,
+            "namespace": "*",
+            "client_suffix": "x",
+            "notify_channel": "c" * 64,
+        }
+    )
+)
+@example(
+    shown=Shown(
+        {
+            "delivery_mode": "async",
+            "message_type": None,
+            "namespace": "*",
+            "client_suffix": "x",
+            "notify_channel": "",
+        }
+    )
+)
+@example(
+    shown=Shown(
+        {
+            "delivery_mode": "http",
+            "message_type": None,
+            "namespace": "*",
+            "client_suffix": "x",
+            "webhook_url": "http://127.0.0.1:9/\x00",
+        }
+    )
+)
+@example(
+    shown=Shown(
+        {
+            "delivery_mode": "async",
+            "message_type": None,
+            "namespace": "*",
+            "client_suffix": "x",
+            "max_attempts": 2**40,
+            "lease_seconds": True,
+            "http_timeout_ms": 5000.5,
+        }
+    )
+)
+@example(
+    shown=Shown(
+        {
+            "delivery_mode": "async",
+            "message_type": None,
+            "namespace": "*",
+            "client_suffix": "x",
+            "payload_filter": {"a": math.nan},
+        }
+    )
+)
+@example(
+    shown=Shown(
+        {
+            "delivery_mode": "async",
+            "message_type": None,
+            "namespace": "*",
+            "client_suffix": "x",
+            "payload_filter": nest(5000, "dict", 1),
+        }
+    )
+)
+@example(
+    shown=Shown(
+        {
+            "delivery_mode": "async",
+            "message_type": None,
+            "namespace": "*",
+            "client_suffix": "x",
+            "ordered": "maybe",
+            "durable": 1,
+        }
+    )
+)
+def test_subscribe_stores_what_it_is_given_or_refuses_it(
+    client: Client, db: psycopg.Connection[Any], run_id: str, only: str, shown: Shown
+) -> None:
     kwargs = {**SUBSCRIBE_DEFAULTS, **shown.value}
     suffix = kwargs.pop("client_suffix")
     client_id = f"{run_id}-{next(_sequence)}{suffix}"
@@ -498,7 +709,7 @@ def test_subscribe_stores_what_it_is_given_or_refuses_it(client: Client, db: psy
     before = db.execute(count_sql, (run_id,)).fetchone()["n"]
     try:
         sub = client.subscribe(client_id, **kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         assert_clear_refusal(exc)
         assert db.execute(count_sql, (run_id,)).fetchone()["n"] == before, "a refused subscription left a row"
         return
@@ -526,8 +737,10 @@ def test_subscribe_stores_what_it_is_given_or_refuses_it(client: Client, db: psy
         else:
             reference = json_text(kwargs["payload_filter"])
             assert reference is not None
-            assert db.execute("SELECT payload_filter = %s::jsonb AS same FROM subscriptions WHERE id = %s",
-                              (reference, sub.id)).fetchone()["same"]
+            assert db.execute(
+                "SELECT payload_filter = %s::jsonb AS same FROM subscriptions WHERE id = %s",
+                (reference, sub.id),
+            ).fetchone()["same"]
         if kwargs["signing_secret"] is not None:
             assert row["signing_secret"] == kwargs["signing_secret"]
         elif mode == "http":
@@ -544,20 +757,29 @@ def test_subscribe_stores_what_it_is_given_or_refuses_it(client: Client, db: psy
 @example(client_id="a" * 63)
 @example(client_id="a" * 64)
 @example(client_id="x" * 300_000)
-def test_subscribe_with_any_client_id(client: Client, db: psycopg.Connection[Any], only: str,
-                                      client_id: str) -> None:
+def test_subscribe_with_any_client_id(
+    client: Client, db: psycopg.Connection[Any], only: str, client_id: str
+) -> None:
     """Client ids not made by this test: accepted ones are removed at once (and an id some real
     subscriber already uses is skipped, so that nothing outside the test is touched)."""
-    if sendable(client_id) and db.execute("SELECT count(*) AS n FROM subscriptions WHERE client_id = %s",
-                                          (client_id,)).fetchone()["n"]:
+    if (
+        sendable(client_id)
+        and db.execute(
+            "SELECT count(*) AS n FROM subscriptions WHERE client_id = %s", (client_id,)
+        ).fetchone()["n"]
+    ):
         return
     try:
         sub = client.subscribe(client_id, "async", message_type=only)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         assert_clear_refusal(exc)
         if sendable(client_id):
-            assert db.execute("SELECT count(*) AS n FROM subscriptions WHERE client_id = %s",
-                              (client_id,)).fetchone()["n"] == 0
+            assert (
+                db.execute(
+                    "SELECT count(*) AS n FROM subscriptions WHERE client_id = %s", (client_id,)
+                ).fetchone()["n"]
+                == 0
+            )
         return
     tally("accepted")
     try:
@@ -568,8 +790,10 @@ def test_subscribe_with_any_client_id(client: Client, db: psycopg.Connection[Any
 
 # -- nesting deeper than PostgreSQL allows ---------------------------------------------------------
 
-def test_nesting_deeper_than_postgresql_allows_is_invalid_input(client: Client, db: psycopg.Connection[Any],
-                                                                run_id: str) -> None:
+
+def test_nesting_deeper_than_postgresql_allows_is_invalid_input(
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     """Python's json stops at its recursion limit; with the limit raised (in a thread with a
     large stack, as a service might run) the document reaches PostgreSQL, whose parser stops at
     max_stack_depth. Both are InvalidInput, not a RecursionError or a 'connection' error."""
@@ -584,7 +808,7 @@ def test_nesting_deeper_than_postgresql_allows_is_invalid_input(client: Client, 
         sys.setrecursionlimit(1_000_000)
         try:
             outcome["result"] = client.publish(message_type, nest(300_000, "list", 0))
-        except BaseException as exc:  # noqa: BLE001 - reported to the test's thread
+        except BaseException as exc:
             outcome["result"] = exc
         finally:
             sys.setrecursionlimit(limit)
@@ -602,33 +826,45 @@ def test_nesting_deeper_than_postgresql_allows_is_invalid_input(client: Client, 
     assert count_new(db, after, "message_type = %s", (message_type,)) == 0
 
 
-def test_text_that_is_not_unicode_is_invalid_input(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+def test_text_that_is_not_unicode_is_invalid_input(
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     """Lone surrogates: what Python makes of undecodable bytes in argv or a file name."""
     after = since(db)
-    for call in (lambda: client.publish("bad\udcff", {}),
-                 lambda: client.publish(f"{run_id}.ok", {}, "ns\udcff"),
-                 lambda: client.publish(f"{run_id}.ok", {"s": "\udcff"}),
-                 lambda: client.publish(f"{run_id}.ok", {}, key="\ud800"),
-                 lambda: client.publish_many([(f"{run_id}.ok", {}, "ns"), ("bad\udcff", {}, "ns")]),
-                 lambda: client.subscribe(f"{run_id}-\udcff", "async"),
-                 lambda: client.subscribe(f"{run_id}-s", "async", message_type="x\udcff"),
-                 lambda: client.subscribe(f"{run_id}-s", "http", webhook_url="http://127.0.0.1:9/\udcff")):
+    for call in (
+        lambda: client.publish("bad\udcff", {}),
+        lambda: client.publish(f"{run_id}.ok", {}, "ns\udcff"),
+        lambda: client.publish(f"{run_id}.ok", {"s": "\udcff"}),
+        lambda: client.publish(f"{run_id}.ok", {}, key="\ud800"),
+        lambda: client.publish_many([(f"{run_id}.ok", {}, "ns"), ("bad\udcff", {}, "ns")]),
+        lambda: client.subscribe(f"{run_id}-\udcff", "async"),
+        lambda: client.subscribe(f"{run_id}-s", "async", message_type="x\udcff"),
+        lambda: client.subscribe(f"{run_id}-s", "http", webhook_url="http://127.0.0.1:9/\udcff"),
+    ):
         with pytest.raises(Exception) as caught:
             call()
         assert_clear_refusal(caught.value)
     assert count_new(db, after, "starts_with(message_type, %s)", (run_id,)) == 0
-    assert db.execute("SELECT count(*) AS n FROM subscriptions WHERE starts_with(client_id, %s)",
-                      (run_id,)).fetchone()["n"] == 0
+    assert (
+        db.execute(
+            "SELECT count(*) AS n FROM subscriptions WHERE starts_with(client_id, %s)", (run_id,)
+        ).fetchone()["n"]
+        == 0
+    )
 
 
 # -- the CLI ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def invoke(dsn: str) -> Iterator[Any]:
     """``pgmsg ARGS...`` in-process; exceptions are caught so that the test can say which escaped."""
+
     def run(*args: str) -> Result:
-        return CliRunner().invoke(cli, list(args), env={"PGMSG_DSN": dsn, "PGHOST": "127.0.0.1"},
-                                  catch_exceptions=True)
+        return CliRunner().invoke(
+            cli, list(args), env={"PGMSG_DSN": dsn, "PGHOST": "127.0.0.1"}, catch_exceptions=True
+        )
+
     run.dsn = dsn  # type: ignore[attr-defined]
     yield run
 
@@ -636,7 +872,8 @@ def invoke(dsn: str) -> Iterator[Any]:
 def assert_clean_exit(result: Result, allowed: tuple[int, ...] = (0, 1, 2)) -> None:
     """Exit 0; or 1 (refused) or 2 (usage) with one 'Error: ...' line. No exception, no traceback."""
     assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"uncaught {type(result.exception).__name__}: {result.exception!r}"[:2000])
+        f"uncaught {type(result.exception).__name__}: {result.exception!r}"[:2000]
+    )
     assert "Traceback" not in result.output
     assert result.exit_code in allowed, (result.exit_code, result.output[:2000])
     tally(f"exit {result.exit_code}")
@@ -645,17 +882,24 @@ def assert_clean_exit(result: Result, allowed: tuple[int, ...] = (0, 1, 2)) -> N
         assert len(errors) == 1, f"no single Error: line in {result.output[:2000]!r}"
         if result.exit_code == 1:  # pgmsg's refusal (usage errors quote the argument back as typed)
             assert len(errors[0]) <= MAX_CLI_ERROR_LENGTH, f"unreadable error of {len(errors[0])} characters"
-        others = [line for line in result.output.splitlines()
-                  if line and not line.startswith(("Error:", "Usage:", "Try '"))]
+        others = [
+            line
+            for line in result.output.splitlines()
+            if line and not line.startswith(("Error:", "Usage:", "Try '"))
+        ]
         assert not others, f"more than the error line: {result.output[:2000]!r}"
 
 
-cli_text = st.one_of(texts, names, long_texts(100, 20_000), st.sampled_from(["", "-", "--", "-x", "--help=x"]))
+cli_text = st.one_of(
+    texts, names, long_texts(100, 20_000), st.sampled_from(["", "-", "--", "-x", "--help=x"])
+)
+
+
 def loose_json(value: Any) -> str:
     """JSON text of a generated value, as loose as Python's json writes it (NaN included)."""
     try:
         return json.dumps(value, default=str)
-    except (TypeError, ValueError, RecursionError):   # tuple keys, integers past 4300 digits
+    except (TypeError, ValueError, RecursionError):  # tuple keys, integers past 4300 digits
         return "[" + "9" * 5000 + "]"
 
 
@@ -665,15 +909,33 @@ payload_texts = st.one_of(
     st.builds(lambda n: "[" * n + "]" * n, st.integers(1, 200_000)),
     st.builds(lambda n: '{"a":' * n + "1" + "}" * n, st.integers(1, 5000)),
     st.builds(lambda n: "1" * n, st.integers(1, 10_000)),
-    st.sampled_from(["NaN", "-Infinity", "[Infinity]", '{"a": NaN}', '"\\u0000"', '"\\ud800"', '{"a":1,"a":2}',
-                     "", "{", "null", "1e999", "-", "{'a': 1}"]),
+    st.sampled_from(
+        [
+            "NaN",
+            "-Infinity",
+            "[Infinity]",
+            '{"a": NaN}',
+            '"\\u0000"',
+            '"\\ud800"',
+            '{"a":1,"a":2}',
+            "",
+            "{",
+            "null",
+            "1e999",
+            "-",
+            "{'a': 1}",
+        ]
+    ),
 )
 
 
 @BAD_INPUT
-@given(message_type=st.one_of(cli_text, st.builds(lambda s: "PREFIX" + s, cli_text)),
-       payload=st.one_of(st.none(), payload_texts),
-       namespace=st.one_of(st.none(), cli_text), key=st.one_of(st.none(), cli_text))
+@given(
+    message_type=st.one_of(cli_text, st.builds(lambda s: "PREFIX" + s, cli_text)),
+    payload=st.one_of(st.none(), payload_texts),
+    namespace=st.one_of(st.none(), cli_text),
+    key=st.one_of(st.none(), cli_text),
+)
 @example(message_type="PREFIX.t", payload="[" * 100_000 + "]" * 100_000, namespace=None, key=None)
 @example(message_type="PREFIX.t", payload="1" * 5000, namespace=None, key=None)
 @example(message_type="PREFIX.t", payload="NaN", namespace=None, key=None)
@@ -683,8 +945,15 @@ payload_texts = st.one_of(
 @example(message_type="PREFIX.t\udcff", payload=None, namespace=None, key=None)
 @example(message_type="PREFIX.t", payload=None, namespace="a\x00", key="k\x00")
 @example(message_type="PREFIX.t", payload=None, namespace=None, key="k" * 300)
-def test_cli_publish_with_any_arguments(invoke: Any, db: psycopg.Connection[Any], run_id: str, message_type: str,
-                                        payload: str | None, namespace: str | None, key: str | None) -> None:
+def test_cli_publish_with_any_arguments(
+    invoke: Any,
+    db: psycopg.Connection[Any],
+    run_id: str,
+    message_type: str,
+    payload: str | None,
+    namespace: str | None,
+    key: str | None,
+) -> None:
     message_type = message_type.replace("PREFIX", f"{run_id}.{next(_sequence)}")
     args = ["--json", "publish", message_type]
     if payload is not None:
@@ -704,15 +973,20 @@ def test_cli_publish_with_any_arguments(invoke: Any, db: psycopg.Connection[Any]
         return
     published = json.loads(result.stdout)
     try:
-        row = db.execute("SELECT message_type, namespace, message_key, payload::text AS payload FROM messages "
-                         "WHERE id = %s", (published["id"],)).fetchone()
+        row = db.execute(
+            "SELECT message_type, namespace, message_key, payload::text AS payload FROM messages "
+            "WHERE id = %s",
+            (published["id"],),
+        ).fetchone()
         assert row["message_type"] == message_type
         assert row["namespace"] == ("default" if namespace is None else namespace)
         assert row["message_key"] == key
         # The JSON round trip of the text given (Python's json decodes it, as the CLI does).
         expected = "{}" if payload is None else json_text(json.loads(payload))
         assert expected is not None, "the CLI stored a payload that is not JSON"
-        assert db.execute("SELECT %s::jsonb = %s::jsonb AS same", (row["payload"], expected)).fetchone()["same"]
+        assert db.execute("SELECT %s::jsonb = %s::jsonb AS same", (row["payload"], expected)).fetchone()[
+            "same"
+        ]
     finally:
         db.execute("DELETE FROM messages WHERE id = %s", (published["id"],))
 
@@ -720,35 +994,81 @@ def test_cli_publish_with_any_arguments(invoke: Any, db: psycopg.Connection[Any]
 @st.composite
 def add_options(draw: st.DrawFn) -> dict[str, str]:
     """Options of `subscriptions add`: valid ones, a few (often none) replaced by any text."""
-    options = draw(st.fixed_dictionaries({}, optional={
-        "--url": st.builds(lambda path: "http://127.0.0.1:9/" + path, names),
-        "--channel": names, "--timeout-ms": st.integers(100, 60_000).map(str),
-        "--max-attempts": st.integers(1, 100).map(str), "--lease-seconds": st.integers(1, 43_200).map(str),
-        "--payload-filter": st.dictionaries(names, st.integers(), max_size=2).map(json.dumps),
-        "--push-mode": st.sampled_from(["dispatcher", "in_transaction"])}))
-    for option in draw(st.sets(st.sampled_from(["--url", "--channel", "--timeout-ms", "--max-attempts",
-                                                "--lease-seconds", "--payload-filter", "--push-mode"]),
-                               max_size=2)):
+    options = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "--url": st.builds(lambda path: "http://127.0.0.1:9/" + path, names),
+                "--channel": names,
+                "--timeout-ms": st.integers(100, 60_000).map(str),
+                "--max-attempts": st.integers(1, 100).map(str),
+                "--lease-seconds": st.integers(1, 43_200).map(str),
+                "--payload-filter": st.dictionaries(names, st.integers(), max_size=2).map(json.dumps),
+                "--push-mode": st.sampled_from(["dispatcher", "in_transaction"]),
+            },
+        )
+    )
+    for option in draw(
+        st.sets(
+            st.sampled_from(
+                [
+                    "--url",
+                    "--channel",
+                    "--timeout-ms",
+                    "--max-attempts",
+                    "--lease-seconds",
+                    "--payload-filter",
+                    "--push-mode",
+                ]
+            ),
+            max_size=2,
+        )
+    ):
         options[option] = draw(st.one_of(cli_text, st.integers().map(str)))
     return options
 
 
 @BAD_INPUT
-@given(suffix=st.one_of(names, names, cli_text),
-       mode=st.tuples(st.integers(0, 3), cli_text).map(lambda c: ("async", "http", "notify", c[1])[c[0]]),
-       free=st.sampled_from(["--type", "--namespace"]), pattern=st.one_of(names, names, cli_text),
-       options=add_options(),
-       switches=st.lists(st.sampled_from(["--ordered", "--durable", "--show-secrets"]), unique=True, max_size=3))
+@given(
+    suffix=st.one_of(names, names, cli_text),
+    mode=st.tuples(st.integers(0, 3), cli_text).map(lambda c: ("async", "http", "notify", c[1])[c[0]]),
+    free=st.sampled_from(["--type", "--namespace"]),
+    pattern=st.one_of(names, names, cli_text),
+    options=add_options(),
+    switches=st.lists(st.sampled_from(["--ordered", "--durable", "--show-secrets"]), unique=True, max_size=3),
+)
 @example(suffix="x", mode="notify", free="--type", pattern="a", options={"--channel": "c" * 64}, switches=[])
 @example(suffix="\x00", mode="async", free="--type", pattern="a", options={}, switches=[])
 @example(suffix="x", mode="async", free="--type", pattern="a\x00", options={}, switches=[])
 @example(suffix="x", mode="async", free="--type", pattern="a" * 10_000, options={}, switches=[])
-@example(suffix="x", mode="http", free="--type", pattern="a", options={"--url": "http://127.0.0.1:9/\n"}, switches=[])
-@example(suffix="x", mode="async", free="--type", pattern="a", options={"--payload-filter": "[" * 100_000},
-         switches=[])
-def test_cli_subscriptions_add_with_any_arguments(invoke: Any, db: psycopg.Connection[Any], run_id: str,
-                                                  only: str, suffix: str, mode: str, free: str, pattern: str,
-                                                  options: dict[str, str], switches: list[str]) -> None:
+@example(
+    suffix="x",
+    mode="http",
+    free="--type",
+    pattern="a",
+    options={"--url": "http://127.0.0.1:9/\n"},
+    switches=[],
+)
+@example(
+    suffix="x",
+    mode="async",
+    free="--type",
+    pattern="a",
+    options={"--payload-filter": "[" * 100_000},
+    switches=[],
+)
+def test_cli_subscriptions_add_with_any_arguments(
+    invoke: Any,
+    db: psycopg.Connection[Any],
+    run_id: str,
+    only: str,
+    suffix: str,
+    mode: str,
+    free: str,
+    pattern: str,
+    options: dict[str, str],
+    switches: list[str],
+) -> None:
     client_id = f"{run_id}-{next(_sequence)}{suffix}"
     fixed = "--namespace" if free == "--type" else "--type"
     args = ["--json", "subscriptions", "add", client_id, "--mode", mode, free, pattern, fixed, only]
@@ -791,18 +1111,23 @@ LISTINGS = [
 
 
 @BAD_INPUT
-@given(listing=st.sampled_from(LISTINGS),
-       value=st.one_of(cli_text, st.builds(lambda s: "PREFIX" + s, cli_text),
-                       st.one_of(st.integers(-5, 5), st.integers(2**31, 2**80), st.integers(-(2**80), -(2**31)))
-                       .map(str)))
+@given(
+    listing=st.sampled_from(LISTINGS),
+    value=st.one_of(
+        cli_text,
+        st.builds(lambda s: "PREFIX" + s, cli_text),
+        st.one_of(st.integers(-5, 5), st.integers(2**31, 2**80), st.integers(-(2**80), -(2**31))).map(str),
+    ),
+)
 @example(listing=("subscriptions", "list", "--client"), value="\x00")
 @example(listing=("deliveries", "list", "--client"), value="a\x00")
 @example(listing=("deliveries", "list", "--since"), value="1" + "0" * 400 + "d")
 @example(listing=("deliveries", "stats", "--since"), value="99999999999999999999w")
 @example(listing=("deliveries", "list", "--message-id"), value=str(2**64))
 @example(listing=("dead-letters", "list", "--client"), value="x\udcff")
-def test_cli_listing_filters_with_any_text(invoke: Any, run_id: str, listing: tuple[str, str, str],
-                                           value: str) -> None:
+def test_cli_listing_filters_with_any_text(
+    invoke: Any, run_id: str, listing: tuple[str, str, str], value: str
+) -> None:
     value = value.replace("PREFIX", run_id)
     result = invoke("--json", *listing, value)
     assert_clean_exit(result)
@@ -814,33 +1139,52 @@ def test_cli_listing_filters_with_any_text(invoke: Any, run_id: str, listing: tu
 
 
 @BAD_INPUT
-@given(content=st.one_of(st.binary(max_size=200), payload_texts.map(lambda t: t.encode("utf-8", "surrogatepass"))),
-       source=st.sampled_from(["file", "stdin"]))
+@given(
+    content=st.one_of(
+        st.binary(max_size=200), payload_texts.map(lambda t: t.encode("utf-8", "surrogatepass"))
+    ),
+    source=st.sampled_from(["file", "stdin"]),
+)
 @example(content=b"\xff\xfe{}", source="file")
 @example(content=b'{"a": "\xc3"}', source="stdin")
 @example(content=b"\x00", source="file")
-def test_cli_publish_payload_from_any_file_or_stdin(invoke: Any, db: psycopg.Connection[Any], run_id: str,
-                                                    tmp_path_factory: pytest.TempPathFactory, content: bytes,
-                                                    source: str) -> None:
+def test_cli_publish_payload_from_any_file_or_stdin(
+    invoke: Any,
+    db: psycopg.Connection[Any],
+    run_id: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    content: bytes,
+    source: str,
+) -> None:
     """Bytes that are not UTF-8, not JSON, or JSON pgmsg cannot store, from --file or stdin."""
     message_type = f"{run_id}.f{next(_sequence)}"
     after = since(db)
     if source == "file":
         path = tmp_path_factory.mktemp("payload") / "payload.json"
         path.write_bytes(content)
-        result = CliRunner().invoke(cli, ["--json", "publish", message_type, "--file", str(path)],
-                                    env={"PGMSG_DSN": invoke.dsn}, catch_exceptions=True)
+        result = CliRunner().invoke(
+            cli,
+            ["--json", "publish", message_type, "--file", str(path)],
+            env={"PGMSG_DSN": invoke.dsn},
+            catch_exceptions=True,
+        )
     else:
-        result = CliRunner().invoke(cli, ["--json", "publish", message_type, "-"], input=content,
-                                    env={"PGMSG_DSN": invoke.dsn}, catch_exceptions=True)
+        result = CliRunner().invoke(
+            cli,
+            ["--json", "publish", message_type, "-"],
+            input=content,
+            env={"PGMSG_DSN": invoke.dsn},
+            catch_exceptions=True,
+        )
     assert_clean_exit(result)
     if result.exit_code == 0:
         message_id = json.loads(result.stdout)["id"]
         try:
             expected = json_text(json.loads(content.decode("utf-8")))
             assert expected is not None
-            assert db.execute("SELECT payload = %s::jsonb AS same FROM messages WHERE id = %s",
-                              (expected, message_id)).fetchone()["same"]
+            assert db.execute(
+                "SELECT payload = %s::jsonb AS same FROM messages WHERE id = %s", (expected, message_id)
+            ).fetchone()["same"]
         finally:
             db.execute("DELETE FROM messages WHERE id = %s", (message_id,))
     else:

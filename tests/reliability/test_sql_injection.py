@@ -39,12 +39,12 @@ INJECTIONS = (
     "$$; DROP TABLE subscriptions; $$",
     ") OR 1=1 --",
     "\\'; TRUNCATE message_delivery; --",
-    "x\"; DROP TABLE messages; --",
+    'x"; DROP TABLE messages; --',
     "1)::text; DELETE FROM subscriptions; --",
     "%' OR client_id LIKE '%",
-    "\u2019; DELETE FROM subscriptions; --",        # right single quotation mark
-    "\u02bc OR \u02bc1\u02bc=\u02bc1",              # modifier letter apostrophe
-    "\uff07; DROP TABLE messages; --",              # fullwidth apostrophe
+    "\u2019; DELETE FROM subscriptions; --",  # right single quotation mark
+    "\u02bc OR \u02bc1\u02bc=\u02bc1",  # modifier letter apostrophe
+    "\uff07; DROP TABLE messages; --",  # fullwidth apostrophe
 )
 
 #: A pg_sleep(5) that ran would take five seconds; a call is allowed four (connecting included).
@@ -58,9 +58,18 @@ TEST_TAG = r"^t[0-9a-f]{10}"
 TABLES = ("messages", "subscriptions", "message_delivery")
 
 #: Types that cannot carry text: the CLI must refuse an injection string with exit code 2.
-NOT_TEXT = (click.types.IntParamType, click.types.FloatParamType, click.types.BoolParamType, click.Choice,
-            click.Path, click.types.UUIDParameterType, click.types.DateTime, click.File, Duration,
-            DurationOrTimestamp)
+NOT_TEXT = (
+    click.types.IntParamType,
+    click.types.FloatParamType,
+    click.types.BoolParamType,
+    click.Choice,
+    click.Path,
+    click.types.UUIDParameterType,
+    click.types.DateTime,
+    click.File,
+    Duration,
+    DurationOrTimestamp,
+)
 
 Command = tuple[str, ...]
 
@@ -76,8 +85,12 @@ def command_tree(group: click.Group = cli, path: Command = ()) -> Iterator[tuple
 
 
 def parameters() -> list[tuple[Command, str]]:
-    return [(path, param.name) for path, command in command_tree() for param in command.params
-            if param.name is not None]
+    return [
+        (path, param.name)
+        for path, command in command_tree()
+        for param in command.params
+        if param.name is not None
+    ]
 
 
 def find(path: Command) -> click.Command:
@@ -98,8 +111,11 @@ def base_arguments(path: Command, own: dict[str, Any]) -> dict[str, Any]:
         (): {"__then__": ("subscriptions", "list", "--client", client_id)},
         ("publish",): {"message_type": f"{own['run_id']}.inj", "payload": "{}"},
         ("subscriptions",): {"__then__": ("list", "--client", client_id)},
-        ("subscriptions", "add"): {"client_id": f"{own['run_id']}-add", "delivery_mode": "async",
-                                   "message_type": f"{own['run_id']}.none"},
+        ("subscriptions", "add"): {
+            "client_id": f"{own['run_id']}-add",
+            "delivery_mode": "async",
+            "message_type": f"{own['run_id']}.none",
+        },
         ("subscriptions", "list"): {"client_id": client_id},
         ("subscriptions", "pause"): {"client_id": client_id},
         ("subscriptions", "resume"): {"client_id": client_id},
@@ -126,20 +142,23 @@ def base_arguments(path: Command, own: dict[str, Any]) -> dict[str, Any]:
         ("migrate",): {"__then__": ("status",)},
         ("migrate", "status"): {},
     }
-    assert path in table, (f"pgmsg {' '.join(path)} is new: give it base arguments in base_arguments() "
-                           "that touch only this test's own objects")
+    assert path in table, (
+        f"pgmsg {' '.join(path)} is new: give it base arguments in base_arguments() "
+        "that touch only this test's own objects"
+    )
     return table[path]
 
 
-def build_args(path: Command, command: click.Command, values: dict[str, Any], injected: str | None,
-               injection: str) -> list[str]:
+def build_args(
+    path: Command, command: click.Command, values: dict[str, Any], injected: str | None, injection: str
+) -> list[str]:
     """The argument list of ``pgmsg PATH`` with ``values``, ``injection`` going into ``injected``."""
     args: list[str] = []
     for param in command.params:
         if param.name == injected:
             if isinstance(param, click.Option) and (param.is_flag or param.count):
                 long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
-                args.append(f"{long}={injection}")   # a flag takes no value: the CLI must say so
+                args.append(f"{long}={injection}")  # a flag takes no value: the CLI must say so
             elif isinstance(param, click.Option):
                 args += [param.opts[0], injection]
             else:
@@ -156,7 +175,7 @@ def build_args(path: Command, command: click.Command, values: dict[str, Any], in
                     args += [param.opts[0], item]
         else:
             args.append(value)
-    if isinstance(command, click.Group):   # group options go between its name and the subcommand
+    if isinstance(command, click.Group):  # group options go between its name and the subcommand
         return [*path, *args, *values.get("__then__", ())]
     return [*path, *args]
 
@@ -172,12 +191,19 @@ def sentinel(dsn: str) -> Iterator[dict[str, Any]]:
     """Rows that exist before any injection and must come out of all of them untouched."""
     tag = "t" + uuid.uuid4().hex[:10]
     with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-        sub = conn.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type) "
-                           "VALUES (%s, 'async', %s) RETURNING *", (tag + "-sentinel", tag + ".*")).fetchone()
-        message = conn.execute("INSERT INTO messages (message_type, payload) VALUES (%s, %s) RETURNING *",
-                               (tag + ".sentinel", json.dumps({"keep": INJECTIONS[0]}))).fetchone()
-        delivery = conn.execute("SELECT * FROM message_delivery WHERE message_id = %s AND client_id = %s",
-                                (message["id"], sub["client_id"])).fetchone()
+        sub = conn.execute(
+            "INSERT INTO subscriptions (client_id, delivery_mode, message_type) "
+            "VALUES (%s, 'async', %s) RETURNING *",
+            (tag + "-sentinel", tag + ".*"),
+        ).fetchone()
+        message = conn.execute(
+            "INSERT INTO messages (message_type, payload) VALUES (%s, %s) RETURNING *",
+            (tag + ".sentinel", json.dumps({"keep": INJECTIONS[0]})),
+        ).fetchone()
+        delivery = conn.execute(
+            "SELECT * FROM message_delivery WHERE message_id = %s AND client_id = %s",
+            (message["id"], sub["client_id"]),
+        ).fetchone()
     assert delivery is not None
     yield {"subscription": sub, "message": message, "delivery": delivery}
     deadline = time.monotonic() + 60
@@ -197,18 +223,24 @@ def sentinel(dsn: str) -> Iterator[dict[str, Any]]:
 def own(admin: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     """This test's own subscriptions (an async and an http one), which base arguments name."""
     client_id = f"{run_id}-own"
-    admin.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type) VALUES (%s, 'async', %s)",
-                  (client_id, f"{run_id}.none"))
-    http = admin.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type, webhook_url) "
-                         "VALUES (%s, 'http', %s, 'http://127.0.0.1:9/hook') RETURNING id",
-                         (client_id, f"{run_id}.none")).fetchone()
+    admin.execute(
+        "INSERT INTO subscriptions (client_id, delivery_mode, message_type) VALUES (%s, 'async', %s)",
+        (client_id, f"{run_id}.none"),
+    )
+    http = admin.execute(
+        "INSERT INTO subscriptions (client_id, delivery_mode, message_type, webhook_url) "
+        "VALUES (%s, 'http', %s, 'http://127.0.0.1:9/hook') RETURNING id",
+        (client_id, f"{run_id}.none"),
+    ).fetchone()
     return {"run_id": run_id, "client_id": client_id, "http_id": http["id"]}
 
 
 def newest_ids(db: psycopg.Connection[Any]) -> dict[str, int]:
-    return db.execute("SELECT (SELECT coalesce(max(id), 0) FROM messages) AS messages, "
-                      "(SELECT coalesce(max(id), 0) FROM subscriptions) AS subscriptions, "
-                      "(SELECT coalesce(max(id), 0) FROM message_delivery) AS message_delivery").fetchone()
+    return db.execute(
+        "SELECT (SELECT coalesce(max(id), 0) FROM messages) AS messages, "
+        "(SELECT coalesce(max(id), 0) FROM subscriptions) AS subscriptions, "
+        "(SELECT coalesce(max(id), 0) FROM message_delivery) AS message_delivery"
+    ).fetchone()
 
 
 def snapshot(db: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -230,32 +262,48 @@ def counts(db: psycopg.Connection[Any], ids: dict[str, int]) -> dict[str, int]:
     ).fetchone()
 
 
-def assert_database_intact(db: psycopg.Connection[Any], before: dict[str, Any] | None, sentinel: dict[str, Any],
-                           own: dict[str, Any]) -> None:
+def assert_database_intact(
+    db: psycopg.Connection[Any], before: dict[str, Any] | None, sentinel: dict[str, Any], own: dict[str, Any]
+) -> None:
     """The tables exist, the rows counted before are all there, the sentinel and own rows unchanged."""
     for table in TABLES:
-        assert db.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"public.{table}",)).fetchone()["present"]
+        assert db.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"public.{table}",)).fetchone()[
+            "present"
+        ]
     if before is not None:
         assert counts(db, before["ids"]) == before["counts"], "rows that existed before are gone"
-    assert db.execute("SELECT * FROM subscriptions WHERE id = %s",
-                      (sentinel["subscription"]["id"],)).fetchone() == sentinel["subscription"]
-    assert db.execute("SELECT * FROM messages WHERE id = %s", (sentinel["message"]["id"],)).fetchone() \
+    assert (
+        db.execute("SELECT * FROM subscriptions WHERE id = %s", (sentinel["subscription"]["id"],)).fetchone()
+        == sentinel["subscription"]
+    )
+    assert (
+        db.execute("SELECT * FROM messages WHERE id = %s", (sentinel["message"]["id"],)).fetchone()
         == sentinel["message"]
-    assert db.execute("SELECT * FROM message_delivery WHERE id = %s", (sentinel["delivery"]["id"],)).fetchone() \
+    )
+    assert (
+        db.execute("SELECT * FROM message_delivery WHERE id = %s", (sentinel["delivery"]["id"],)).fetchone()
         == sentinel["delivery"]
-    mine = db.execute("SELECT count(*) FILTER (WHERE active) AS active, count(*) AS total FROM subscriptions "
-                      "WHERE client_id = %s", (own["client_id"],)).fetchone()
+    )
+    mine = db.execute(
+        "SELECT count(*) FILTER (WHERE active) AS active, count(*) AS total FROM subscriptions "
+        "WHERE client_id = %s",
+        (own["client_id"],),
+    ).fetchone()
     assert mine == {"active": 2, "total": 2}, "the test's own subscriptions changed"
 
 
 def created_rows(db: psycopg.Connection[Any], ids: dict[str, int], run_id: str) -> list[dict[str, Any]]:
     """Rows this test's commands created (newer than ``ids``, named with its run_id)."""
-    rows = db.execute("SELECT 'messages' AS tbl, id, to_jsonb(m) AS row FROM messages m "
-                      "WHERE id > %s AND starts_with(message_type, %s)",
-                      (ids["messages"], run_id)).fetchall()
-    rows += db.execute("SELECT 'subscriptions' AS tbl, id, to_jsonb(s) AS row FROM subscriptions s "
-                       "WHERE id > %s AND starts_with(client_id, %s) AND client_id <> %s",
-                       (ids["subscriptions"], run_id, f"{run_id}-own")).fetchall()
+    rows = db.execute(
+        "SELECT 'messages' AS tbl, id, to_jsonb(m) AS row FROM messages m "
+        "WHERE id > %s AND starts_with(message_type, %s)",
+        (ids["messages"], run_id),
+    ).fetchall()
+    rows += db.execute(
+        "SELECT 'subscriptions' AS tbl, id, to_jsonb(s) AS row FROM subscriptions s "
+        "WHERE id > %s AND starts_with(client_id, %s) AND client_id <> %s",
+        (ids["subscriptions"], run_id, f"{run_id}-own"),
+    ).fetchall()
     return rows
 
 
@@ -273,31 +321,47 @@ def holds_verbatim(value: Any, text: str) -> bool:
 def invoke(dsn: str) -> Callable[[list[str]], tuple[Result, float]]:
     def run(args: list[str]) -> tuple[Result, float]:
         started = time.monotonic()
-        result = CliRunner().invoke(cli, args, env={"PGMSG_DSN": dsn, "PGHOST": "127.0.0.1"},
-                                    input="n\n", catch_exceptions=True)
+        result = CliRunner().invoke(
+            cli, args, env={"PGMSG_DSN": dsn, "PGHOST": "127.0.0.1"}, input="n\n", catch_exceptions=True
+        )
         return result, time.monotonic() - started
+
     return run
 
 
 def assert_harmless(result: Result, seconds: float, args: list[str], param: click.Parameter | None) -> None:
     where = f"pgmsg {' '.join(args)!r}"
     assert result.exception is None or isinstance(result.exception, SystemExit), (
-        f"{where}: uncaught {type(result.exception).__name__}: {result.exception!r}")
+        f"{where}: uncaught {type(result.exception).__name__}: {result.exception!r}"
+    )
     assert "Traceback" not in result.output, where
     assert seconds < MAX_SECONDS, f"{where} took {seconds:.1f}s: did pg_sleep run?"
     assert result.exit_code in (0, 1, 2), f"{where}: exit {result.exit_code}: {result.output}"
     if result.exit_code != 0:
         assert [line for line in result.output.splitlines() if line.startswith("Error:")], (
-            f"{where}: exit {result.exit_code} without a message: {result.output}")
-    if param is not None and (isinstance(param.type, NOT_TEXT)
-                              or isinstance(param, click.Option) and (param.is_flag or param.count)):
-        assert result.exit_code == 2, f"{where}: {param.name} ({param.type.name}) accepted text: {result.output}"
+            f"{where}: exit {result.exit_code} without a message: {result.output}"
+        )
+    if param is not None and (
+        isinstance(param.type, NOT_TEXT)
+        or (isinstance(param, click.Option) and (param.is_flag or param.count))
+    ):
+        assert result.exit_code == 2, (
+            f"{where}: {param.name} ({param.type.name}) accepted text: {result.output}"
+        )
 
 
-@pytest.mark.parametrize(("path", "name"), parameters(),
-                         ids=lambda v: (" ".join(v) or "pgmsg") if isinstance(v, tuple) else v)
-def test_injection_into_every_parameter_is_data(path: Command, name: str, invoke: Any, admin: psycopg.Connection[Any],
-                                               sentinel: dict[str, Any], own: dict[str, Any], run_id: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "name"), parameters(), ids=lambda v: (" ".join(v) or "pgmsg") if isinstance(v, tuple) else v
+)
+def test_injection_into_every_parameter_is_data(
+    path: Command,
+    name: str,
+    invoke: Any,
+    admin: psycopg.Connection[Any],
+    sentinel: dict[str, Any],
+    own: dict[str, Any],
+    run_id: str,
+) -> None:
     command = find(path)
     param = next(p for p in command.params if p.name == name)
     values = base_arguments(path, own)
@@ -307,8 +371,10 @@ def test_injection_into_every_parameter_is_data(path: Command, name: str, invoke
         args = build_args(path, command, values, name, injection)
         result, seconds = invoke(args)
         assert_harmless(result, seconds, args, param)
-        for row in created_rows(admin, ids, run_id):   # created with the string as data: checked, removed
-            assert holds_verbatim(row["row"], injection), f"pgmsg {args}: created {row['row']} without the string"
+        for row in created_rows(admin, ids, run_id):  # created with the string as data: checked, removed
+            assert holds_verbatim(row["row"], injection), (
+                f"pgmsg {args}: created {row['row']} without the string"
+            )
             admin.execute(f"DELETE FROM {row['tbl']} WHERE id = %s", (row["id"],))
         assert_database_intact(admin, None, sentinel, own)
     assert_database_intact(admin, before, sentinel, own)
@@ -321,32 +387,51 @@ def test_every_command_has_base_arguments(own: dict[str, Any]) -> None:
 
 # -- explicit cases -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("injection", INJECTIONS)
-def test_injection_strings_as_names_and_filters(injection: str, invoke: Any, admin: psycopg.Connection[Any],
-                                                sentinel: dict[str, Any], own: dict[str, Any], run_id: str) -> None:
+def test_injection_strings_as_names_and_filters(
+    injection: str,
+    invoke: Any,
+    admin: psycopg.Connection[Any],
+    sentinel: dict[str, Any],
+    own: dict[str, Any],
+    run_id: str,
+) -> None:
     before = snapshot(admin)
     # Names the database checks: refused, exit 1, the string quoted back as data.
-    for args in (["subscriptions", "add", injection, "--mode", "async"],
-                 ["publish", injection, "{}"],
-                 ["publish", f"{run_id}.e", "{}", "--namespace", injection]):
+    for args in (
+        ["subscriptions", "add", injection, "--mode", "async"],
+        ["publish", injection, "{}"],
+        ["publish", f"{run_id}.e", "{}", "--namespace", injection],
+    ):
         result, seconds = invoke(args)
         assert_harmless(result, seconds, args, None)
         assert result.exit_code == 1 and "invalid" in result.output, (args, result.output)
     # Clients that do not exist: NotFound, exit 1.
-    for args in (["subscriptions", "pause", injection], ["subscriptions", "resume", injection],
-                 ["subscriptions", "remove", injection, "--yes"], ["retry", "--client", injection],
-                 ["replay", injection, "--from-id", "1", "--yes"],
-                 ["dead-letters", "redrive", "--client", injection, "--yes"]):
+    for args in (
+        ["subscriptions", "pause", injection],
+        ["subscriptions", "resume", injection],
+        ["subscriptions", "remove", injection, "--yes"],
+        ["retry", "--client", injection],
+        ["replay", injection, "--from-id", "1", "--yes"],
+        ["dead-letters", "redrive", "--client", injection, "--yes"],
+    ):
         result, seconds = invoke(args)
         assert_harmless(result, seconds, args, None)
         assert result.exit_code == 1 and "no subscription for client" in result.output, (args, result.output)
     # Filters: an empty result.
-    for args in (["subscriptions", "list", "--client", injection], ["deliveries", "list", "--client", injection],
-                 ["deliveries", "stats", "--client", injection], ["dead-letters", "list", "--client", injection]):
+    for args in (
+        ["subscriptions", "list", "--client", injection],
+        ["deliveries", "list", "--client", injection],
+        ["deliveries", "stats", "--client", injection],
+        ["dead-letters", "list", "--client", injection],
+    ):
         result, seconds = invoke([*args, "--json"])
         assert_harmless(result, seconds, args, None)
         assert result.exit_code == 0 and json.loads(result.stdout) == [], (args, result.output)
-    result, seconds = invoke(["health", "--client", injection, "--check", "pending", "--check", "dead-letters"])
+    result, seconds = invoke(
+        ["health", "--client", injection, "--check", "pending", "--check", "dead-letters"]
+    )
     assert_harmless(result, seconds, ["health"], None)
     assert "no pending or processing deliveries for" in result.output
     # A connection string: refused before anything connects.
@@ -357,25 +442,56 @@ def test_injection_strings_as_names_and_filters(injection: str, invoke: Any, adm
 
 
 @pytest.mark.parametrize("injection", INJECTIONS)
-def test_injection_strings_stored_as_data(injection: str, invoke: Any, admin: psycopg.Connection[Any],
-                                          sentinel: dict[str, Any], own: dict[str, Any], run_id: str) -> None:
+def test_injection_strings_stored_as_data(
+    injection: str,
+    invoke: Any,
+    admin: psycopg.Connection[Any],
+    sentinel: dict[str, Any],
+    own: dict[str, Any],
+    run_id: str,
+) -> None:
     """Where a value is free text (payload, key, filter patterns, URL of a non-http subscription,
     channel), the string is stored exactly as given and nothing else happens."""
     before = snapshot(admin)
-    published, seconds = invoke(["--json", "publish", f"{run_id}.e", json.dumps({"note": injection}),
-                                 "--key", injection])
+    published, seconds = invoke(
+        ["--json", "publish", f"{run_id}.e", json.dumps({"note": injection}), "--key", injection]
+    )
     assert_harmless(published, seconds, ["publish"], None)
-    message = admin.execute("SELECT payload, message_key FROM messages WHERE id = %s",
-                            (json.loads(published.stdout)["id"],)).fetchone()
+    message = admin.execute(
+        "SELECT payload, message_key FROM messages WHERE id = %s", (json.loads(published.stdout)["id"],)
+    ).fetchone()
     assert message == {"payload": {"note": injection}, "message_key": injection}
-    added, seconds = invoke(["--json", "subscriptions", "add", f"{run_id}-inj", "--mode", "async",
-                             "--type", injection, "--namespace", f"{run_id}.none", "--url", injection,
-                             "--channel", injection[:60], "--payload-filter", json.dumps({"q": injection})])
+    added, seconds = invoke(
+        [
+            "--json",
+            "subscriptions",
+            "add",
+            f"{run_id}-inj",
+            "--mode",
+            "async",
+            "--type",
+            injection,
+            "--namespace",
+            f"{run_id}.none",
+            "--url",
+            injection,
+            "--channel",
+            injection[:60],
+            "--payload-filter",
+            json.dumps({"q": injection}),
+        ]
+    )
     assert_harmless(added, seconds, ["subscriptions", "add"], None)
-    sub = admin.execute("SELECT message_type, webhook_url, notify_channel, payload_filter FROM subscriptions "
-                        "WHERE id = %s", (json.loads(added.stdout)["id"],)).fetchone()
-    assert sub == {"message_type": injection.strip(" "), "webhook_url": injection,
-                   "notify_channel": injection[:60], "payload_filter": {"q": injection}}
+    sub = admin.execute(
+        "SELECT message_type, webhook_url, notify_channel, payload_filter FROM subscriptions WHERE id = %s",
+        (json.loads(added.stdout)["id"],),
+    ).fetchone()
+    assert sub == {
+        "message_type": injection.strip(" "),
+        "webhook_url": injection,
+        "notify_channel": injection[:60],
+        "payload_filter": {"q": injection},
+    }
     listed, seconds = invoke(["--json", "subscriptions", "list", "--client", f"{run_id}-inj"])
     assert_harmless(listed, seconds, ["subscriptions", "list"], None)
     assert [s["webhook_url"] for s in json.loads(listed.stdout)] == [injection]

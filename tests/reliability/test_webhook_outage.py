@@ -23,14 +23,14 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgmsg import Client, signing
-from pgmsg.workers.dispatcher import Dispatcher
 from pgmsg.webhook_receiver import WebhookReceiver
+from pgmsg.workers.dispatcher import Dispatcher
 from tests.support.waiting import wait_until
 
 MESSAGES = 8
 RETRY_BASE_MS = 100
 RETRY_MAX_MS = 800
-MAX_ATTEMPTS = 60          # never reached here: no delivery may end as a dead letter
+MAX_ATTEMPTS = 60  # never reached here: no delivery may end as a dead letter
 # Between the attempt row and next_attempt_at, pgmsg_record_http_attempt takes a second
 # clock_timestamp(); allow that much (and no more) beyond the computed backoff.
 CLOCK_SLACK = timedelta(milliseconds=500)
@@ -49,9 +49,9 @@ class Seen:
     delivery_id: int
     webhook_id: str
     mode: str
-    attempt: int                # the delivery's attempts at arrival: this request's attempt number
-    next_attempt_at: datetime   # when the SQL allowed this attempt (set when the previous one failed)
-    arrived: datetime           # the database's clock at arrival
+    attempt: int  # the delivery's attempts at arrival: this request's attempt number
+    next_attempt_at: datetime  # when the SQL allowed this attempt (set when the previous one failed)
+    arrived: datetime  # the database's clock at arrival
     signed: bool
     status: int
     duplicate: bool
@@ -83,7 +83,9 @@ class PhasedReceiver(WebhookReceiver):
         with self._db_lock:
             row = self._db.execute(
                 "SELECT attempts, next_attempt_at, clock_timestamp() AS arrived FROM message_delivery "
-                "WHERE id = %s", (delivery_id,)).fetchone()
+                "WHERE id = %s",
+                (delivery_id,),
+            ).fetchone()
         if mode.startswith("503"):
             try:
                 signing.verify(self.secrets, headers, body)
@@ -96,8 +98,19 @@ class PhasedReceiver(WebhookReceiver):
             signed, duplicate = status != 401, bool(answer.get("duplicate"))
             if mode == "lost-answer" and status == 200:
                 status, answer = 503, {"error": "bad gateway"}
-        self.seen.append(Seen(delivery_id, header(headers, "webhook-id"), mode, row["attempts"],
-                              row["next_attempt_at"], row["arrived"], signed, status, duplicate))
+        self.seen.append(
+            Seen(
+                delivery_id,
+                header(headers, "webhook-id"),
+                mode,
+                row["attempts"],
+                row["next_attempt_at"],
+                row["arrived"],
+                signed,
+                status,
+                duplicate,
+            )
+        )
         return status, answer
 
     def stop(self) -> None:
@@ -131,42 +144,74 @@ def test_outage_then_bursts_then_recovery(client: Client, dsn: str, run_id: str)
     port = placeholder.getsockname()[1]
     receiver: PhasedReceiver | None = None
     try:
-        sub = client.subscribe(run_id + "-hook", "http", message_type=run_id + ".*",
-                               webhook_url=f"http://127.0.0.1:{port}/webhook", retry_base_ms=RETRY_BASE_MS,
-                               retry_max_ms=RETRY_MAX_MS, max_attempts=MAX_ATTEMPTS, http_timeout_ms=5000)
+        sub = client.subscribe(
+            run_id + "-hook",
+            "http",
+            message_type=run_id + ".*",
+            webhook_url=f"http://127.0.0.1:{port}/webhook",
+            retry_base_ms=RETRY_BASE_MS,
+            retry_max_ms=RETRY_MAX_MS,
+            max_attempts=MAX_ATTEMPTS,
+            http_timeout_ms=5000,
+        )
         assert sub.signing_secret
         with running_dispatcher(dsn, run_id + "-dispatcher"):
-            message_ids = client.publish_many([(run_id + ".paid", {"n": i}, "default") for i in range(MESSAGES)])
-            deliveries = {r["id"]: r["message_id"] for r in db.execute(
-                "SELECT id, message_id FROM message_delivery WHERE subscription_id = %s", (sub.id,)).fetchall()}
+            message_ids = client.publish_many(
+                [(run_id + ".paid", {"n": i}, "default") for i in range(MESSAGES)]
+            )
+            deliveries = {
+                r["id"]: r["message_id"]
+                for r in db.execute(
+                    "SELECT id, message_id FROM message_delivery WHERE subscription_id = %s", (sub.id,)
+                ).fetchall()
+            }
             assert sorted(deliveries.values()) == sorted(message_ids)
 
             def attempt_counts() -> Counter[int]:
-                return Counter(r["delivery_id"] for r in db.execute(
-                    "SELECT delivery_id FROM delivery_attempts WHERE delivery_id = ANY(%s)",
-                    (list(deliveries),)).fetchall())
+                return Counter(
+                    r["delivery_id"]
+                    for r in db.execute(
+                        "SELECT delivery_id FROM delivery_attempts WHERE delivery_id = ANY(%s)",
+                        (list(deliveries),),
+                    ).fetchall()
+                )
 
             def each_seen(mode: str, times: int) -> bool:
                 counts = Counter(s.delivery_id for s in list(receiver.seen) if s.mode == mode)  # type: ignore[union-attr]
                 return all(counts[d] >= times for d in deliveries)
 
             # 1. Down: connections refused, every delivery retried at least once.
-            wait_until(lambda: min(attempt_counts()[d] for d in deliveries) >= 2, timeout=30,
-                       message="deliveries were not retried while the endpoint was down")
+            wait_until(
+                lambda: min(attempt_counts()[d] for d in deliveries) >= 2,
+                timeout=30,
+                message="deliveries were not retried while the endpoint was down",
+            )
             # 2. Up, but answering 503 in a burst; then a burst whose answers are lost after the
             #    event was processed; then plain 503 again; then healthy.
             placeholder.close()
             receiver = PhasedReceiver([sub.signing_secret], port, dsn).start()
             wait_until(lambda: each_seen("503-a", 2), timeout=30, message="first 503 burst incomplete")
             receiver.mode = "lost-answer"
-            wait_until(lambda: each_seen("lost-answer", 1), timeout=30, message="lost-answer burst incomplete")
+            wait_until(
+                lambda: each_seen("lost-answer", 1), timeout=30, message="lost-answer burst incomplete"
+            )
             receiver.mode = "503-b"
             wait_until(lambda: each_seen("503-b", 1), timeout=30, message="second 503 burst incomplete")
             receiver.mode = "ok"
-            final = wait_until(lambda: (rows := db.execute(
-                "SELECT id, status, attempts FROM message_delivery WHERE id = ANY(%s)",
-                (list(deliveries),)).fetchall()) and all(r["status"] == "delivered" for r in rows) and rows,
-                timeout=60, message="not every delivery arrived after the endpoint recovered")
+            final = wait_until(
+                lambda: (
+                    (
+                        rows := db.execute(
+                            "SELECT id, status, attempts FROM message_delivery WHERE id = ANY(%s)",
+                            (list(deliveries),),
+                        ).fetchall()
+                    )
+                    and all(r["status"] == "delivered" for r in rows)
+                    and rows
+                ),
+                timeout=60,
+                message="not every delivery arrived after the endpoint recovered",
+            )
         attempts_of = {r["id"]: r["attempts"] for r in final}
         seen = list(receiver.seen)
 
@@ -174,7 +219,7 @@ def test_outage_then_bursts_then_recovery(client: Client, dsn: str, run_id: str)
         # processed once, every later request for it answered as a duplicate.
         webhook_ids = {s.delivery_id: s.webhook_id for s in seen}
         assert set(webhook_ids) == set(deliveries)
-        assert len(set(webhook_ids.values())) == MESSAGES        # one stable id per delivery
+        assert len(set(webhook_ids.values())) == MESSAGES  # one stable id per delivery
         assert all(s.webhook_id == webhook_ids[s.delivery_id] for s in seen)
         assert receiver.processed == Counter({w: 1 for w in webhook_ids.values()})
         assert Counter(a["webhook_id"] for a in receiver.accepted) == receiver.processed
@@ -189,8 +234,11 @@ def test_outage_then_bursts_then_recovery(client: Client, dsn: str, run_id: str)
         assert {s.delivery_id for s in duplicates} == set(deliveries)  # each retried after being processed
 
         # The attempt log follows the schedule.
-        logged = db.execute("SELECT delivery_id, attempt, attempted_at, status_code, error FROM delivery_attempts "
-                            "WHERE delivery_id = ANY(%s) ORDER BY delivery_id, attempt", (list(deliveries),)).fetchall()
+        logged = db.execute(
+            "SELECT delivery_id, attempt, attempted_at, status_code, error FROM delivery_attempts "
+            "WHERE delivery_id = ANY(%s) ORDER BY delivery_id, attempt",
+            (list(deliveries),),
+        ).fetchall()
         for delivery_id in deliveries:
             rows = [r for r in logged if r["delivery_id"] == delivery_id]
             received = {s.attempt: s for s in seen if s.delivery_id == delivery_id}
@@ -212,12 +260,15 @@ def test_outage_then_bursts_then_recovery(client: Client, dsn: str, run_id: str)
                 assert current["attempted_at"] > previous["attempted_at"]
                 request = received.get(current["attempt"])
                 if request is None:
-                    continue      # refused: the receiver saw nothing to compare with
+                    continue  # refused: the receiver saw nothing to compare with
                 # ...and, where the receiver could look, no earlier than the SQL scheduled it:
                 # the delay it computed is within the full-jitter bound for the failed attempt,
                 # and the gap between the two attempts is at least that delay.
                 delay = request.next_attempt_at - previous["attempted_at"]
-                assert timedelta(0) <= delay <= backoff_cap(previous["attempt"]) + CLOCK_SLACK, (previous, request)
+                assert timedelta(0) <= delay <= backoff_cap(previous["attempt"]) + CLOCK_SLACK, (
+                    previous,
+                    request,
+                )
                 assert request.arrived >= request.next_attempt_at, request
                 assert current["attempted_at"] - previous["attempted_at"] >= delay
     finally:

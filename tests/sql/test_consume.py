@@ -19,7 +19,6 @@ def statuses(db: psycopg.Connection[Any], client_id: str) -> Counter[str]:
     return Counter(r["status"] for r in rows)
 
 
-
 def test_four_consumers_ten_thousand_deliveries_each_exactly_once(
     client: Client, db: psycopg.Connection[Any], run_id: str
 ) -> None:
@@ -27,7 +26,9 @@ def test_four_consumers_ten_thousand_deliveries_each_exactly_once(
     client.subscribe(consumer, "async", message_type=run_id + ".*")
     ids: list[int] = []
     for chunk in range(10):
-        ids += client.publish_many([(run_id + ".job", {"n": chunk * 1000 + i}, "default") for i in range(1000)])
+        ids += client.publish_many(
+            [(run_id + ".job", {"n": chunk * 1000 + i}, "default") for i in range(1000)]
+        )
     seen: Counter[int] = Counter()
     lock = threading.Lock()
 
@@ -44,8 +45,8 @@ def test_four_consumers_ten_thousand_deliveries_each_exactly_once(
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert len(seen) == 10_000 and set(seen) == set(ids)       # none lost
-    assert max(seen.values()) == 1                             # none twice
+    assert len(seen) == 10_000 and set(seen) == set(ids)  # none lost
+    assert max(seen.values()) == 1  # none twice
     assert statuses(db, consumer) == Counter({"delivered": 10_000})
 
 
@@ -62,14 +63,23 @@ def test_claimed_payloads_come_back_exactly_as_published(client: Client, run_id:
     ]
     ids = client.publish_many([(run_id + ".job", p, "default") for p in payloads])
     with client._connection() as conn:  # a number no double holds (orjson refuses it)
-        ids.append(conn.execute("INSERT INTO messages (message_type, payload) VALUES (%s, '{\"huge\": 1e400}') "
-                                "RETURNING id", (run_id + ".job",)).fetchone()["id"])
+        ids.append(
+            conn.execute(
+                "INSERT INTO messages (message_type, payload) VALUES (%s, '{\"huge\": 1e400}') RETURNING id",
+                (run_id + ".job",),
+            ).fetchone()["id"]
+        )
     claimed = client.claim(consumer, 10)
     assert [d.message_id for d in claimed] == ids
     assert [d.payload for d in claimed[:4]] == payloads
     assert claimed[4].payload == {"huge": 10**400}  # jsonb keeps it as 1 and 400 zeros: an exact integer
-    assert all(d.client_id == consumer and d.delivery_mode == "async" and d.attempts == 1
-               and d.lease_expires_at is not None for d in claimed)
+    assert all(
+        d.client_id == consumer
+        and d.delivery_mode == "async"
+        and d.attempts == 1
+        and d.lease_expires_at is not None
+        for d in claimed
+    )
 
 
 def test_claimed_delivery_is_invisible_until_its_lease_lapses(
@@ -82,14 +92,15 @@ def test_claimed_delivery_is_invisible_until_its_lease_lapses(
 
     claimed = client.claim(consumer, 10, consumer="doomed")
     assert len(claimed) == 5 and {d.attempts for d in claimed} == {1}
-    assert client.claim(consumer, 10, consumer="other") == []   # the lease holds
+    assert client.claim(consumer, 10, consumer="other") == []  # the lease holds
     # "doomed" dies without ack or nack. After the lease, another consumer gets them.
     again = wait_until(lambda: client.claim(consumer, 10, consumer="survivor"))
     assert sorted(d.id for d in again) == sorted(d.id for d in claimed)
     assert {d.attempts for d in again} == {2}
     assert client.ack(d for d in again) == 5
-    rows = db.execute("SELECT claimed_by, retry_count, status FROM message_delivery WHERE client_id = %s",
-                      (consumer,)).fetchall()
+    rows = db.execute(
+        "SELECT claimed_by, retry_count, status FROM message_delivery WHERE client_id = %s", (consumer,)
+    ).fetchall()
     assert {(r["claimed_by"], r["retry_count"], r["status"]) for r in rows} == {("survivor", 1, "delivered")}
 
 
@@ -102,10 +113,10 @@ def test_nack_with_delay_then_dead_letter_then_redrive(
 
     [first] = client.claim(consumer)
     assert client.nack(first, delay_seconds=0.5, error="downstream busy") == "pending"
-    assert client.claim(consumer) == []                       # not before the delay
+    assert client.claim(consumer) == []  # not before the delay
     [second] = wait_until(lambda: client.claim(consumer), timeout=10)
     assert second.id == first.id and second.attempts == 2
-    assert client.nack(second, error="still broken") == "dead"   # max_attempts used up
+    assert client.nack(second, error="still broken") == "dead"  # max_attempts used up
 
     [dead] = client.dead_letters(consumer)
     assert dead["id"] == first.id and dead["last_error"] == "still broken" and dead["dead_at"] is not None
@@ -117,7 +128,9 @@ def test_nack_with_delay_then_dead_letter_then_redrive(
     assert statuses(db, consumer) == Counter({"delivered": 1})
 
 
-def test_consume_nacks_failures_and_retries_them(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+def test_consume_nacks_failures_and_retries_them(
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     consumer = run_id + "-flaky"
     client.subscribe(consumer, "async", message_type=run_id + ".*")
     client.publish(run_id + ".job", {"n": 1})
@@ -139,7 +152,7 @@ def test_expired_lease_on_last_attempt_becomes_dead_letter(
     consumer = run_id + "-lastlease"
     client.subscribe(consumer, "async", message_type=run_id + ".*", max_attempts=1, lease_seconds=1)
     client.publish(run_id + ".job", {})
-    [claimed] = client.claim(consumer)
+    [_claimed] = client.claim(consumer)
     wait_until(lambda: client.claim(consumer) == [] and statuses(db, consumer) == Counter({"dead": 1}))
     [dead] = client.dead_letters(consumer)
     assert "lease expired on attempt 1 of 1" in dead["last_error"]
@@ -154,10 +167,10 @@ def test_ordering_per_key_holds_back_only_that_key(client: Client, run_id: str) 
     a3 = client.publish(run_id + ".e", {"seq": 3}, key="account-A")
 
     first = client.claim(consumer, 10)
-    assert [d.message_id for d in first] == [a1, b1]          # one per key, in order
+    assert [d.message_id for d in first] == [a1, b1]  # one per key, in order
     failing = next(d for d in first if d.message_id == a1)
     client.ack([d for d in first if d.message_id == b1])
-    client.nack(failing, error="boom")                     # A's head fails: A waits, B went on
+    client.nack(failing, error="boom")  # A's head fails: A waits, B went on
     retried = client.claim(consumer, 10)
     assert [d.message_id for d in retried] == [a1]
     client.ack([retried[0]])
@@ -179,8 +192,9 @@ def test_idle_consumer_is_woken_by_listen_not_polling(client: Client, run_id: st
         got.set()
 
     # A 60 s poll interval: only the NOTIFY wake-up can make it see work within the deadline.
-    worker = threading.Thread(target=client.run_consumer, args=(consumer, handle),
-                              kwargs={"stop": stop, "idle_poll_seconds": 60})
+    worker = threading.Thread(
+        target=client.run_consumer, args=(consumer, handle), kwargs={"stop": stop, "idle_poll_seconds": 60}
+    )
     worker.start()
     try:
         time.sleep(0.5)  # let it go idle on LISTEN (not synchronisation: the assertion below waits)
@@ -189,14 +203,16 @@ def test_idle_consumer_is_woken_by_listen_not_polling(client: Client, run_id: st
         assert received == [message_id]
     finally:
         stop.set()
-        client.publish(run_id + ".wake", {})   # wakes it so it sees stop
+        client.publish(run_id + ".wake", {})  # wakes it so it sees stop
         worker.join(timeout=20)
 
 
-def test_durable_notify_listener_catches_up_after_downtime(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+def test_durable_notify_listener_catches_up_after_downtime(
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     consumer = run_id + "-dash"
     client.subscribe(consumer, "notify", message_type=run_id + ".*", durable=True)
-    missed = client.publish(run_id + ".while.down", {"n": 1})     # nobody listening
+    missed = client.publish(run_id + ".while.down", {"n": 1})  # nobody listening
     [row] = client.deliveries(missed)
     assert row["status"] == "pending" and row["notified_at"] is not None
     [caught_up] = client.claim(consumer)
@@ -206,7 +222,7 @@ def test_durable_notify_listener_catches_up_after_downtime(client: Client, db: p
         live = client.publish(run_id + ".while.up", {"n": 2})
         note = listener.next(timeout=10)
     assert note is not None and note.payload["id"] == live
-    assert client.ack([(note.payload["delivery_id"], None)]) == 1   # received, not claimed: no lease
+    assert client.ack([(note.payload["delivery_id"], None)]) == 1  # received, not claimed: no lease
     assert statuses(db, consumer) == Counter({"delivered": 2})
 
 
@@ -219,7 +235,9 @@ def test_replay_from_message_id_and_window(client: Client, db: psycopg.Connectio
     replayed = client.claim(consumer, 10)
     assert [d.message_id for d in replayed] == ids[2:]
     client.ack(d for d in replayed)
-    created = db.execute("SELECT min(created_at) AS lo FROM messages WHERE id = ANY(%s)", (ids,)).fetchone()["lo"]
+    created = db.execute("SELECT min(created_at) AS lo FROM messages WHERE id = ANY(%s)", (ids,)).fetchone()[
+        "lo"
+    ]
     assert client.replay(consumer, since=created) == 4
     assert len(client.claim(consumer, 10)) == 4
     with pytest.raises(InvalidInput, match="replay needs a starting message id or a start time"):
@@ -264,7 +282,8 @@ def test_ack_refuses_ids_that_are_not_integers_and_acks_nothing(
 
 
 def test_ordering_follows_the_fan_out_so_a_deferred_message_takes_its_place_when_it_moves(
-        client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     """The README's caveat, from the consumer's side: a deferred message has its id from the
     moment it is published but no delivery until the fan-out moves it, so a message of the same
     key published directly meanwhile (a higher id) is delivered first."""
@@ -277,8 +296,8 @@ def test_ordering_follows_the_fan_out_so_a_deferred_message_takes_its_place_when
         direct = client.publish(run_id + ".e", {"seq": 2}, key="K")
         assert deferred < direct
         [first] = client.claim(consumer, 10)
-    assert first.message_id == direct                      # not id order: fan-out order
+    assert first.message_id == direct  # not id order: fan-out order
     client.ack([first])
-    client.fan_out_deferred()                              # or the pg_cron job does, any moment
+    client.fan_out_deferred()  # or the pg_cron job does, any moment
     [then] = wait_until(lambda: client.claim(consumer, 10), timeout=30, message="the deferred message moved")
     assert then.message_id == deferred

@@ -47,31 +47,49 @@ def clashing(client: Client, paused: psycopg.Connection[Any], run_id: str) -> in
 
 
 def test_a_deferred_message_is_fanned_out_when_moved_with_its_id(
-        client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+    client: Client, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-a", "async", message_type=run_id + ".*")
     client.subscribe(run_id + "-b", "async", message_type=run_id + ".*")
     message_id = client.publish(run_id + ".order", {"n": 1}, "shop", key="k-1", deferred=True)
     waiting = inbox(paused, [message_id])[message_id]
-    assert (waiting["message_type"], waiting["namespace"], waiting["payload"], waiting["message_key"]) == \
-        (run_id + ".order", "shop", {"n": 1}, "k-1")
-    assert paused.execute("SELECT count(*) AS n FROM messages WHERE id = %s", (message_id,)).fetchone()["n"] == 0
-    assert paused.execute("SELECT count(*) AS n FROM message_delivery WHERE message_id = %s",
-                          (message_id,)).fetchone()["n"] == 0
+    assert (waiting["message_type"], waiting["namespace"], waiting["payload"], waiting["message_key"]) == (
+        run_id + ".order",
+        "shop",
+        {"n": 1},
+        "k-1",
+    )
+    assert (
+        paused.execute("SELECT count(*) AS n FROM messages WHERE id = %s", (message_id,)).fetchone()["n"] == 0
+    )
+    assert (
+        paused.execute(
+            "SELECT count(*) AS n FROM message_delivery WHERE message_id = %s", (message_id,)
+        ).fetchone()["n"]
+        == 0
+    )
 
     assert move(paused) >= 1
     assert inbox(paused, [message_id]) == {}
     moved = paused.execute("SELECT * FROM messages WHERE id = %s", (message_id,)).fetchone()
-    assert (moved["message_type"], moved["namespace"], moved["payload"], moved["message_key"],
-            moved["created_at"]) == (run_id + ".order", "shop", {"n": 1}, "k-1", waiting["created_at"])
-    clients = paused.execute("SELECT client_id FROM message_delivery WHERE message_id = %s ORDER BY client_id",
-                             (message_id,)).fetchall()
+    assert (
+        moved["message_type"],
+        moved["namespace"],
+        moved["payload"],
+        moved["message_key"],
+        moved["created_at"],
+    ) == (run_id + ".order", "shop", {"n": 1}, "k-1", waiting["created_at"])
+    clients = paused.execute(
+        "SELECT client_id FROM message_delivery WHERE message_id = %s ORDER BY client_id", (message_id,)
+    ).fetchall()
     assert [c["client_id"] for c in clients] == [run_id + "-a", run_id + "-b"]
     [delivery] = client.claim(run_id + "-a", 10)
     assert (delivery.message_id, delivery.payload) == (message_id, {"n": 1})
 
 
 def test_deferred_ids_come_from_the_messages_sequence(
-        client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+    client: Client, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     before = client.publish(run_id + ".seq", {})
     deferred = client.publish(run_id + ".seq", {}, deferred=True)
     after = client.publish(run_id + ".seq", {})
@@ -79,38 +97,53 @@ def test_deferred_ids_come_from_the_messages_sequence(
 
 
 def test_invalid_deferred_messages_are_refused_at_publish_with_the_same_errors(
-        client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+    client: Client, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     for deferred in (False, True):
         with pytest.raises(InvalidInput, match="invalid message_type '-bad'.*use 1-255 characters"):
             client.publish("-bad", {}, deferred=deferred)
         with pytest.raises(InvalidInput, match="invalid namespace"):
             client.publish(run_id + ".x", {}, "no spaces", deferred=deferred)
     with pytest.raises(psycopg.errors.CheckViolation, match="payload must be a JSON value") as info:
-        paused.execute("INSERT INTO message_inbox (message_type, payload) VALUES (%s, NULL)", (run_id + ".x",))
+        paused.execute(
+            "INSERT INTO message_inbox (message_type, payload) VALUES (%s, NULL)", (run_id + ".x",)
+        )
     assert info.value.diag.message_hint == "send '{}' for a message without data"
     with pytest.raises(psycopg.errors.CheckViolation, match="message_type is required"):
         paused.execute("INSERT INTO message_inbox (message_type) VALUES ('  ')")
     for table in ("message_inbox", "messages"):
         with pytest.raises(psycopg.errors.CheckViolation, match="invalid message key") as info:
-            paused.execute(f"INSERT INTO {table} (message_type, message_key) VALUES (%s, '')", (run_id + ".x",))
+            paused.execute(
+                f"INSERT INTO {table} (message_type, message_key) VALUES (%s, '')", (run_id + ".x",)
+            )
         assert info.value.diag.message_hint == "give the ordering key 1-255 characters, or no key"
-    assert paused.execute("SELECT count(*) AS n FROM message_inbox WHERE message_type LIKE %s",
-                          (run_id + "%",)).fetchone()["n"] == 0
+    assert (
+        paused.execute(
+            "SELECT count(*) AS n FROM message_inbox WHERE message_type LIKE %s", (run_id + "%",)
+        ).fetchone()["n"]
+        == 0
+    )
 
 
 def test_a_rolled_back_deferred_publish_leaves_nothing(
-        dsn: str, paused: psycopg.Connection[Any], run_id: str) -> None:
+    dsn: str, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute("INSERT INTO message_inbox (message_type) VALUES (%s)", (run_id + ".rolled",))
         conn.rollback()
     move(paused)
     for table in ("message_inbox", "messages"):
-        assert paused.execute(f"SELECT count(*) AS n FROM {table} WHERE message_type = %s",
-                              (run_id + ".rolled",)).fetchone()["n"] == 0
+        assert (
+            paused.execute(
+                f"SELECT count(*) AS n FROM {table} WHERE message_type = %s", (run_id + ".rolled",)
+            ).fetchone()["n"]
+            == 0
+        )
 
 
 def test_messages_move_oldest_first_in_batches_and_keep_their_order(
-        client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+    client: Client, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-ordered", "async", message_type=run_id + ".*", ordered=True)
     move(paused, 100000)  # whatever other tests left waiting
     ids = client.publish_many([(run_id + ".step", {"i": i}, "default") for i in range(5)], deferred=True)
@@ -126,15 +159,20 @@ def test_messages_move_oldest_first_in_batches_and_keep_their_order(
 
 
 def test_a_message_that_cannot_move_is_set_aside_with_its_error_and_the_rest_move(
-        client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+    client: Client, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-s", "async", message_type=run_id + ".*")
     first = client.publish(run_id + ".ok", {"i": 1}, deferred=True)
     taken = clashing(client, paused, run_id)
     last = client.publish(run_id + ".ok", {"i": 2}, deferred=True)
     move(paused)
     assert inbox(paused, [first, last]) == {}
-    assert paused.execute("SELECT count(*) AS n FROM message_delivery WHERE message_id = ANY (%s)",
-                          ([first, last],)).fetchone()["n"] == 2
+    assert (
+        paused.execute(
+            "SELECT count(*) AS n FROM message_delivery WHERE message_id = ANY (%s)", ([first, last],)
+        ).fetchone()["n"]
+        == 2
+    )
     failed = inbox(paused, [taken])[taken]
     assert "duplicate key value violates unique constraint" in failed["error"]
     assert "SQLSTATE 23505" in failed["error"] and failed["failed_at"] is not None
@@ -148,12 +186,14 @@ def test_a_message_that_cannot_move_is_set_aside_with_its_error_and_the_rest_mov
     assert client.retry_deferred([taken]) == 1
     assert client.retry_deferred([taken]) == 0
     assert move(paused) >= 1
-    assert paused.execute("SELECT message_type FROM messages WHERE id = %s", (taken,)).fetchone() == \
-        {"message_type": run_id + ".clash"}
+    assert paused.execute("SELECT message_type FROM messages WHERE id = %s", (taken,)).fetchone() == {
+        "message_type": run_id + ".clash"
+    }
 
 
 def test_a_transient_error_is_raised_and_the_message_stays_waiting(
-        dsn: str, client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+    dsn: str, client: Client, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     """A lock timeout says nothing about the message: the call fails, nothing is set aside."""
     move(paused, 100000)
     message_id = client.publish(run_id + ".blocked", {}, deferred=True)
@@ -172,7 +212,9 @@ def test_a_transient_error_is_raised_and_the_message_stays_waiting(
     assert inbox(paused, [message_id]) == {}
 
 
-def test_one_worker_moves_at_a_time(dsn: str, client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+def test_one_worker_moves_at_a_time(
+    dsn: str, client: Client, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     message_id = client.publish(run_id + ".locked", {}, deferred=True)
     with psycopg.connect(dsn, autocommit=True) as other:
         assert other.execute("SELECT pgmsg_fan_out_deferred(1000)").fetchone()[0] == 0
@@ -188,7 +230,9 @@ def test_the_batch_size_is_checked(paused: psycopg.Connection[Any], limit: int) 
     assert info.value.diag.message_hint == "move 1-100000 messages per call"
 
 
-def test_status_counts_waiting_and_failed(client: Client, paused: psycopg.Connection[Any], run_id: str) -> None:
+def test_status_counts_waiting_and_failed(
+    client: Client, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     move(paused, 100000)
     empty = client.deferred_status()
     assert empty["waiting"] == 0 and empty["oldest_waiting"] is None
@@ -199,24 +243,34 @@ def test_status_counts_waiting_and_failed(client: Client, paused: psycopg.Connec
 
 
 def test_publisher_may_publish_deferred_but_not_read_or_move(  # type: ignore[no-untyped-def]
-        login, paused: psycopg.Connection[Any], run_id: str) -> None:  # noqa: F811
+    login, paused: psycopg.Connection[Any], run_id: str
+) -> None:
     publisher = login("pgmsg_publisher_local")
-    row = publisher.execute("INSERT INTO message_inbox (message_type, payload) VALUES (%s, '{\"a\": 1}') "
-                            "RETURNING id, created_at", (run_id + ".pub",)).fetchone()
+    row = publisher.execute(
+        "INSERT INTO message_inbox (message_type, payload) VALUES (%s, '{\"a\": 1}') "
+        "RETURNING id, created_at",
+        (run_id + ".pub",),
+    ).fetchone()
     assert row["id"] > 0
-    for query in ("SELECT payload FROM message_inbox", "SELECT pgmsg_fan_out_deferred(10)",
-                  "SELECT pgmsg_retry_deferred(NULL)", "DELETE FROM message_inbox",
-                  "UPDATE message_inbox SET error = 'x'"):
+    for query in (
+        "SELECT payload FROM message_inbox",
+        "SELECT pgmsg_fan_out_deferred(10)",
+        "SELECT pgmsg_retry_deferred(NULL)",
+        "DELETE FROM message_inbox",
+        "UPDATE message_inbox SET error = 'x'",
+    ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             publisher.execute(query)
     for column, value in (("error", "'x'"), ("id", "1"), ("created_at", "now()")):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            publisher.execute(f"INSERT INTO message_inbox (message_type, {column}) VALUES (%s, {value})",
-                              (run_id + ".e",))
+            publisher.execute(
+                f"INSERT INTO message_inbox (message_type, {column}) VALUES (%s, {value})", (run_id + ".e",)
+            )
     dispatcher = login("pgmsg_dispatcher_local")
     assert dispatcher.execute("SELECT pgmsg_fan_out_deferred(10) AS n").fetchone()["n"] == 0  # paused
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         dispatcher.execute("SELECT payload FROM message_inbox")
     assert move(paused) >= 1
-    assert paused.execute("SELECT payload FROM messages WHERE id = %s", (row["id"],)).fetchone() == \
-        {"payload": {"a": 1}}
+    assert paused.execute("SELECT payload FROM messages WHERE id = %s", (row["id"],)).fetchone() == {
+        "payload": {"a": 1}
+    }

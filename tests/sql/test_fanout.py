@@ -44,22 +44,35 @@ def test_seed_style_sql_works(db: psycopg.Connection[Any], run_id: str) -> None:
         ("{run}.order_created", "*", "{run}.orderXcreated", "shop", False),  # _ is literal, not LIKE's
     ],
 )
-def test_filters(client: Client, db: psycopg.Connection[Any], run_id: str, type_filter: str,
-                 namespace_filter: str, message_type: str, namespace: str, expected: bool) -> None:
-    client.subscribe(run_id + "-f", "async", message_type=type_filter.format(run=run_id),
-                     namespace=namespace_filter)
+def test_filters(
+    client: Client,
+    db: psycopg.Connection[Any],
+    run_id: str,
+    type_filter: str,
+    namespace_filter: str,
+    message_type: str,
+    namespace: str,
+    expected: bool,
+) -> None:
+    client.subscribe(
+        run_id + "-f", "async", message_type=type_filter.format(run=run_id), namespace=namespace_filter
+    )
     message_id = client.publish(message_type.format(run=run_id), {"k": 1}, namespace=namespace)
     assert (run_id + "-f" in deliveries_by_client(db, message_id)) is expected
 
 
-def test_inactive_subscription_receives_nothing(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+def test_inactive_subscription_receives_nothing(
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     sub = client.subscribe(run_id + "-paused", "async", message_type=run_id + ".*")
     db.execute("UPDATE subscriptions SET active = false WHERE id = %s", (sub.id,))
     message_id = client.publish(run_id + ".event", {})
     assert deliveries_by_client(db, message_id) == {}
 
 
-def test_batch_publish_fans_out_every_message(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+def test_batch_publish_fans_out_every_message(
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     client.subscribe(run_id + "-a", "async", message_type=run_id + ".*")
     client.subscribe(run_id + "-b", "async", message_type=run_id + ".*")
     ids = client.publish_many([(run_id + ".bulk", {"i": i}, "default") for i in range(50)])
@@ -75,8 +88,9 @@ def test_large_notify_payload_is_sent_as_reference(client: Client, dsn: str, run
     # Opted in to the payload in the notification, but this one is over PostgreSQL's
     # 8000-byte NOTIFY limit: sent without it, and the listener reads it by id.
     channel = run_id + "-big"
-    client.subscribe(run_id + "-big", "notify", message_type=run_id + ".*", notify_channel=channel,
-                     notify_payload=True)
+    client.subscribe(
+        run_id + "-big", "notify", message_type=run_id + ".*", notify_channel=channel, notify_payload=True
+    )
     blob = {"blob": "x" * 10_000}
     with psycopg.connect(dsn, autocommit=True) as plain, client.listener(channel) as listener:
         plain.execute(f'LISTEN "{channel}"')

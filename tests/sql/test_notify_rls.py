@@ -30,8 +30,10 @@ def probe_subscriptions(db: psycopg.Connection[Any], run_id: str) -> Iterator[st
     rls-probe-a gets this test's run_id.notify.* messages, rls-probe-b its run_id.forb.*."""
     types = {OWNER: run_id + ".notify.*", OTHER: run_id + ".forb.*"}
     for cid, mtype in types.items():
-        db.execute("INSERT INTO subscriptions (client_id, delivery_mode, message_type) VALUES (%s, 'notify', %s)",
-                   (cid, mtype))
+        db.execute(
+            "INSERT INTO subscriptions (client_id, delivery_mode, message_type) VALUES (%s, 'notify', %s)",
+            (cid, mtype),
+        )
     yield types[OWNER]
     db.execute("DELETE FROM subscriptions WHERE message_type = ANY (%s)", (list(types.values()),))
 
@@ -45,7 +47,8 @@ def raw_notifications(conn: psycopg.Connection[Any], count: int, timeout: float 
 
 @pytest.mark.parametrize("attacker", [OTHER_ROLE, "pgmsg_publisher_local"])
 def test_another_role_listening_on_a_clients_channel_learns_only_the_ids(
-        login, probe_subscriptions: str, client: Client, run_id: str, attacker: str) -> None:  # type: ignore[no-untyped-def]
+    login, probe_subscriptions: str, client: Client, run_id: str, attacker: str
+) -> None:  # type: ignore[no-untyped-def]
     spy = login(attacker)
     spy.execute(f'LISTEN "{OWNER}"')
     mtype = run_id + ".notify.payment.flagged"
@@ -60,29 +63,39 @@ def test_another_role_listening_on_a_clients_channel_learns_only_the_ids(
 
 
 def test_the_owners_listener_reads_the_whole_envelope_through_rls(
-        probe_subscriptions: str, client: Client, dsn: str, inventory_vars: dict[str, Any], run_id: str) -> None:
+    probe_subscriptions: str, client: Client, dsn: str, inventory_vars: dict[str, Any], run_id: str
+) -> None:
     password = {r["name"]: r["password"] for r in inventory_vars["messaging_schema_clients"]}[OWNER_ROLE]
     mtype = run_id + ".notify.order.created"
     with Client(role_dsn(dsn, OWNER_ROLE, password), max_size=1) as owner, owner.listener(OWNER) as listener:
         # One transaction: the listener gets all three in one batch and reads them with one query.
         ids = client.publish_many([(mtype, {**SECRET, "i": i}, "shop") for i in range(3)])
         notes = list(listener.notifications(timeout=10, limit=3))
-    deliveries = {d["message_id"]: d["id"] for i in ids for d in client.deliveries(i) if d["client_id"] == OWNER}
+    deliveries = {
+        d["message_id"]: d["id"] for i in ids for d in client.deliveries(i) if d["client_id"] == OWNER
+    }
     assert [n.payload["id"] for n in notes] == ids
-    for i, (note, message_id) in enumerate(zip(notes, ids)):
+    for i, (note, message_id) in enumerate(zip(notes, ids, strict=False)):
         created_at = client.message(message_id)["created_at"]
-        assert note.payload == {"id": message_id, "delivery_id": deliveries[message_id], "type": mtype,
-                                "namespace": "shop", "created_at": created_at.isoformat(),
-                                "payload": {**SECRET, "i": i}}
+        assert note.payload == {
+            "id": message_id,
+            "delivery_id": deliveries[message_id],
+            "type": mtype,
+            "namespace": "shop",
+            "created_at": created_at.isoformat(),
+            "payload": {**SECRET, "i": i},
+        }
         assert note.fetched
 
 
 def test_a_client_cannot_read_another_clients_message_through_the_listener(
-        login, probe_subscriptions: str, client: Client, dsn: str, inventory_vars: dict[str, Any],
-        run_id: str) -> None:  # type: ignore[no-untyped-def]
+    login, probe_subscriptions: str, client: Client, dsn: str, inventory_vars: dict[str, Any], run_id: str
+) -> None:  # type: ignore[no-untyped-def]
     password = {r["name"]: r["password"] for r in inventory_vars["messaging_schema_clients"]}[OTHER_ROLE]
-    with Client(role_dsn(dsn, OTHER_ROLE, password), max_size=1) as other, \
-            other.listener(OWNER, OTHER) as listener:
+    with (
+        Client(role_dsn(dsn, OTHER_ROLE, password), max_size=1) as other,
+        other.listener(OWNER, OTHER) as listener,
+    ):
         # rls-probe-a's message first, then one for rls-probe-b only (published in that order,
         # so the listener has seen the first when it yields the second).
         secret_id = client.publish(run_id + ".notify.payment.flagged", SECRET)
@@ -100,7 +113,8 @@ def test_a_client_cannot_read_another_clients_message_through_the_listener(
 
 
 def test_opt_in_sends_the_payload_in_the_notification_for_every_role_to_read(
-        login, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:  # type: ignore[no-untyped-def]
+    login, client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:  # type: ignore[no-untyped-def]
     mtype = run_id + ".notify.public"
     sub = client.subscribe(OWNER, "notify", message_type=mtype, notify_payload=True)
     try:
@@ -117,10 +131,11 @@ def test_opt_in_sends_the_payload_in_the_notification_for_every_role_to_read(
 
 
 def test_opt_in_is_checked_and_declared_like_the_other_columns(
-        client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     with pytest.raises(InvalidInput, match="notify_payload applies to notify subscriptions only") as raised:
         client.subscribe(run_id + "-a", "async", notify_payload=True)
-    assert "async and http subscriptions receive the payload" in str(raised.value)   # the hint
+    assert "async and http subscriptions receive the payload" in str(raised.value)  # the hint
     assert client.subscriptions(run_id + "-a") == []
     # The Ansible role declares subscriptions through pgmsg_ensure_subscription.
     spec = {"client_id": run_id + "-n", "delivery_mode": "notify", "message_type": run_id + ".*"}
@@ -132,14 +147,19 @@ def test_opt_in_is_checked_and_declared_like_the_other_columns(
     assert db.execute(ensure, (json.dumps({**spec, "notify_payload": True}),)).fetchone()["changed"] is False
     [sub] = client.subscriptions(run_id + "-n")
     assert sub.notify_payload is True
-    assert db.execute(ensure, (json.dumps(spec),)).fetchone()["changed"] is True   # back to the default
+    assert db.execute(ensure, (json.dumps(spec),)).fetchone()["changed"] is True  # back to the default
     [sub] = client.subscriptions(run_id + "-n")
     assert sub.notify_payload is False
 
 
 def test_the_sample_listener_service_reads_and_counts_as_its_client_role(
-        probe_subscriptions: str, client: Client, dsn: str, inventory_vars: dict[str, Any], run_id: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+    probe_subscriptions: str,
+    client: Client,
+    dsn: str,
+    inventory_vars: dict[str, Any],
+    run_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """pgmsg-listener (dashboard-service, admin-portal) logs in as a client role: it gets the
     message type through RLS and its processed-messages metric moves per notification."""
     import logging
@@ -151,8 +171,12 @@ def test_the_sample_listener_service_reads_and_counts_as_its_client_role(
     from tests.support.waiting import wait_until
 
     password = {r["name"]: r["password"] for r in inventory_vars["messaging_schema_clients"]}[OWNER_ROLE]
-    config = ServiceSettings(client_id=OWNER, conninfo=role_dsn(dsn, OWNER_ROLE, password),
-                             metrics_address="127.0.0.1", metrics_port=None)
+    config = ServiceSettings(
+        client_id=OWNER,
+        conninfo=role_dsn(dsn, OWNER_ROLE, password),
+        metrics_address="127.0.0.1",
+        metrics_port=None,
+    )
     counter = metrics.processed_messages.labels(OWNER, "notify")
     before = counter._value.get()
     stop = threading.Event()
@@ -160,12 +184,18 @@ def test_the_sample_listener_service_reads_and_counts_as_its_client_role(
     worker = threading.Thread(target=service.run, args=(stop, config, OWNER), daemon=True)
     worker.start()
     try:
-        wait_until(lambda: any(r.getMessage() == "listening" for r in caplog.records), timeout=15,
-                   message="the listener service did not start listening")
+        wait_until(
+            lambda: any(r.getMessage() == "listening" for r in caplog.records),
+            timeout=15,
+            message="the listener service did not start listening",
+        )
         mtype = run_id + ".notify.order.created"
         client.publish_many([(mtype, {"n": i}, "shop") for i in range(3)])
-        wait_until(lambda: counter._value.get() >= before + 3, timeout=15,
-                   message="the listener service did not count three notifications")
+        wait_until(
+            lambda: counter._value.get() >= before + 3,
+            timeout=15,
+            message="the listener service did not count three notifications",
+        )
         logged = [r for r in caplog.records if r.getMessage() == "notification"]
         assert [r.fields["message_type"] for r in logged] == [mtype] * 3  # type: ignore[attr-defined]
     finally:
@@ -174,14 +204,24 @@ def test_the_sample_listener_service_reads_and_counts_as_its_client_role(
     assert not worker.is_alive()
 
 
-@pytest.mark.parametrize("forged", [
-    '{"id": 1, "delivery_id": 99999999999999999999}',            # beyond bigint: the read failed
-    '{"id": -5, "delivery_id": -9223372036854775809}',
-    '{not json',
-])
+@pytest.mark.parametrize(
+    "forged",
+    [
+        '{"id": 1, "delivery_id": 99999999999999999999}',  # beyond bigint: the read failed
+        '{"id": -5, "delivery_id": -9223372036854775809}',
+        "{not json",
+    ],
+)
 def test_a_forged_notification_from_any_role_is_dropped_and_the_listener_goes_on(
-        login, probe_subscriptions: str, client: Client, dsn: str, inventory_vars: dict[str, Any],
-        run_id: str, forged: str, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    login,
+    probe_subscriptions: str,
+    client: Client,
+    dsn: str,
+    inventory_vars: dict[str, Any],
+    run_id: str,
+    forged: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # type: ignore[no-untyped-def]
     """NOTIFY has no privilege: a publisher can send anything on a client's channel. The
     listener must drop what it cannot read and keep yielding the client's own deliveries."""
     password = {r["name"]: r["password"] for r in inventory_vars["messaging_schema_clients"]}[OWNER_ROLE]

@@ -41,45 +41,84 @@ ADMIN_TABLE = "SELECT INSERT UPDATE DELETE"
 SUBSCRIPTION_COLUMNS_BUT_SECRETS = (
     "id, client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel, http_timeout_ms, active, "
     "created_at, updated_at, max_attempts, lease_seconds, push_mode, retry_base_ms, retry_max_ms, "
-    "previous_secret_expires_at, payload_filter, ordered, durable, deactivated_reason, notify_payload")
-DELIVERY_STATE = ("status, updated_at, claimed_at, delivered_at, retry_count, last_error, attempts, "
-                  "next_attempt_at, lease_expires_at, claimed_by, dead_at, lease_token")
+    "previous_secret_expires_at, payload_filter, ordered, durable, deactivated_reason, notify_payload"
+)
+DELIVERY_STATE = (
+    "status, updated_at, claimed_at, delivered_at, retry_count, last_error, attempts, "
+    "next_attempt_at, lease_expires_at, claimed_by, dead_at, lease_token"
+)
 
 # pgcrypto: pure computation, but PUBLIC gets nothing. The secret generator and
 # the subscription trigger (run as the writer) need random bytes.
 PGCRYPTO = (
-    "armor(bytea)", "armor(bytea,text[],text[])", "crypt(text,text)", "dearmor(text)",
-    "decrypt(bytea,bytea,text)", "decrypt_iv(bytea,bytea,bytea,text)", "digest(bytea,text)",
-    "digest(text,text)", "encrypt(bytea,bytea,text)", "encrypt_iv(bytea,bytea,bytea,text)",
-    "public.gen_random_uuid()", "gen_salt(text)", "gen_salt(text,integer)", "hmac(bytea,bytea,text)",
-    "hmac(text,text,text)", "pgp_armor_headers(text)", "pgp_key_id(bytea)", "pgp_pub_decrypt(bytea,bytea)",
-    "pgp_pub_decrypt(bytea,bytea,text)", "pgp_pub_decrypt(bytea,bytea,text,text)",
-    "pgp_pub_decrypt_bytea(bytea,bytea)", "pgp_pub_decrypt_bytea(bytea,bytea,text)",
-    "pgp_pub_decrypt_bytea(bytea,bytea,text,text)", "pgp_pub_encrypt(text,bytea)",
-    "pgp_pub_encrypt(text,bytea,text)", "pgp_pub_encrypt_bytea(bytea,bytea)",
-    "pgp_pub_encrypt_bytea(bytea,bytea,text)", "pgp_sym_decrypt(bytea,text)", "pgp_sym_decrypt(bytea,text,text)",
-    "pgp_sym_decrypt_bytea(bytea,text)", "pgp_sym_decrypt_bytea(bytea,text,text)", "pgp_sym_encrypt(text,text)",
-    "pgp_sym_encrypt(text,text,text)", "pgp_sym_encrypt_bytea(bytea,text)", "pgp_sym_encrypt_bytea(bytea,text,text)",
+    "armor(bytea)",
+    "armor(bytea,text[],text[])",
+    "crypt(text,text)",
+    "dearmor(text)",
+    "decrypt(bytea,bytea,text)",
+    "decrypt_iv(bytea,bytea,bytea,text)",
+    "digest(bytea,text)",
+    "digest(text,text)",
+    "encrypt(bytea,bytea,text)",
+    "encrypt_iv(bytea,bytea,bytea,text)",
+    "public.gen_random_uuid()",
+    "gen_salt(text)",
+    "gen_salt(text,integer)",
+    "hmac(bytea,bytea,text)",
+    "hmac(text,text,text)",
+    "pgp_armor_headers(text)",
+    "pgp_key_id(bytea)",
+    "pgp_pub_decrypt(bytea,bytea)",
+    "pgp_pub_decrypt(bytea,bytea,text)",
+    "pgp_pub_decrypt(bytea,bytea,text,text)",
+    "pgp_pub_decrypt_bytea(bytea,bytea)",
+    "pgp_pub_decrypt_bytea(bytea,bytea,text)",
+    "pgp_pub_decrypt_bytea(bytea,bytea,text,text)",
+    "pgp_pub_encrypt(text,bytea)",
+    "pgp_pub_encrypt(text,bytea,text)",
+    "pgp_pub_encrypt_bytea(bytea,bytea)",
+    "pgp_pub_encrypt_bytea(bytea,bytea,text)",
+    "pgp_sym_decrypt(bytea,text)",
+    "pgp_sym_decrypt(bytea,text,text)",
+    "pgp_sym_decrypt_bytea(bytea,text)",
+    "pgp_sym_decrypt_bytea(bytea,text,text)",
+    "pgp_sym_encrypt(text,text)",
+    "pgp_sym_encrypt(text,text,text)",
+    "pgp_sym_encrypt_bytea(bytea,text)",
+    "pgp_sym_encrypt_bytea(bytea,text,text)",
 )
 # pgsql-http: only the in-transaction push (SECURITY DEFINER, owned by the
 # superuser) makes requests from the database.
 PGSQL_HTTP = (
-    "bytea_to_text(bytea)", "http(http_request)", "http_delete(character varying)",
-    "http_delete(character varying,character varying,character varying)", "http_get(character varying)",
-    "http_get(character varying,jsonb)", "http_head(character varying)",
-    "http_header(character varying,character varying)", "http_list_curlopt()",
+    "bytea_to_text(bytea)",
+    "http(http_request)",
+    "http_delete(character varying)",
+    "http_delete(character varying,character varying,character varying)",
+    "http_get(character varying)",
+    "http_get(character varying,jsonb)",
+    "http_head(character varying)",
+    "http_header(character varying,character varying)",
+    "http_list_curlopt()",
     "http_patch(character varying,character varying,character varying)",
-    "http_post(character varying,character varying,character varying)", "http_post(character varying,jsonb)",
-    "http_put(character varying,character varying,character varying)", "http_reset_curlopt()",
-    "http_set_curlopt(character varying,character varying)", "text_to_bytea(text)", "urlencode(bytea)",
-    "urlencode(character varying)", "urlencode(jsonb)",
+    "http_post(character varying,character varying,character varying)",
+    "http_post(character varying,jsonb)",
+    "http_put(character varying,character varying,character varying)",
+    "http_reset_curlopt()",
+    "http_set_curlopt(character varying,character varying)",
+    "text_to_bytea(text)",
+    "urlencode(bytea)",
+    "urlencode(character varying)",
+    "urlencode(jsonb)",
 )
 # pg_cron: jobs belong to the superuser; administrators and monitoring see them
 # through pgmsg_cron_jobs().
 PG_CRON = (
-    "cron.alter_job(bigint,text,text,text,text,boolean)", "cron.job_cache_invalidate()",
-    "cron.schedule(text,text)", "cron.schedule(text,text,text)",
-    "cron.schedule_in_database(text,text,text,text,text,boolean)", "cron.unschedule(bigint)",
+    "cron.alter_job(bigint,text,text,text,text,boolean)",
+    "cron.job_cache_invalidate()",
+    "cron.schedule(text,text)",
+    "cron.schedule(text,text,text)",
+    "cron.schedule_in_database(text,text,text,text,text,boolean)",
+    "cron.unschedule(bigint)",
     "cron.unschedule(text)",
 )
 
@@ -88,11 +127,12 @@ EXPECTED: dict[str, dict[str, str]] = {
     # -- schemas ---------------------------------------------------------------
     "schema public": ALL_GROUPS,
     "schema cron": {},
-
     # -- tables ----------------------------------------------------------------
     "table messages": {
         PUB: "SELECT(id, created_at) INSERT(message_type, namespace, payload, message_key)",
-        CLI: "SELECT", DIS: "SELECT", ADM: ADMIN_TABLE,
+        CLI: "SELECT",
+        DIS: "SELECT",
+        ADM: ADMIN_TABLE,
         MON: "SELECT(id, message_type, namespace, created_at, published_by)",
     },
     "table message_inbox": {
@@ -110,8 +150,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "table message_delivery": {
         CLI: f"SELECT UPDATE({DELIVERY_STATE})",
         DIS: "SELECT UPDATE(status, updated_at, claimed_at, delivered_at, push_attempted_at, push_status_code, "
-             "retry_count, last_error, attempts, next_attempt_at, lease_expires_at, claimed_by, dead_at, lease_token)",
-        ADM: ADMIN_TABLE, MON: "SELECT",
+        "retry_count, last_error, attempts, next_attempt_at, lease_expires_at, claimed_by, dead_at, lease_token)",
+        ADM: ADMIN_TABLE,
+        MON: "SELECT",
     },
     "table delivery_attempts": {CLI: "SELECT", DIS: "INSERT", ADM: ADMIN_TABLE, MON: "SELECT"},
     # Written by pgmsg_set_webhook_allowlist only, which only the deployment runs.
@@ -139,7 +180,6 @@ EXPECTED: dict[str, dict[str, str]] = {
     "view pgmsg_backup_status": {ADM: "SELECT", MON: "SELECT"},
     "table cron.job": {},
     "table cron.job_run_details": {},
-
     # -- sequences -------------------------------------------------------------
     # message_inbox's id default calls nextval() on messages' sequence (publishers and, for
     # `pgmsg publish --deferred`, administrators: 023).
@@ -150,7 +190,6 @@ EXPECTED: dict[str, dict[str, str]] = {
     "sequence pgmsg_backup_runs_id_seq": {},
     "sequence cron.jobid_seq": {},
     "sequence cron.runid_seq": {},
-
     # -- pgmsg functions -------------------------------------------------------
     # Publishing: the validation trigger raises through pgmsg_reject as the publisher.
     "function pgmsg_reject(text,text)": {PUB: "EXECUTE", CLI: "EXECUTE", DIS: "EXECUTE", ADM: "EXECUTE"},
@@ -161,12 +200,18 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_ack(bigint[],uuid[])": {CLI: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_nack(bigint,uuid,double precision,text)": {CLI: "EXECUTE", ADM: "EXECUTE"},
     # Dispatching; its writes to subscriptions (410 Gone) run the URL check.
-    "function pgmsg_claim_http_slots(integer,integer,text,integer,bigint[],integer[])":
-        {DIS: "EXECUTE", ADM: "EXECUTE"},
-    "function pgmsg_record_http_attempt(bigint,uuid,integer,text,numeric,double precision)":
-        {DIS: "EXECUTE", ADM: "EXECUTE"},
-    "function pgmsg_record_http_attempts(bigint[],uuid[],integer[],text[],numeric[],double precision[])":
-        {DIS: "EXECUTE", ADM: "EXECUTE"},
+    "function pgmsg_claim_http_slots(integer,integer,text,integer,bigint[],integer[])": {
+        DIS: "EXECUTE",
+        ADM: "EXECUTE",
+    },
+    "function pgmsg_record_http_attempt(bigint,uuid,integer,text,numeric,double precision)": {
+        DIS: "EXECUTE",
+        ADM: "EXECUTE",
+    },
+    "function pgmsg_record_http_attempts(bigint[],uuid[],integer[],text[],numeric[],double precision[])": {
+        DIS: "EXECUTE",
+        ADM: "EXECUTE",
+    },
     "function pgmsg_envelope(messages)": {CLI: "EXECUTE", DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_webhook_id(message_delivery)": {DIS: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_webhook_url_problem(text)": {DIS: "EXECUTE", ADM: "EXECUTE"},
@@ -178,7 +223,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_notify_payload(messages,bigint)": {ADM: "EXECUTE"},
     "function pgmsg_webhook_signature(subscriptions,text,bigint,text)": {DIS: "EXECUTE", ADM: "EXECUTE"},
     # One webhook contract (028): the headers every sender sends, signed in the dispatcher's claim.
-    "function pgmsg_webhook_headers(subscriptions,text,bigint,text,bigint,bigint,text,text)": {DIS: "EXECUTE"},
+    "function pgmsg_webhook_headers(subscriptions,text,bigint,text,bigint,bigint,text,text)": {
+        DIS: "EXECUTE"
+    },
     "function pgmsg_push_http(bigint)": {ADM: "EXECUTE"},
     "function retry_failed_http_push(text,integer,interval,bigint[])": {ADM: "EXECUTE"},
     "function retry_failed_http_push(bigint,text)": {ADM: "EXECUTE"},
@@ -193,7 +240,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_housekeep(text,interval,integer,interval)": {ADM: "EXECUTE"},
     "function pgmsg_trim_history(interval,integer)": {ADM: "EXECUTE"},
     "function pgmsg_trim_dispatchers(interval)": {ADM: "EXECUTE"},
-    "function pgmsg_trim_cron_runs(interval,integer)": {},   # pg_cron's table: the superuser's job only
+    "function pgmsg_trim_cron_runs(interval,integer)": {},  # pg_cron's table: the superuser's job only
     "function pgmsg_release_expired_leases()": {ADM: "EXECUTE"},
     "function pgmsg_cancel_orphaned_deliveries(integer)": {ADM: "EXECUTE"},
     # Signs the fixed test event for `pgmsg subscriptions test`: administrators may not read secrets.
@@ -226,7 +273,6 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_subscriptions_truncated()": {},
     "function pgmsg_refuse_id_change()": {},
     "function pgmsg_refuse_reserved_channel()": {},
-
     # -- extensions' functions -------------------------------------------------
     **{f"function {signature}": {} for signature in PGSQL_HTTP + PG_CRON + PGCRYPTO},
     "function gen_random_bytes(integer)": {DIS: "EXECUTE", ADM: "EXECUTE"},
@@ -241,23 +287,26 @@ def objects(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, int]]:
     """Every object of the matrix: its name in EXPECTED -> (kind, oid)."""
     found: dict[str, tuple[str, int]] = {}
     for row in conn.execute(
-            "SELECT n.oid, n.nspname FROM pg_namespace n WHERE n.nspname IN ('public', 'cron')").fetchall():
+        "SELECT n.oid, n.nspname FROM pg_namespace n WHERE n.nspname IN ('public', 'cron')"
+    ).fetchall():
         found[f"schema {row['nspname']}"] = ("schema", row["oid"])
     for row in conn.execute(
-            """
+        """
             SELECT c.oid, c.oid::regclass::text AS name,
                    CASE WHEN c.relkind = 'S' THEN 'sequence' WHEN c.relkind IN ('v', 'm') THEN 'view'
                         ELSE 'table' END AS kind
               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname IN ('public', 'cron') AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-            """).fetchall():
+            """
+    ).fetchall():
         found[f"{row['kind']} {row['name']}"] = (row["kind"], row["oid"])
     for row in conn.execute(
-            """
+        """
             SELECT p.oid, p.oid::regprocedure::text AS name
               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname IN ('public', 'cron')
-            """).fetchall():
+            """
+    ).fetchall():
         found[f"function {row['name']}"] = ("function", row["oid"])
     return found
 
@@ -265,25 +314,44 @@ def objects(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, int]]:
 def held(conn: psycopg.Connection[Any], role: str, kind: str, oid: int) -> str:
     """What role holds on the object, written as in EXPECTED."""
     if kind == "schema":
-        return " ".join(p for p in ("USAGE", "CREATE")
-                        if conn.execute("SELECT has_schema_privilege(%s, %s::oid, %s) AS ok",
-                                        (role, oid, p)).fetchone()["ok"])
+        return " ".join(
+            p
+            for p in ("USAGE", "CREATE")
+            if conn.execute("SELECT has_schema_privilege(%s, %s::oid, %s) AS ok", (role, oid, p)).fetchone()[
+                "ok"
+            ]
+        )
     if kind == "function":
-        return "EXECUTE" if conn.execute("SELECT has_function_privilege(%s, %s::oid, 'EXECUTE') AS ok",
-                                         (role, oid)).fetchone()["ok"] else ""
+        return (
+            "EXECUTE"
+            if conn.execute(
+                "SELECT has_function_privilege(%s, %s::oid, 'EXECUTE') AS ok", (role, oid)
+            ).fetchone()["ok"]
+            else ""
+        )
     if kind == "sequence":
-        return " ".join(p for p in ("USAGE", "SELECT", "UPDATE")
-                        if conn.execute("SELECT has_sequence_privilege(%s, %s::oid, %s) AS ok",
-                                        (role, oid, p)).fetchone()["ok"])
+        return " ".join(
+            p
+            for p in ("USAGE", "SELECT", "UPDATE")
+            if conn.execute(
+                "SELECT has_sequence_privilege(%s, %s::oid, %s) AS ok", (role, oid, p)
+            ).fetchone()["ok"]
+        )
     parts = []
     for privilege in _TABLE_PRIVILEGES:
-        if conn.execute("SELECT has_table_privilege(%s, %s::oid, %s) AS ok", (role, oid, privilege)).fetchone()["ok"]:
+        if conn.execute(
+            "SELECT has_table_privilege(%s, %s::oid, %s) AS ok", (role, oid, privilege)
+        ).fetchone()["ok"]:
             parts.append(privilege)
         elif privilege in _COLUMN_PRIVILEGES:
-            columns = [r["attname"] for r in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s::oid AND attnum > 0 AND NOT attisdropped "
-                "AND has_column_privilege(%s, attrelid, attnum, %s) ORDER BY attnum",
-                (oid, role, privilege)).fetchall()]
+            columns = [
+                r["attname"]
+                for r in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::oid AND attnum > 0 AND NOT attisdropped "
+                    "AND has_column_privilege(%s, attrelid, attnum, %s) ORDER BY attnum",
+                    (oid, role, privilege),
+                ).fetchall()
+            ]
             if columns:
                 parts.append(f"{privilege}({', '.join(columns)})")
     return " ".join(parts)
@@ -291,7 +359,7 @@ def held(conn: psycopg.Connection[Any], role: str, kind: str, oid: int) -> str:
 
 def canonical(privileges: str) -> str:
     """Privileges in a fixed order, so that EXPECTED may list them in any."""
-    order = {p: i for i, p in enumerate(("USAGE", "CREATE", "EXECUTE") + _TABLE_PRIVILEGES)}
+    order = {p: i for i, p in enumerate(("USAGE", "CREATE", "EXECUTE", *_TABLE_PRIVILEGES))}
     words: list[str] = []
     depth = 0
     for token in privileges.replace(", ", ",").split():
@@ -320,8 +388,10 @@ def nobody(superuser: psycopg.Connection[Any]) -> Iterator[str]:
 
 def test_every_object_has_an_entry(superuser: psycopg.Connection[Any]) -> None:
     missing = sorted(set(objects(superuser)) - set(EXPECTED))
-    assert not missing, ("objects without an entry in EXPECTED of tests/sql/test_privileges.py (add one saying "
-                         "which group may do what, {} for nobody): " + "; ".join(missing))
+    assert not missing, (
+        "objects without an entry in EXPECTED of tests/sql/test_privileges.py (add one saying "
+        "which group may do what, {} for nobody): " + "; ".join(missing)
+    )
 
 
 def test_no_entry_names_a_missing_object(superuser: psycopg.Connection[Any]) -> None:
@@ -329,8 +399,9 @@ def test_no_entry_names_a_missing_object(superuser: psycopg.Connection[Any]) -> 
     assert not gone, "entries in EXPECTED for objects the database does not have: " + "; ".join(gone)
 
 
-def test_every_role_holds_exactly_what_the_matrix_says(superuser: psycopg.Connection[Any], nobody: str,
-                                                       inventory_vars: dict[str, Any]) -> None:
+def test_every_role_holds_exactly_what_the_matrix_says(
+    superuser: psycopg.Connection[Any], nobody: str, inventory_vars: dict[str, Any]
+) -> None:
     roles = {group: group for group in GROUPS}
     roles[nobody] = "PUBLIC"
     for key, group in LOGIN_GROUPS.items():
@@ -344,31 +415,46 @@ def test_every_role_holds_exactly_what_the_matrix_says(superuser: psycopg.Connec
             have = canonical(held(superuser, role, kind, oid))
             if want != have:
                 who = role if role == group else f"{role} (login of {group})"
-                differences.append(f"{name}: {who if group != 'PUBLIC' else 'PUBLIC'} "
-                                   f"should hold '{want}' but holds '{have}'")
+                differences.append(
+                    f"{name}: {who if group != 'PUBLIC' else 'PUBLIC'} "
+                    f"should hold '{want}' but holds '{have}'"
+                )
     assert not differences, "privileges differ from EXPECTED:\n  " + "\n  ".join(differences)
 
 
-def test_functions_created_later_are_not_executable_by_public(superuser: psycopg.Connection[Any],
-                                                              nobody: str) -> None:
+def test_functions_created_later_are_not_executable_by_public(
+    superuser: psycopg.Connection[Any], nobody: str
+) -> None:
     """Default privileges: a migration that forgets its REVOKE still gives PUBLIC nothing."""
     with superuser.transaction(force_rollback=True):
         superuser.execute("CREATE FUNCTION pgmsg_privilege_probe_fn() RETURNS int LANGUAGE sql AS 'SELECT 1'")
-        row = superuser.execute("SELECT has_function_privilege(%s, 'pgmsg_privilege_probe_fn()', 'EXECUTE') AS ok",
-                                (nobody,)).fetchone()
+        row = superuser.execute(
+            "SELECT has_function_privilege(%s, 'pgmsg_privilege_probe_fn()', 'EXECUTE') AS ok", (nobody,)
+        ).fetchone()
     assert row["ok"] is False
 
 
 def test_no_role_may_create_temporary_or_other_objects_in_the_database(
-        superuser: psycopg.Connection[Any], nobody: str, inventory_vars: dict[str, Any]) -> None:
+    superuser: psycopg.Connection[Any], nobody: str, inventory_vars: dict[str, Any]
+) -> None:
     """PostgreSQL gives PUBLIC CONNECT and TEMPORARY on every new database. CONNECT is what
     logging in needs; TEMPORARY let a role in no group create tables (and fill the disk)."""
-    roles = [*GROUPS, nobody, *(login["name"] for key in LOGIN_GROUPS for login in inventory_vars.get(key, []))]
-    held_by = {role: [p for p in ("CONNECT", "CREATE", "TEMPORARY")
-                      if superuser.execute("SELECT has_database_privilege(%s, current_database(), %s) AS ok",
-                                           (role, p)).fetchone()["ok"]]
-               for role in roles}
-    assert held_by == dict.fromkeys(roles, ["CONNECT"])
+    roles = [
+        *GROUPS,
+        nobody,
+        *(login["name"] for key in LOGIN_GROUPS for login in inventory_vars.get(key, [])),
+    ]
+    held_by = {
+        role: [
+            p
+            for p in ("CONNECT", "CREATE", "TEMPORARY")
+            if superuser.execute(
+                "SELECT has_database_privilege(%s, current_database(), %s) AS ok", (role, p)
+            ).fetchone()["ok"]
+        ]
+        for role in roles
+    }
+    assert held_by == {key: ["CONNECT"] for key in roles}
 
 
 @pytest.mark.parametrize("create", ["lo_from_bytea(0, 'x'::bytea)", "lo_create(0)", "lo_creat(-1)"])
@@ -379,6 +465,8 @@ def test_no_login_role_may_store_large_objects(dsn: str, inventory_vars: dict[st
         for login in inventory_vars.get(key, []):
             params = psycopg.conninfo.conninfo_to_dict(dsn)
             params.update(user=login["name"], password=login["password"])
-            with psycopg.connect(psycopg.conninfo.make_conninfo(**params)) as conn, \
-                    pytest.raises(psycopg.errors.InsufficientPrivilege):
+            with (
+                psycopg.connect(psycopg.conninfo.make_conninfo(**params)) as conn,
+                pytest.raises(psycopg.errors.InsufficientPrivilege),
+            ):
                 conn.execute(f"SELECT {create}")

@@ -28,7 +28,8 @@ import pytest
 
 from pgmsg import schema_files
 from tests.support import schemadump
-from tests.support.deployment import ROOT as REPO_ROOT, inventory_vars
+from tests.support.deployment import ROOT as REPO_ROOT
+from tests.support.deployment import inventory_vars
 from tests.support.scratch import deployed_image, scratch_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,18 +43,28 @@ def without_check_parentheses(files: dict[str, str]) -> dict[str, str]:
     """The files with the parentheses of CHECK constraints removed. PostgreSQL prints a CHECK
     written ``(a AND b) AND c`` nested and, parsed again from that text, flat: the same
     constraint, printed differently after one round trip."""
-    return {area: re.sub(r"(?m)^(\s*CONSTRAINT \w+ CHECK )(.*)$",
-                         lambda m: m.group(1) + re.sub(r"[()]", "", m.group(2)), text)
-            for area, text in files.items()}
+    return {
+        area: re.sub(
+            r"(?m)^(\s*CONSTRAINT \w+ CHECK )(.*)$",
+            lambda m: m.group(1) + re.sub(r"[()]", "", m.group(2)),
+            text,
+        )
+        for area, text in files.items()
+    }
 
 
 def differences(want: dict[str, str], have: dict[str, str], want_label: str, have_label: str) -> str:
     """A unified diff per area file that differs, or ''."""
     out = []
     for area in sorted(set(want) | set(have)):
-        out.extend(difflib.unified_diff(want.get(area, "").splitlines(keepends=True),
-                                        have.get(area, "").splitlines(keepends=True),
-                                        f"{want_label}/{area}.sql", f"{have_label}/{area}.sql"))
+        out.extend(
+            difflib.unified_diff(
+                want.get(area, "").splitlines(keepends=True),
+                have.get(area, "").splitlines(keepends=True),
+                f"{want_label}/{area}.sql",
+                f"{have_label}/{area}.sql",
+            )
+        )
     return "".join(out)
 
 
@@ -71,31 +82,70 @@ def migrated(variables: dict) -> Iterator[dict[str, str]]:
         yield schemadump.area_files(MIGRATED, MIGRATED_PORT)
 
 
-def test_committed_schema_files_are_what_the_migrations_make(migrated: dict[str, str], tmp_path: Path) -> None:
+def test_committed_schema_files_are_what_the_migrations_make(
+    migrated: dict[str, str], tmp_path: Path
+) -> None:
     schema_files.write(migrated, tmp_path)
     regenerated = {p.stem: p.read_text() for p in tmp_path.glob("*.sql")}
     committed = {p.stem: p.read_text() for p in COMMITTED.glob("*.sql")}
     diff = differences(committed, regenerated, "committed", "migrated")
-    assert not diff, (f"sql/schema differs from what the migrations make: regenerate it with `{REGENERATE}` "
-                      f"and commit the result (never edit the files by hand).\n{diff}")
+    assert not diff, (
+        f"sql/schema differs from what the migrations make: regenerate it with `{REGENERATE}` "
+        f"and commit the result (never edit the files by hand).\n{diff}"
+    )
 
 
 def test_committed_schema_files_applied_to_an_empty_database_make_the_same_schema(
-        migrated: dict[str, str], variables: dict) -> None:
+    migrated: dict[str, str], variables: dict
+) -> None:
     level = schema_files.migration_level(MIGRATED, MIGRATED_PORT, schemadump.DATABASE)
     roles = schema_files.roles(MIGRATED, MIGRATED_PORT)
     image = deployed_image(variables.get("postgres_container_name", "postgres-messaging"))
     # As pg_dump's own output does: function bodies refer to objects of later files.
-    script = "SET check_function_bodies = false;\n" + "\n".join(roles) + "\n" + "".join(
-        (COMMITTED / f"{area}.sql").read_text() for area in schema_files.AREAS)
+    script = (
+        "SET check_function_bodies = false;\n"
+        + "\n".join(roles)
+        + "\n"
+        + "".join((COMMITTED / f"{area}.sql").read_text() for area in schema_files.AREAS)
+    )
     with scratch_postgres(image, APPLIED, APPLIED_PORT):
         result = subprocess.run(
-            ["docker", "exec", "-i", APPLIED, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-             "-p", str(APPLIED_PORT), "-U", "postgres", "-d", schemadump.DATABASE, "-f", "-"],
-            input=script, capture_output=True, text=True, check=False)
-        assert result.returncode == 0, ("the committed sql/schema files, applied in area order "
-                                        f"({', '.join(schema_files.AREAS)}), fail:\n{result.stderr}")
-        applied = schema_files.render(schema_files.dump(APPLIED, APPLIED_PORT, schemadump.DATABASE), level, roles)
-    diff = differences(without_check_parentheses(migrated), without_check_parentheses(applied),
-                       "migrated", "from-schema-files")
+            [
+                "docker",
+                "exec",
+                "-i",
+                APPLIED,
+                "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+                "-p",
+                str(APPLIED_PORT),
+                "-U",
+                "postgres",
+                "-d",
+                schemadump.DATABASE,
+                "-f",
+                "-",
+            ],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, (
+            "the committed sql/schema files, applied in area order "
+            f"({', '.join(schema_files.AREAS)}), fail:\n{result.stderr}"
+        )
+        applied = schema_files.render(
+            schema_files.dump(APPLIED, APPLIED_PORT, schemadump.DATABASE), level, roles
+        )
+    diff = differences(
+        without_check_parentheses(migrated),
+        without_check_parentheses(applied),
+        "migrated",
+        "from-schema-files",
+    )
     assert not diff, f"the schema files make a different schema than the migrations:\n{diff}"

@@ -30,8 +30,12 @@ def nested_plans(conn: psycopg.Connection[Any], statement: str) -> str:
     plans: list[str] = []
     conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
     conn.execute("LOAD 'auto_explain'")
-    for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_analyze = on",
-                    "log_level = notice"):
+    for setting in (
+        "log_min_duration = 0",
+        "log_nested_statements = on",
+        "log_analyze = on",
+        "log_level = notice",
+    ):
         conn.execute(f"SET auto_explain.{setting}")
     conn.execute(statement).fetchall()
     conn.execute("SET auto_explain.log_min_duration = -1")
@@ -52,8 +56,10 @@ def test_claim_uses_the_claim_index_when_statistics_say_all_is_pending(scratch: 
             client.ack(d for d in client.claim("plan-consumer", 100))
     with psycopg.connect(scratch, autocommit=True) as conn:
         plans = nested_plans(conn, "SELECT * FROM pgmsg_claim('plan-consumer', 100)")
-        assert conn.execute("SELECT count(*) FROM message_delivery WHERE status = 'processing'"
-                            ).fetchone()[0] == 100
+        assert (
+            conn.execute("SELECT count(*) FROM message_delivery WHERE status = 'processing'").fetchone()[0]
+            == 100
+        )
     assert "Index Scan using message_delivery_claim_idx" in plans, plans
     assert "Index Scan using message_delivery_pkey on message_delivery d_" not in plans, plans
     assert "Seq Scan on message_delivery" not in plans, plans
@@ -66,8 +72,10 @@ def test_claim_waits_for_the_flush_unless_told_not_to(scratch: str) -> None:
         client.publish_many([("flush.work", {}, "default")] * 2)
     with psycopg.connect(scratch, autocommit=True) as conn:
         # Without parameters psycopg sends one simple query: one implicit transaction.
-        cur = conn.execute("SELECT count(*) FROM pgmsg_claim('flush-consumer', 1, NULL, NULL, false); "
-                           "SHOW synchronous_commit")
+        cur = conn.execute(
+            "SELECT count(*) FROM pgmsg_claim('flush-consumer', 1, NULL, NULL, false); "
+            "SHOW synchronous_commit"
+        )
         assert cur.fetchone() == (1,) and cur.nextset() and cur.fetchone() == ("off",)
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)  # the next transaction
         cur = conn.execute("SELECT count(*) FROM pgmsg_claim('flush-consumer', 1); SHOW synchronous_commit")
@@ -87,28 +95,36 @@ def http_wakeups(dsn: str, publisher: Client, count: int) -> int:
 
 
 def test_publish_wakes_the_dispatcher_only_when_it_is_not_pushing_there(scratch: str) -> None:
-    with psycopg.connect(scratch, autocommit=True, row_factory=dict_row) as conn, \
-            Client(scratch, max_size=1) as client:
-        client.subscribe("wake-hook", "http", message_type="wake.hook",
-                         webhook_url="http://127.0.0.1:9/hook")
+    with (
+        psycopg.connect(scratch, autocommit=True, row_factory=dict_row) as conn,
+        Client(scratch, max_size=1) as client,
+    ):
+        client.subscribe("wake-hook", "http", message_type="wake.hook", webhook_url="http://127.0.0.1:9/hook")
         assert http_wakeups(scratch, client, 3) == 3  # idle: every publish announces work
 
         # A dispatcher claims one (a live lease): further publishes announce nothing.
-        [claimed] = conn.execute("SELECT * FROM pgmsg_claim_http_slots(1, 1, 'probe', 60, '{}', '{}')"
-                                 ).fetchall()
+        [claimed] = conn.execute(
+            "SELECT * FROM pgmsg_claim_http_slots(1, 1, 'probe', 60, '{}', '{}')"
+        ).fetchall()
         assert http_wakeups(scratch, client, 3) == 0
 
         # Its lease lapses (the dispatcher died): publishes announce work again.
-        conn.execute("UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' "
-                     "WHERE id = %s", (claimed["delivery_id"],))
+        conn.execute(
+            "UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+            (claimed["delivery_id"],),
+        )
         assert http_wakeups(scratch, client, 2) == 2
 
         # Pushed and recorded: nothing in flight, announced again.
-        conn.execute("UPDATE message_delivery SET lease_expires_at = now() + interval '60 seconds' "
-                     "WHERE id = %s", (claimed["delivery_id"],))
+        conn.execute(
+            "UPDATE message_delivery SET lease_expires_at = now() + interval '60 seconds' WHERE id = %s",
+            (claimed["delivery_id"],),
+        )
         assert http_wakeups(scratch, client, 1) == 0
-        conn.execute("SELECT pgmsg_record_http_attempt(%s, %s, 200, NULL, 1.0, NULL)",
-                     (claimed["delivery_id"], claimed["lease_token"]))
+        conn.execute(
+            "SELECT pgmsg_record_http_attempt(%s, %s, 200, NULL, 1.0, NULL)",
+            (claimed["delivery_id"], claimed["lease_token"]),
+        )
         assert http_wakeups(scratch, client, 2) == 2
 
 
@@ -117,28 +133,50 @@ def test_dispatcher_claim_reads_only_http_deliveries_being_pushed(scratch: str) 
     pass has its own index now (012): with some statistics (seen in the bench after a
     TRUNCATE) it had read message_delivery sequentially on every claim. And the webhook id
     is computed inline, no longer as a statement of its own per claimed row."""
-    with psycopg.connect(scratch, autocommit=True, row_factory=dict_row) as conn, \
-            Client(scratch, max_size=1) as client:
-        client.subscribe("lease-hook", "http", message_type="lease.hook", webhook_url="http://127.0.0.1:9/hook",
-                         max_attempts=1)
+    with (
+        psycopg.connect(scratch, autocommit=True, row_factory=dict_row) as conn,
+        Client(scratch, max_size=1) as client,
+    ):
+        client.subscribe(
+            "lease-hook",
+            "http",
+            message_type="lease.hook",
+            webhook_url="http://127.0.0.1:9/hook",
+            max_attempts=1,
+        )
         client.subscribe("lease-async", "async", message_type="lease.hook")
         client.publish_many([("lease.hook", {"n": i}, "default") for i in range(200)])
-        conn.execute("UPDATE subscriptions SET active = false WHERE delivery_mode = 'http' "
-                     "AND client_id <> 'lease-hook'")  # other tests' webhooks: not claimed here
+        conn.execute(
+            "UPDATE subscriptions SET active = false WHERE delivery_mode = 'http' "
+            "AND client_id <> 'lease-hook'"
+        )  # other tests' webhooks: not claimed here
         conn.execute("ANALYZE message_delivery")
-        [doomed] = conn.execute("SELECT * FROM pgmsg_claim_http_slots(1, 1, 'doomed', 60, '{}', '{}')").fetchall()
+        [doomed] = conn.execute(
+            "SELECT * FROM pgmsg_claim_http_slots(1, 1, 'doomed', 60, '{}', '{}')"
+        ).fetchall()
         # Its dispatcher died mid-request on the last allowed attempt; an async lease lapsed too.
-        conn.execute("UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
-                     (doomed["delivery_id"],))
+        conn.execute(
+            "UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+            (doomed["delivery_id"],),
+        )
         [async_one] = client.claim("lease-async", 1)
-        conn.execute("UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
-                     (async_one.id,))
+        conn.execute(
+            "UPDATE message_delivery SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+            (async_one.id,),
+        )
         plans = nested_plans(conn, "SELECT * FROM pgmsg_claim_http_slots(5, 5, 'next', 60, '{}', '{}')")
-        dead = conn.execute("SELECT id, status, last_error FROM message_delivery WHERE status = 'dead'").fetchall()
+        dead = conn.execute(
+            "SELECT id, status, last_error FROM message_delivery WHERE status = 'dead'"
+        ).fetchall()
         assert [(d["id"], d["last_error"]) for d in dead] == [
-            (doomed["delivery_id"], "dispatcher lease expired on the last attempt")]
-        assert conn.execute("SELECT status FROM message_delivery WHERE id = %s",
-                            (async_one.id,)).fetchone()["status"] == "processing"  # not the dispatcher's
+            (doomed["delivery_id"], "dispatcher lease expired on the last attempt")
+        ]
+        assert (
+            conn.execute("SELECT status FROM message_delivery WHERE id = %s", (async_one.id,)).fetchone()[
+                "status"
+            ]
+            == "processing"
+        )  # not the dispatcher's
     assert "Index Scan using message_delivery_http_lease_idx" in plans, plans
     assert "Seq Scan on message_delivery" not in plans, plans
     # The webhook id is inlined into the claim, not run as a statement of its own per row.
@@ -159,13 +197,17 @@ def test_claims_are_not_planned_again_on_every_call(scratch: str) -> None:
         client.publish_many([("skew.idle", {"n": i}, "default") for i in range(8)])
     with psycopg.connect(scratch, autocommit=True) as conn:
         plans = [nested_plans(conn, "SELECT * FROM pgmsg_claim('skew-idle', 1)") for _ in range(8)]
-        acked = conn.execute("SELECT acked FROM pgmsg_ack(ARRAY(SELECT id FROM message_delivery "
-                             "WHERE client_id = 'skew-idle' AND status = 'processing' ORDER BY id), "
-                             "ARRAY(SELECT lease_token FROM message_delivery "
-                             "WHERE client_id = 'skew-idle' AND status = 'processing' ORDER BY id))").fetchone()[0]
+        acked = conn.execute(
+            "SELECT acked FROM pgmsg_ack(ARRAY(SELECT id FROM message_delivery "
+            "WHERE client_id = 'skew-idle' AND status = 'processing' ORDER BY id), "
+            "ARRAY(SELECT lease_token FROM message_delivery "
+            "WHERE client_id = 'skew-idle' AND status = 'processing' ORDER BY id))"
+        ).fetchone()[0]
     assert acked == 8
     for plan in plans:  # a custom plan has the value folded in: '{skew-idle}'::text[]
-        assert "ANY (ARRAY[$1])" in plan and "{skew-idle}" not in plan and "'skew-idle'::text" not in plan, plan
+        assert "ANY (ARRAY[$1])" in plan and "{skew-idle}" not in plan and "'skew-idle'::text" not in plan, (
+            plan
+        )
 
 
 def test_ack_and_nack_read_the_primary_key_whatever_the_lease_index_holds(scratch: str) -> None:
@@ -194,24 +236,35 @@ def test_ack_and_nack_read_the_primary_key_whatever_the_lease_index_holds(scratc
     with psycopg.connect(scratch, autocommit=True) as conn:
         # The trap is set: the conditions as 013 wrote them, planned generically, read the lease index.
         conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn.execute("PREPARE old_ack(bigint[]) AS UPDATE message_delivery SET status = 'delivered' "
-                     "WHERE id = ANY ($1) AND (status = 'processing' OR status = 'pending' AND delivery_mode = 'notify')")
-        conn.execute("PREPARE old_nack(bigint) AS UPDATE message_delivery SET status = 'pending' "
-                     "WHERE id = $1 AND status = 'processing'")
+        conn.execute(
+            "PREPARE old_ack(bigint[]) AS UPDATE message_delivery SET status = 'delivered' "
+            "WHERE id = ANY ($1) AND (status = 'processing' OR status = 'pending' AND delivery_mode = 'notify')"
+        )
+        conn.execute(
+            "PREPARE old_nack(bigint) AS UPDATE message_delivery SET status = 'pending' "
+            "WHERE id = $1 AND status = 'processing'"
+        )
         for old in (f"old_ack('{ids}')", f"old_nack({claimed[0].id})"):
             plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {old}").fetchall())
             assert "message_delivery_lease_idx" in plan, plan
         conn.execute("RESET plan_cache_mode")
-        nacked = nested_plans(conn, f"SELECT pgmsg_nack({claimed[0].id}, '{claimed[0].lease_token}', 0, 'try again')")
+        nacked = nested_plans(
+            conn, f"SELECT pgmsg_nack({claimed[0].id}, '{claimed[0].lease_token}', 0, 'try again')"
+        )
         acked = nested_plans(conn, f"SELECT * FROM pgmsg_ack('{ids}'::bigint[], '{tokens}'::uuid[])")
-        statuses = dict(conn.execute("SELECT status, count(*) FROM message_delivery "
-                                     "WHERE client_id = 'ack-plan' GROUP BY status").fetchall())
+        statuses = dict(
+            conn.execute(
+                "SELECT status, count(*) FROM message_delivery WHERE client_id = 'ack-plan' GROUP BY status"
+            ).fetchall()
+        )
     assert statuses == {"delivered": 3599, "pending": 401}
     with psycopg.connect(scratch, autocommit=True) as conn:
         conn.execute("ALTER TABLE message_delivery RESET (autovacuum_enabled)")
     for plans in (acked, nacked):
         assert "message_delivery_pkey" in plans, plans
-        assert "message_delivery_lease_idx" not in plans and "Seq Scan on message_delivery" not in plans, plans
+        assert "message_delivery_lease_idx" not in plans and "Seq Scan on message_delivery" not in plans, (
+            plans
+        )
 
 
 @pytest.mark.parametrize("retire", ["pgmsg_archive_messages", "pgmsg_expire_messages"])
@@ -227,9 +280,13 @@ def test_retention_reads_deliveries_through_the_message_index(scratch: str, reti
         for _ in range(5):
             client.publish_many([("plan.retire", {"n": i}, "default") for i in range(1000)])
     with psycopg.connect(scratch, autocommit=True) as conn:
-        conn.execute("UPDATE messages SET created_at = now() - interval '400 days' WHERE message_type = 'plan.retire'")
-        conn.execute("UPDATE message_delivery SET status = 'delivered', delivered_at = now() "
-                     "WHERE client_id LIKE 'plan-retire-%'")
+        conn.execute(
+            "UPDATE messages SET created_at = now() - interval '400 days' WHERE message_type = 'plan.retire'"
+        )
+        conn.execute(
+            "UPDATE message_delivery SET status = 'delivered', delivered_at = now() "
+            "WHERE client_id LIKE 'plan-retire-%'"
+        )
         conn.execute("VACUUM ANALYZE messages, message_delivery")
         # A batch small beside the table (1 %), as a real backlog is: a scan would be the wrong plan.
         plans = nested_plans(conn, f"SELECT {retire}(interval '30 days', 50)")

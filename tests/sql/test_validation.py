@@ -19,14 +19,22 @@ def count(db: psycopg.Connection[Any], table: str) -> int:
     [
         ("INSERT INTO messages (payload) VALUES ('{}')", "message_type is required"),
         ("INSERT INTO messages (message_type, payload) VALUES ('', '{}')", "message_type is required"),
-        ("INSERT INTO messages (message_type, payload) VALUES ('order created!', '{}')",
-         "invalid message_type 'order created!'"),
-        ("INSERT INTO messages (message_type, payload) VALUES ('order.created', 'not json')",
-         "invalid input syntax for type json"),
-        ("INSERT INTO messages (message_type, namespace) VALUES ('order.created', 'bad namespace')",
-         "invalid namespace 'bad namespace'"),
-        ("INSERT INTO messages (message_type, payload) VALUES ('order.created', NULL)",
-         "payload must be a JSON value, not NULL"),
+        (
+            "INSERT INTO messages (message_type, payload) VALUES ('order created!', '{}')",
+            "invalid message_type 'order created!'",
+        ),
+        (
+            "INSERT INTO messages (message_type, payload) VALUES ('order.created', 'not json')",
+            "invalid input syntax for type json",
+        ),
+        (
+            "INSERT INTO messages (message_type, namespace) VALUES ('order.created', 'bad namespace')",
+            "invalid namespace 'bad namespace'",
+        ),
+        (
+            "INSERT INTO messages (message_type, payload) VALUES ('order.created', NULL)",
+            "payload must be a JSON value, not NULL",
+        ),
     ],
 )
 def test_malformed_messages_are_refused(db: psycopg.Connection[Any], statement: str, message: str) -> None:
@@ -40,17 +48,37 @@ def test_malformed_messages_are_refused(db: psycopg.Connection[Any], statement: 
 @pytest.mark.parametrize(
     ("columns", "values", "message", "hint"),
     [
-        ("client_id, delivery_mode", "'x-client', 'smoke-signal'",
-         "unknown delivery_mode 'smoke-signal'", "async, http, notify"),
-        ("client_id, delivery_mode", "'x-client', 'http'",
-         "an http subscription needs a webhook_url", "webhook_url"),
-        ("client_id, delivery_mode, webhook_url", "'x-client', 'http', 'ftp://files.example/x'",
-         "invalid webhook_url 'ftp://files.example/x'", "http:// or https://"),
+        (
+            "client_id, delivery_mode",
+            "'x-client', 'smoke-signal'",
+            "unknown delivery_mode 'smoke-signal'",
+            "async, http, notify",
+        ),
+        (
+            "client_id, delivery_mode",
+            "'x-client', 'http'",
+            "an http subscription needs a webhook_url",
+            "webhook_url",
+        ),
+        (
+            "client_id, delivery_mode, webhook_url",
+            "'x-client', 'http', 'ftp://files.example/x'",
+            "invalid webhook_url 'ftp://files.example/x'",
+            "http:// or https://",
+        ),
         ("client_id, delivery_mode", "'bad client', 'async'", "invalid client_id 'bad client'", "1-63"),
-        ("client_id, delivery_mode, notify_channel", f"'x-client', 'notify', '{'c' * 64}'",
-         "longer than 63 bytes", "shorter"),
-        ("client_id, delivery_mode, http_timeout_ms", "'x-client', 'async', 5",
-         "http_timeout_ms 5 is out of range", "100 and 60000"),
+        (
+            "client_id, delivery_mode, notify_channel",
+            f"'x-client', 'notify', '{'c' * 64}'",
+            "longer than 63 bytes",
+            "shorter",
+        ),
+        (
+            "client_id, delivery_mode, http_timeout_ms",
+            "'x-client', 'async', 5",
+            "http_timeout_ms 5 is out of range",
+            "100 and 60000",
+        ),
     ],
 )
 def test_malformed_subscriptions_are_refused(
@@ -65,7 +93,9 @@ def test_malformed_subscriptions_are_refused(
 
 
 def test_client_reports_refusals_as_invalid_input(client: Client, run_id: str) -> None:
-    with pytest.raises(InvalidInput, match="unknown delivery_mode 'carrier-pigeon'.*hint: delivery_mode must be"):
+    with pytest.raises(
+        InvalidInput, match="unknown delivery_mode 'carrier-pigeon'.*hint: delivery_mode must be"
+    ):
         client.subscribe(run_id + "-a", "carrier-pigeon")
     with pytest.raises(InvalidInput, match="an http subscription needs a webhook_url"):
         client.subscribe(run_id + "-b", "http")
@@ -75,7 +105,9 @@ def test_client_reports_refusals_as_invalid_input(client: Client, run_id: str) -
         client.publish(run_id + ".nul", {"text": "a\u0000b"})
 
 
-def test_batch_with_one_bad_message_publishes_none(client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
+def test_batch_with_one_bad_message_publishes_none(
+    client: Client, db: psycopg.Connection[Any], run_id: str
+) -> None:
     before = count(db, "messages")
     with pytest.raises(InvalidInput, match="invalid message_type"):
         client.publish_many([(run_id + ".ok", {"n": 1}, "default"), ("not ok", {"n": 2}, "default")])
@@ -90,13 +122,17 @@ def test_notify_channel_defaults_to_client_id(db: psycopg.Connection[Any], run_i
     assert row["notify_channel"] == run_id + "-dash"
 
 
-@pytest.mark.parametrize("columns", [
-    "(client_id, delivery_mode, notify_channel) VALUES ('{run}', 'notify', 'pgmsg_http')",
-    "(client_id, delivery_mode, notify_channel) VALUES ('{run}', 'notify', 'pgmsg_deliveries')",
-    "(client_id, delivery_mode) VALUES ('pgmsg_http', 'notify')",          # the channel defaults to the id
-])
+@pytest.mark.parametrize(
+    "columns",
+    [
+        "(client_id, delivery_mode, notify_channel) VALUES ('{run}', 'notify', 'pgmsg_http')",
+        "(client_id, delivery_mode, notify_channel) VALUES ('{run}', 'notify', 'pgmsg_deliveries')",
+        "(client_id, delivery_mode) VALUES ('pgmsg_http', 'notify')",  # the channel defaults to the id
+    ],
+)
 def test_a_notify_subscription_may_not_use_pgmsgs_own_wake_up_channels(
-        db: psycopg.Connection[Any], run_id: str, columns: str) -> None:
+    db: psycopg.Connection[Any], run_id: str, columns: str
+) -> None:
     """pgmsg_http wakes every dispatcher and pgmsg_deliveries every consumer: notifications there
     would wake them on every matching publish (and defeat the dispatcher's quiet while busy)."""
     before = count(db, "subscriptions")

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Member:
-    name: str           # Patroni member name
-    container: str      # its container on its host
+    name: str  # Patroni member name
+    container: str  # its container on its host
     address: str
     pg_port: int
     rest_port: int
@@ -45,8 +45,14 @@ class EtcdMember:
 
 def inventory_hostvars(inventory: Path) -> dict[str, dict[str, Any]]:
     ansible_inventory = Path(sys.executable).with_name("ansible-inventory")
-    out = subprocess.run([str(ansible_inventory), "-i", str(inventory), "--list"],
-                         check=True, capture_output=True, text=True, cwd=ROOT, timeout=120).stdout
+    out = subprocess.run(
+        [str(ansible_inventory), "-i", str(inventory), "--list"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    ).stdout
     listing = json.loads(out)
     hostvars: dict[str, dict[str, Any]] = listing["_meta"]["hostvars"]
     hostvars["__groups__"] = {g: v.get("hosts", []) for g, v in listing.items() if g != "_meta"}
@@ -64,18 +70,27 @@ class Cluster:
     def __init__(self, inventory: Path) -> None:
         hostvars = inventory_hostvars(inventory)
         groups = hostvars.pop("__groups__")
-        self.members = [Member(name=hostvars[h].get("patroni_member_name", h),
-                               container=hostvars[h].get("patroni_container_name",
-                                                         hostvars[h].get("patroni_member_name", h)),
-                               address=hostvars[h].get("patroni_address", "127.0.0.1"),
-                               pg_port=int(hostvars[h]["patroni_postgres_port"]),
-                               rest_port=int(hostvars[h]["patroni_restapi_port"]))
-                        for h in groups["messaging_db"]]
-        self.etcd = [EtcdMember(name=hostvars[h].get("etcd_member_name", h),
-                                container=hostvars[h].get("etcd_container_name", hostvars[h].get("etcd_member_name", h)),
-                                address=hostvars[h].get("etcd_address", "127.0.0.1"),
-                                client_port=int(hostvars[h]["etcd_client_port"]))
-                     for h in groups["etcd_cluster"]]
+        self.members = [
+            Member(
+                name=hostvars[h].get("patroni_member_name", h),
+                container=hostvars[h].get(
+                    "patroni_container_name", hostvars[h].get("patroni_member_name", h)
+                ),
+                address=hostvars[h].get("patroni_address", "127.0.0.1"),
+                pg_port=int(hostvars[h]["patroni_postgres_port"]),
+                rest_port=int(hostvars[h]["patroni_restapi_port"]),
+            )
+            for h in groups["messaging_db"]
+        ]
+        self.etcd = [
+            EtcdMember(
+                name=hostvars[h].get("etcd_member_name", h),
+                container=hostvars[h].get("etcd_container_name", hostvars[h].get("etcd_member_name", h)),
+                address=hostvars[h].get("etcd_address", "127.0.0.1"),
+                client_port=int(hostvars[h]["etcd_client_port"]),
+            )
+            for h in groups["etcd_cluster"]
+        ]
         any_host = hostvars[groups["messaging_db"][0]]
         self.vars = any_host
         self.haproxy = any_host.get("haproxy_container_name", "pgmsg-haproxy")
@@ -88,7 +103,7 @@ class Cluster:
 
     # -- Patroni's view ------------------------------------------------------------------
 
-    def state(self, exclude: set[str] = frozenset()) -> dict[str, Any] | None:   # type: ignore[assignment]
+    def state(self, exclude: set[str] = frozenset()) -> dict[str, Any] | None:  # type: ignore[assignment]
         """GET /cluster from the first member that answers (None if none does)."""
         for m in self.members:
             if m.name in exclude:
@@ -100,12 +115,14 @@ class Cluster:
                 continue
         return None
 
-    def roles(self, exclude: set[str] = frozenset()) -> dict[str, dict[str, Any]]:   # type: ignore[assignment]
+    def roles(self, exclude: set[str] = frozenset()) -> dict[str, dict[str, Any]]:  # type: ignore[assignment]
         state = self.state(exclude) or {"members": []}
         return {m["name"]: m for m in state["members"]}
 
-    def leader(self, exclude: set[str] = frozenset()) -> str | None:   # type: ignore[assignment]
-        leaders = [n for n, m in self.roles(exclude).items() if m["role"] == "leader" and m["state"] == "running"]
+    def leader(self, exclude: set[str] = frozenset()) -> str | None:  # type: ignore[assignment]
+        leaders = [
+            n for n, m in self.roles(exclude).items() if m["role"] == "leader" and m["state"] == "running"
+        ]
         return leaders[0] if len(leaders) == 1 else None
 
     def wait_for_leader(self, *, other_than: str | None = None, timeout: float = 60) -> str:
@@ -117,24 +134,37 @@ class Cluster:
                 found.append(name)
                 return True
             return False
+
         wait_until(elected, timeout=timeout, interval=0.2, message=f"no new leader (other than {other_than})")
         return found[-1]
 
     def wait_healthy(self, timeout: float = 180) -> None:
         """Every member runs: one leader, the others streaming, one of them the sync standby."""
+
         def healthy() -> bool:
             roles = self.roles()
             if set(roles) != set(self.by_name):
                 return False
             states = [(m["role"], m["state"]) for m in roles.values()]
-            return (states.count(("leader", "running")) == 1
-                    and sum(1 for r, s in states if r != "leader" and s == "streaming") == len(self.members) - 1
-                    and any(r == "sync_standby" for r, _ in states))
+            return (
+                states.count(("leader", "running")) == 1
+                and sum(1 for r, s in states if r != "leader" and s == "streaming") == len(self.members) - 1
+                and any(r == "sync_standby" for r, _ in states)
+            )
+
         wait_until(healthy, timeout=timeout, interval=0.5, message=f"cluster not healthy: {self.roles()}")
 
     def patronictl(self, *args: str, member: str | None = None, timeout: float = 120) -> str:
         name = member or self.leader() or self.members[0].name
-        return docker("exec", self.by_name[name].container, "patronictl", "-c", "/etc/patroni/patroni.yml", *args, timeout=timeout)
+        return docker(
+            "exec",
+            self.by_name[name].container,
+            "patronictl",
+            "-c",
+            "/etc/patroni/patroni.yml",
+            *args,
+            timeout=timeout,
+        )
 
     def start_all(self) -> None:
         """Start whatever member, etcd member or HAProxy a test stopped, and wait for health."""
@@ -163,4 +193,5 @@ def monotonic_since(t: float) -> float:
 def inventory_under_test() -> Path:
     """The inventory the tests run against (PGMSG_TEST_INVENTORY), which must describe a cluster."""
     import os
+
     return Path(os.environ.get("PGMSG_TEST_INVENTORY") or ROOT / "inventory" / "local-ha" / "hosts.yml")

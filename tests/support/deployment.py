@@ -30,7 +30,10 @@ def inventory_vars(inventory: Path = INVENTORY, host: str = DB_HOST) -> dict[str
     """Variables of ``host`` in ``inventory``, as Ansible sees them (vars not rendered)."""
     out = subprocess.run(
         [str(Path(sys.executable).with_name("ansible-inventory")), "-i", str(inventory), "--host", host],
-        check=True, capture_output=True, text=True, cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     ).stdout
     return dict(json.loads(out))
 
@@ -92,7 +95,15 @@ class Deployment:
         found = [dict(s) for s in self.value("messaging_schema_subscriptions")]
         for client in self.value("messaging_schema_clients"):
             for subscription in client.get("subscriptions", []):
-                found.append({**subscription, "client_id": client["client_id"],
-                              **({"notify_channel": client["notify_channel"]}
-                                 if subscription["delivery_mode"] == "notify" and "notify_channel" in client else {})})
+                found.append(
+                    {
+                        **subscription,
+                        "client_id": client["client_id"],
+                        **(
+                            {"notify_channel": client["notify_channel"]}
+                            if subscription["delivery_mode"] == "notify" and "notify_channel" in client
+                            else {}
+                        ),
+                    }
+                )
         return found

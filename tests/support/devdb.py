@@ -26,32 +26,49 @@ from tests.support.deployment import Deployment, inventory_vars
 from tests.support.scratch import deployed_image, docker, remove, start_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUPS = {"messaging_schema_publishers": "pgmsg_publisher", "messaging_schema_clients": "pgmsg_client",
-          "messaging_schema_dispatchers": "pgmsg_dispatcher", "messaging_schema_admins": "pgmsg_admin",
-          "messaging_schema_monitors": "pgmsg_monitor"}
+GROUPS = {
+    "messaging_schema_publishers": "pgmsg_publisher",
+    "messaging_schema_clients": "pgmsg_client",
+    "messaging_schema_dispatchers": "pgmsg_dispatcher",
+    "messaging_schema_admins": "pgmsg_admin",
+    "messaging_schema_monitors": "pgmsg_monitor",
+}
 
 
 def up(port: int, sql_dir: Path) -> str:
     variables = inventory_vars(ROOT / "inventory/local/hosts.yml")
     deployed = Deployment(variables)
     command = json.loads(docker("inspect", "--format", "{{json .Config.Cmd}}", deployed.db_container))
-    dsn = start_postgres(deployed_image(deployed.db_container), f"pgmsg-dev-{port}", port,
-                         password=variables["postgres_superuser_password"], dbname=deployed.db_name,
-                         command=without_archiving(command)).dsn
+    dsn = start_postgres(
+        deployed_image(deployed.db_container),
+        f"pgmsg-dev-{port}",
+        port,
+        password=variables["postgres_superuser_password"],
+        dbname=deployed.db_name,
+        command=without_archiving(command),
+    ).dsn
     migrations.apply(dsn, sql_dir)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pgmsg_set_webhook_allowlist(%s)",
-                     (variables["messaging_schema_webhook_allowlist"],))
+        conn.execute(
+            "SELECT pgmsg_set_webhook_allowlist(%s)", (variables["messaging_schema_webhook_allowlist"],)
+        )
         # As roles/messaging_schema/tasks/settings.yml does (the role's default is off).
-        conn.execute("SELECT pgmsg_set_in_transaction_push(%s)",
-                     (bool(variables.get("messaging_schema_in_transaction_push", False)),))
+        conn.execute(
+            "SELECT pgmsg_set_in_transaction_push(%s)",
+            (bool(variables.get("messaging_schema_in_transaction_push", False)),),
+        )
         for key, group in GROUPS.items():
             for role in variables.get(key, []):
-                conn.execute(f'CREATE ROLE "{role["name"]}" LOGIN PASSWORD %s IN ROLE {group}'
-                             .replace("%s", "'" + role["password"].replace("'", "''") + "'"))
+                conn.execute(
+                    f'CREATE ROLE "{role["name"]}" LOGIN PASSWORD %s IN ROLE {group}'.replace(
+                        "%s", "'" + role["password"].replace("'", "''") + "'"
+                    )
+                )
                 if "client_id" in role:
-                    conn.execute("INSERT INTO pgmsg_client_roles (role_name, client_id) VALUES (%s, %s)",
-                                 (role["name"], role["client_id"]))
+                    conn.execute(
+                        "INSERT INTO pgmsg_client_roles (role_name, client_id) VALUES (%s, %s)",
+                        (role["name"], role["client_id"]),
+                    )
         # The housekeeping jobs as this checkout's role would schedule them (not the deployed
         # ones: a branch that changes the jobs is tested with its own).
         prefix, jobs = housekeeping_jobs(variables)
@@ -80,7 +97,9 @@ def housekeeping_jobs(variables: dict) -> tuple[str, list[tuple[str, str, str]]]
     context.update({k: v for k, v in variables.items() if k.startswith("housekeeping_")})
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     # Ansible's `bool` filter (housekeeping_keep_history): true, yes, on, 1 in any case are true.
-    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("true", "yes", "on", "1")
+    env.filters["bool"] = lambda v: (
+        v if isinstance(v, bool) else str(v).strip().lower() in ("true", "yes", "on", "1")
+    )
 
     def render(value: object) -> str:
         text = str(value)
@@ -88,15 +107,21 @@ def housekeeping_jobs(variables: dict) -> tuple[str, list[tuple[str, str, str]]]
             text = env.from_string(text).render(context)
         return text.strip()
 
-    jobs = [(render(j["name"]), render(j["schedule"]), render(j["command"])) for j in context["housekeeping_jobs"]]
+    jobs = [
+        (render(j["name"]), render(j["schedule"]), render(j["command"])) for j in context["housekeeping_jobs"]
+    ]
     return render(context["housekeeping_job_prefix"]), jobs
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=["up", "down"])
     parser.add_argument("--port", type=int, required=True, help="a port below 32768")
-    parser.add_argument("--sql-dir", type=Path, default=ROOT / "sql", help="the sql/ directory to migrate from")
+    parser.add_argument(
+        "--sql-dir", type=Path, default=ROOT / "sql", help="the sql/ directory to migrate from"
+    )
     args = parser.parse_args()
     if args.action == "down":
         remove(f"pgmsg-dev-{args.port}")

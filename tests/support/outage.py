@@ -32,9 +32,11 @@ from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOG = yaml.safe_load((ROOT / "roles/pgmsg_services/defaults/main.yml").read_text())["pgmsg_services_catalog"]
+CATALOG = yaml.safe_load((ROOT / "roles/pgmsg_services/defaults/main.yml").read_text())[
+    "pgmsg_services_catalog"
+]
 CONSUMERS = 2
-LEASE_SECONDS = 5           # what a consumer claimed but had not acked at the crash comes back after this
+LEASE_SECONDS = 5  # what a consumer claimed but had not acked at the crash comes back after this
 # After the restart every delivery completes within this. Nothing may wait for a dispatcher's
 # lease (120 s for the deployed one): a dispatcher records the outcome of a push that was in
 # flight once the database is back, and gives back claims whose answer the crash swallowed.
@@ -43,13 +45,19 @@ COMPLETION_TIMEOUT = 60
 
 # -- the container ---------------------------------------------------------------------------
 
+
 def container_exists(name: str) -> bool:
     return subprocess.run(["docker", "inspect", name], capture_output=True, timeout=30).returncode == 0
 
 
 def container_state(name: str) -> dict[str, Any]:
-    out = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", name],
-                         check=True, capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{json .State}}", name],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     return json.loads(out)
 
 
@@ -60,16 +68,17 @@ def healthy(name: str) -> bool:
 
 # -- the parties -----------------------------------------------------------------------------
 
+
 @dataclass
 class Journal:
     """What the parties did, with time.monotonic() stamps; appended to from many threads."""
 
-    committed: list[tuple[int, int, float]] = field(default_factory=list)   # (publisher, message id, t)
+    committed: list[tuple[int, int, float]] = field(default_factory=list)  # (publisher, message id, t)
     publish_errors: list[tuple[int, str, float]] = field(default_factory=list)
-    handled: list[tuple[int, int, float]] = field(default_factory=list)     # (delivery id, attempts, t)
-    acked: list[tuple[int, float]] = field(default_factory=list)            # (delivery id, t ack returned)
-    notified: list[tuple[int, float]] = field(default_factory=list)         # (message id, t)
-    crashed: list[str] = field(default_factory=list)                        # threads that died
+    handled: list[tuple[int, int, float]] = field(default_factory=list)  # (delivery id, attempts, t)
+    acked: list[tuple[int, float]] = field(default_factory=list)  # (delivery id, t ack returned)
+    notified: list[tuple[int, float]] = field(default_factory=list)  # (message id, t)
+    crashed: list[str] = field(default_factory=list)  # threads that died
 
 
 class RecordingClient(Client):
@@ -82,8 +91,9 @@ class RecordingClient(Client):
         done = super().ack(claimed)
         now = time.monotonic()
         lost = set(done.not_acked)
-        self.journal.acked.extend((i, now) for i in (d.id if isinstance(d, Delivery) else d[0] for d in claimed)
-                                  if i not in lost)
+        self.journal.acked.extend(
+            (i, now) for i in (d.id if isinstance(d, Delivery) else d[0] for d in claimed) if i not in lost
+        )
         return done
 
 
@@ -94,17 +104,20 @@ def guarded(journal: Journal, name: str, target: Any, *args: Any, **kwargs: Any)
         except BaseException as exc:
             journal.crashed.append(f"{name}: {type(exc).__name__}: {exc}")
             raise
+
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
 
 
-def publish_loop(client: Client, journal: Journal, number: int, message_type: str, stop: threading.Event) -> None:
+def publish_loop(
+    client: Client, journal: Journal, number: int, message_type: str, stop: threading.Event
+) -> None:
     n = 0
     while not stop.is_set():
         try:
             message_id = client.publish(message_type, {"publisher": number, "n": n})
-        except PgmsgError as exc:       # the outage: note it and keep going
+        except PgmsgError as exc:  # the outage: note it and keep going
             journal.publish_errors.append((number, str(exc)[:200], time.monotonic()))
             stop.wait(0.2)
             continue
@@ -114,6 +127,7 @@ def publish_loop(client: Client, journal: Journal, number: int, message_type: st
 
 
 # -- the deployed services ------------------------------------------------------------------
+
 
 def health_url(service: str, deployment: Deployment) -> str:
     spec = CATALOG[service]
@@ -142,6 +156,7 @@ def service_roles(inventory_vars: dict[str, Any], services: list[str]) -> set[st
 
 # -- the scenario -----------------------------------------------------------------------------
 
+
 @dataclass
 class Outage:
     """When the outage began and when the database answered again (time.monotonic())."""
@@ -150,8 +165,15 @@ class Outage:
     back: float
 
 
-def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver: Receiver, *,
-                        outage: Callable[[], Outage], publishers: int = 3) -> Journal:
+def run_outage_scenario(
+    dsn: str,
+    run_id: str,
+    deployment: Deployment,
+    receiver: Receiver,
+    *,
+    outage: Callable[[], Outage],
+    publishers: int = 3,
+) -> Journal:
     """Put the system under load, call ``outage`` (which must return once the database
     answers again), then check that nothing was lost or handed out twice and that everybody
     carried on by themselves; ``receiver`` (the fixture) is the webhook endpoint. Returns the
@@ -159,8 +181,9 @@ def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver:
     n_publishers = publishers
     services = deployment.services
     # The services must carry on in the process they run in now: no restart by Docker either.
-    watched = services + [c for c in (deployment.exporter_container, deployment.pgadmin_container)
-                          if container_exists(c)]
+    watched = services + [
+        c for c in (deployment.exporter_container, deployment.pgadmin_container) if container_exists(c)
+    ]
     started = {s: container_state(s)["StartedAt"] for s in watched}
     journal = Journal()
     stop_publishing, stop_consuming = threading.Event(), threading.Event()
@@ -169,14 +192,24 @@ def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver:
     consumer_client = RecordingClient(dsn, max_size=CONSUMERS + 1)
     consumer_client.journal = journal
     dispatcher_name = run_id + "-dispatcher"
-    dispatcher = Dispatcher(dsn, name=dispatcher_name, workers=8, per_subscription=4,
-                            idle_poll_seconds=0.2, lease_seconds=20)
+    dispatcher = Dispatcher(
+        dsn, name=dispatcher_name, workers=8, per_subscription=4, idle_poll_seconds=0.2, lease_seconds=20
+    )
     threads: dict[str, threading.Thread] = {}
     message_type = run_id + ".evt"
     try:
-        work = admin.subscribe(run_id + "-work", "async", message_type=run_id + ".*", lease_seconds=LEASE_SECONDS)
-        hook = admin.subscribe(run_id + "-hook", "http", message_type=run_id + ".*", webhook_url=receiver.url,
-                               retry_base_ms=100, retry_max_ms=1000, max_attempts=100)
+        work = admin.subscribe(
+            run_id + "-work", "async", message_type=run_id + ".*", lease_seconds=LEASE_SECONDS
+        )
+        hook = admin.subscribe(
+            run_id + "-hook",
+            "http",
+            message_type=run_id + ".*",
+            webhook_url=receiver.url,
+            retry_base_ms=100,
+            retry_max_ms=1000,
+            max_attempts=100,
+        )
         dash = admin.subscribe(run_id + "-dash", "notify", message_type=run_id + ".*")
         subscription_ids = [work.id, hook.id, dash.id]
         done_status = {"async": "delivered", "http": "delivered", "notify": "notified"}
@@ -196,27 +229,56 @@ def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver:
 
         dispatcher_ready = threading.Event()
         threads["listener"] = guarded(journal, "listener", listen)
-        threads["dispatcher"] = guarded(journal, "dispatcher", dispatcher.run, stop_consuming, ready=dispatcher_ready)
+        threads["dispatcher"] = guarded(
+            journal, "dispatcher", dispatcher.run, stop_consuming, ready=dispatcher_ready
+        )
         for i in range(CONSUMERS):
             threads[f"consumer-{i}"] = guarded(
-                journal, f"consumer-{i}", consumer_client.run_consumer, work.client_id, handle,
-                stop=stop_consuming, batch_size=20, consumer=f"{run_id}-c{i}", idle_poll_seconds=0.5)
+                journal,
+                f"consumer-{i}",
+                consumer_client.run_consumer,
+                work.client_id,
+                handle,
+                stop=stop_consuming,
+                batch_size=20,
+                consumer=f"{run_id}-c{i}",
+                idle_poll_seconds=0.5,
+            )
         assert listener_ready.wait(15) and dispatcher_ready.wait(15)
         for i in range(n_publishers):
-            threads[f"publisher-{i}"] = guarded(journal, f"publisher-{i}", publish_loop, publisher_client,
-                                                journal, i, message_type, stop_publishing)
+            threads[f"publisher-{i}"] = guarded(
+                journal,
+                f"publisher-{i}",
+                publish_loop,
+                publisher_client,
+                journal,
+                i,
+                message_type,
+                stop_publishing,
+            )
 
         # Load runs: every party has done some work.
-        wait_until(lambda: len(journal.committed) >= 150 and len(journal.acked) >= 50
-                   and len(journal.notified) >= 50 and len(receiver.requests) >= 50,
-                   timeout=60, message="the load did not get going")
+        wait_until(
+            lambda: (
+                len(journal.committed) >= 150
+                and len(journal.acked) >= 50
+                and len(journal.notified) >= 50
+                and len(receiver.requests) >= 50
+            ),
+            timeout=60,
+            message="the load did not get going",
+        )
 
         # What was complete before the crash (committed: read back before the kill).
         with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-            complete_before = {r["id"]: r for r in conn.execute(
-                "SELECT id, delivery_mode, status, attempts FROM message_delivery "
-                "WHERE subscription_id = ANY(%s) AND status IN ('delivered', 'notified')",
-                (subscription_ids,)).fetchall()}
+            complete_before = {
+                r["id"]: r
+                for r in conn.execute(
+                    "SELECT id, delivery_mode, status, attempts FROM message_delivery "
+                    "WHERE subscription_id = ANY(%s) AND status IN ('delivered', 'notified')",
+                    (subscription_ids,),
+                ).fetchall()
+            }
         assert complete_before
 
         # -- the outage ------------------------------------------------------------------------
@@ -228,23 +290,39 @@ def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver:
             back_db_time = conn.execute("SELECT now()").fetchone()[0]
 
         # -- everybody carries on by themselves -------------------------------------------------
-        wait_until(lambda: all(sum(1 for p, _, t in journal.committed if p == i and t > back_at) >= 20
-                               for i in range(n_publishers)),
-                   timeout=60, message="publishers did not carry on after the restart")
-        wait_until(lambda: sum(1 for _, t in journal.acked if t > back_at) >= 20, timeout=60,
-                   message="consumers did not carry on after the restart")
+        wait_until(
+            lambda: all(
+                sum(1 for p, _, t in journal.committed if p == i and t > back_at) >= 20
+                for i in range(n_publishers)
+            ),
+            timeout=60,
+            message="publishers did not carry on after the restart",
+        )
+        wait_until(
+            lambda: sum(1 for _, t in journal.acked if t > back_at) >= 20,
+            timeout=60,
+            message="consumers did not carry on after the restart",
+        )
         wait_until(lambda: listener.reconnects >= 1, timeout=30, message="the listener did not reconnect")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            wait_until(lambda: conn.execute("SELECT 1 FROM pgmsg_dispatchers WHERE name = %s AND last_seen > %s",
-                                            (dispatcher_name, back_db_time)).fetchone(),
-                       timeout=30, message="the dispatcher did not report in after the restart")
+            wait_until(
+                lambda: conn.execute(
+                    "SELECT 1 FROM pgmsg_dispatchers WHERE name = %s AND last_seen > %s",
+                    (dispatcher_name, back_db_time),
+                ).fetchone(),
+                timeout=30,
+                message="the dispatcher did not report in after the restart",
+            )
         stop_publishing.set()
         for i in range(n_publishers):
             threads[f"publisher-{i}"].join(timeout=30)
         # Probes published now that the listener listens again: it must get every one.
         probes = [publisher_client.publish(message_type, {"probe": i}) for i in range(10)]
-        wait_until(lambda: set(probes) <= {m for m, _ in journal.notified}, timeout=30,
-                   message="the listener missed notifications after reconnecting")
+        wait_until(
+            lambda: set(probes) <= {m for m, _ in journal.notified},
+            timeout=30,
+            message="the listener missed notifications after reconnecting",
+        )
 
         # Every delivery completes: async acked, http delivered, notify notified.
         def incomplete() -> list[dict[str, Any]]:
@@ -253,10 +331,16 @@ def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver:
                     "SELECT id, delivery_mode, status, attempts, claimed_by, lease_expires_at "
                     "FROM message_delivery WHERE subscription_id = ANY(%s) "
                     "AND status <> CASE delivery_mode WHEN 'notify' THEN 'notified' ELSE 'delivered' END",
-                    (subscription_ids,)).fetchall()
+                    (subscription_ids,),
+                ).fetchall()
+
         try:
-            wait_until(lambda: not incomplete(), timeout=COMPLETION_TIMEOUT, interval=0.5,
-                       message="deliveries still incomplete")
+            wait_until(
+                lambda: not incomplete(),
+                timeout=COMPLETION_TIMEOUT,
+                interval=0.5,
+                message="deliveries still incomplete",
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {incomplete()[:10]}") from None
         assert not journal.crashed, journal.crashed
@@ -265,11 +349,17 @@ def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver:
         # -- nothing lost, nothing handed out twice ----------------------------------------------
         committed = {m for _, m, _ in journal.committed} | set(probes)
         with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
-            present = {r["id"] for r in conn.execute(
-                "SELECT id FROM messages WHERE id = ANY(%s)", (list(committed),)).fetchall()}
+            present = {
+                r["id"]
+                for r in conn.execute(
+                    "SELECT id FROM messages WHERE id = ANY(%s)", (list(committed),)
+                ).fetchall()
+            }
             deliveries = conn.execute(
                 "SELECT id, message_id, subscription_id, delivery_mode, status, attempts FROM message_delivery "
-                "WHERE subscription_id = ANY(%s)", (subscription_ids,)).fetchall()
+                "WHERE subscription_id = ANY(%s)",
+                (subscription_ids,),
+            ).fetchall()
         assert committed - present == set(), "committed messages lost in the crash"
         per_message: dict[int, list[int]] = {}
         for d in deliveries:
@@ -301,21 +391,39 @@ def run_outage_scenario(dsn: str, run_id: str, deployment: Deployment, receiver:
         # -- the deployed services are back -----------------------------------------------------
         def unhealthy() -> list[str]:
             return [s for s in services if not (healthy(s) and endpoint_ok(health_url(s, deployment)))]
-        wait_until(lambda: not unhealthy(), timeout=60, interval=0.5,
-                   message="the services are not all healthy after the restart")
+
+        wait_until(
+            lambda: not unhealthy(),
+            timeout=60,
+            interval=0.5,
+            message="the services are not all healthy after the restart",
+        )
         assert {s: container_state(s)["StartedAt"] for s in watched} == started, "a container was restarted"
         expected_roles = service_roles(deployment.inventory_vars, services)
         with psycopg.connect(dsn, autocommit=True) as conn:
+
             def connected() -> set[str]:
-                return {r[0] for r in conn.execute(
-                    "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database()").fetchall()}
-            wait_until(lambda: expected_roles <= connected(), timeout=60,
-                       message=f"services did not reconnect: {sorted(expected_roles)}")
+                return {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database()"
+                    ).fetchall()
+                }
+
+            wait_until(
+                lambda: expected_roles <= connected(),
+                timeout=60,
+                message=f"services did not reconnect: {sorted(expected_roles)}",
+            )
             if "http-dispatcher" in services:
-                wait_until(lambda: conn.execute(
-                    "SELECT 1 FROM pgmsg_dispatchers WHERE name LIKE %s AND last_seen > %s",
-                    ("%http-dispatcher", back_db_time)).fetchone(),
-                    timeout=60, message="the deployed http-dispatcher did not report in")
+                wait_until(
+                    lambda: conn.execute(
+                        "SELECT 1 FROM pgmsg_dispatchers WHERE name LIKE %s AND last_seen > %s",
+                        ("%http-dispatcher", back_db_time),
+                    ).fetchone(),
+                    timeout=60,
+                    message="the deployed http-dispatcher did not report in",
+                )
         return journal
     finally:
         stop_publishing.set()

@@ -69,17 +69,24 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                request = Received(self.path, dict(self.headers.items()), body, self.command, time.monotonic())
+                request = Received(
+                    self.path, dict(self.headers.items()), body, self.command, time.monotonic()
+                )
                 with receiver.lock:
                     receiver.requests.append(request)
                     scripted = receiver.script.pop(0) if receiver.script else None
-                reply = scripted or (receiver.respond(request) if receiver.respond else Reply(receiver.status))
+                reply = scripted or (
+                    receiver.respond(request) if receiver.respond else Reply(receiver.status)
+                )
                 if reply.delay:
                     time.sleep(reply.delay)
-                answer = reply.body if reply.body is not None else (
-                    b'{"ok": true}' if reply.status < 300 else b'{"error": "refused"}')
+                answer = (
+                    reply.body
+                    if reply.body is not None
+                    else (b'{"ok": true}' if reply.status < 300 else b'{"error": "refused"}')
+                )
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")
                 for name, value in reply.headers.items():
@@ -88,7 +95,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            do_GET = do_POST  # noqa: N815 (a redirect may turn the POST into a GET)
+            do_GET = do_POST
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -28,6 +28,8 @@ def migrated(variables: dict[str, Any], name: str, port: int, sql_dir: Path | No
 
 def area_files(name: str, port: int) -> dict[str, str]:
     """Area -> text of sql/schema/<area>.sql for the migrated database of container ``name``."""
-    return schema_files.render(schema_files.dump(name, port, DATABASE),
-                               schema_files.migration_level(name, port, DATABASE),
-                               schema_files.roles(name, port))
+    return schema_files.render(
+        schema_files.dump(name, port, DATABASE),
+        schema_files.migration_level(name, port, DATABASE),
+        schema_files.roles(name, port),
+    )

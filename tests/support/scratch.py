@@ -67,16 +67,31 @@ def wait_for_server(dsn: str, container: str, timeout: float = 90) -> None:
             return
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
-                logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=False)
-                state = subprocess.run(["docker", "inspect", "--format", "{{json .State}}", container],
-                                       capture_output=True, text=True, check=False)
-                raise AssertionError(f"PostgreSQL {container} did not start: {state.stdout.strip()}\n"
-                                     f"{logs.stdout}{logs.stderr}") from None
+                logs = subprocess.run(
+                    ["docker", "logs", container], capture_output=True, text=True, check=False
+                )
+                state = subprocess.run(
+                    ["docker", "inspect", "--format", "{{json .State}}", container],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                raise AssertionError(
+                    f"PostgreSQL {container} did not start: {state.stdout.strip()}\n"
+                    f"{logs.stdout}{logs.stderr}"
+                ) from None
             time.sleep(0.5)
 
 
-def start_postgres(image: str, name: str, port: int, *, password: str = PASSWORD, dbname: str = "messaging",
-                   command: Sequence[str] | None = None) -> ScratchServer:
+def start_postgres(
+    image: str,
+    name: str,
+    port: int,
+    *,
+    password: str = PASSWORD,
+    dbname: str = "messaging",
+    command: Sequence[str] | None = None,
+) -> ScratchServer:
     """Run ``image`` as container ``name`` on 127.0.0.1:``port`` (host network, like the
     deployment) and wait for it; the caller removes it (``remove``). ``command`` defaults to
     a plain server with pg_cron, as the migrations need."""
@@ -84,13 +99,38 @@ def start_postgres(image: str, name: str, port: int, *, password: str = PASSWORD
     secret = os.path.join(tempfile.gettempdir(), f"{name}.secret")
     with open(secret, "w") as f:
         f.write(password)
-    docker("run", "-d", "--name", name, "--network", "host", "--label", "pgmsg.test-scratch=1",
-           "-e", f"PGPORT={port}", "-e", "POSTGRES_PASSWORD_FILE=/run/secret",
-           "-v", f"{secret}:/run/secret:ro", image,
-           *(command or ["postgres", "-c", "listen_addresses=127.0.0.1", "-c", "shared_preload_libraries=pg_cron",
-                         "-c", f"cron.database_name={dbname}"]))
-    dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=port, user="postgres", password=password,
-                                         dbname=dbname)
+    docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--label",
+        "pgmsg.test-scratch=1",
+        "-e",
+        f"PGPORT={port}",
+        "-e",
+        "POSTGRES_PASSWORD_FILE=/run/secret",
+        "-v",
+        f"{secret}:/run/secret:ro",
+        image,
+        *(
+            command
+            or [
+                "postgres",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "shared_preload_libraries=pg_cron",
+                "-c",
+                f"cron.database_name={dbname}",
+            ]
+        ),
+    )
+    dsn = psycopg.conninfo.make_conninfo(
+        host="127.0.0.1", port=port, user="postgres", password=password, dbname=dbname
+    )
     try:
         wait_for_server(dsn, name)
     except BaseException:

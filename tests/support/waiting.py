@@ -9,8 +9,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
-               message: str = "condition not met") -> T:
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition not met",
+) -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not (result := condition()):

@@ -16,11 +16,20 @@ from pgmsg import InvalidInput
 from pgmsg.workers.dispatcher import Dispatcher
 
 
-@pytest.mark.parametrize("setting", [
-    {"workers": 0}, {"workers": -1}, {"per_subscription": 0}, {"batch": 0},
-    {"lease_seconds": 0}, {"lease_seconds": -30}, {"lease_seconds": 43201},
-    {"idle_poll_seconds": 0}, {"idle_poll_seconds": float("nan")},
-])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"workers": 0},
+        {"workers": -1},
+        {"per_subscription": 0},
+        {"batch": 0},
+        {"lease_seconds": 0},
+        {"lease_seconds": -30},
+        {"lease_seconds": 43201},
+        {"idle_poll_seconds": 0},
+        {"idle_poll_seconds": float("nan")},
+    ],
+)
 def test_nonsense_settings_are_refused_with_what_to_give(setting: dict[str, float]) -> None:
     with pytest.raises(InvalidInput) as refused:
         Dispatcher("host=127.0.0.1 port=9 connect_timeout=1", **setting)  # type: ignore[arg-type]
@@ -31,8 +40,12 @@ def test_nonsense_settings_are_refused_with_what_to_give(setting: dict[str, floa
 @pytest.mark.parametrize("value", ["0", "-4"])
 def test_the_command_refuses_them_before_starting(option: str, value: str) -> None:
     # A subprocess with a deadline: a dispatcher that accepted the value would run for ever.
-    done = subprocess.run([sys.executable, "-m", "pgmsg.workers.dispatcher", option, value], capture_output=True,
-                          text=True, timeout=60,
-                          env={**os.environ, "PGMSG_DSN": "host=127.0.0.1 port=9 connect_timeout=1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "pgmsg.workers.dispatcher", option, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PGMSG_DSN": "host=127.0.0.1 port=9 connect_timeout=1"},
+    )
     assert done.returncode == 2
     assert option in done.stderr

@@ -22,18 +22,42 @@ def validate(environment: str, *extra: str, vault: bool = True) -> subprocess.Co
     """Run only the settings checks of site.yml against an inventory, on this machine."""
     vault_args = ["--vault-password-file", str(EXAMPLE_VAULT_PASSWORD)] if vault else []
     return subprocess.run(
-        [str(ANSIBLE_BIN / "ansible-playbook"), "-i", f"inventory/{environment}/hosts.yml", "site.yml",
-         "--tags", "validate", "-e", "ansible_connection=local", "-e", "pgmsg_become=false",
-         "-e", f"ansible_python_interpreter={sys.executable}", *vault_args, *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            str(ANSIBLE_BIN / "ansible-playbook"),
+            "-i",
+            f"inventory/{environment}/hosts.yml",
+            "site.yml",
+            "--tags",
+            "validate",
+            "-e",
+            "ansible_connection=local",
+            "-e",
+            "pgmsg_become=false",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            *vault_args,
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def example_vault(environment: str) -> dict[str, str]:
     out = subprocess.run(
-        [str(ANSIBLE_BIN / "ansible-vault"), "view", "--vault-password-file", str(EXAMPLE_VAULT_PASSWORD),
-         f"inventory/{environment}/group_vars/all/vault.yml"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        [
+            str(ANSIBLE_BIN / "ansible-vault"),
+            "view",
+            "--vault-password-file",
+            str(EXAMPLE_VAULT_PASSWORD),
+            f"inventory/{environment}/group_vars/all/vault.yml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return yaml.safe_load(out)
 
@@ -85,8 +109,9 @@ def test_weak_or_local_password_is_refused_outside_local(password: str) -> None:
     assert "needs a strong, vaulted password" in run.stdout
 
 
-@pytest.mark.parametrize("password", ["admin", "PgAdmin4", "pgmsg-local-dev-only", "pgadmin-local-dev-only",
-                                      "tiny-pass"])
+@pytest.mark.parametrize(
+    "password", ["admin", "PgAdmin4", "pgmsg-local-dev-only", "pgadmin-local-dev-only", "tiny-pass"]
+)
 def test_weak_pgadmin_password_is_refused_outside_local(password: str) -> None:
     strong = {k: "Qm9v-long-random-secret-7731" for k in example_vault("production")}
     run = validate("production", "-e", json.dumps({**strong, "vault_pgadmin_password": password}))
@@ -98,7 +123,9 @@ def test_weak_pgadmin_password_is_refused_outside_local(password: str) -> None:
 
 def test_weak_backup_passphrase_is_refused_outside_local() -> None:
     strong = {k: "Qm9v-long-random-secret-7731" for k in example_vault("production")}
-    run = validate("production", "-e", json.dumps({**strong, "vault_pgbackrest_repo_cipher_pass": "short-pass"}))
+    run = validate(
+        "production", "-e", json.dumps({**strong, "vault_pgbackrest_repo_cipher_pass": "short-pass"})
+    )
     assert run.returncode != 0
     assert "needs a strong, vaulted repository passphrase" in run.stdout + run.stderr
     assert "short-pass" not in run.stdout + run.stderr
@@ -134,15 +161,27 @@ def test_in_transaction_push_is_off_unless_an_inventory_turns_it_on() -> None:
     defaults = yaml.safe_load((ROOT / "roles" / "messaging_schema" / "defaults" / "main.yml").read_text())
     assert defaults["messaging_schema_in_transaction_push"] is False
     for environment in SHARED:
-        assert group_vars(environment).get("messaging_schema_in_transaction_push", False) is False, environment
+        assert group_vars(environment).get("messaging_schema_in_transaction_push", False) is False, (
+            environment
+        )
     assert group_vars("local")["messaging_schema_in_transaction_push"] is True
 
 
 def inventory_listing(environment: str) -> dict[str, Any]:
     out = subprocess.run(
-        [str(ANSIBLE_BIN / "ansible-inventory"), "-i", f"inventory/{environment}/hosts.yml", "--list",
-         "--vault-password-file", str(EXAMPLE_VAULT_PASSWORD)],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+        [
+            str(ANSIBLE_BIN / "ansible-inventory"),
+            "-i",
+            f"inventory/{environment}/hosts.yml",
+            "--list",
+            "--vault-password-file",
+            str(EXAMPLE_VAULT_PASSWORD),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     return json.loads(out)
 

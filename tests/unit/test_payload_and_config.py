@@ -32,11 +32,23 @@ class Text(str):
     pass
 
 
-@pytest.mark.parametrize("payload", [
-    {"order": 42, "items": [{"sku": "A", "qty": 2}], "total": 129.95, "ok": True}, {"big": 2**70, "neg": -2**64},
-    {1: "int key", None: "none key"}, {"none": None}, [[[]]], "text", -0.0, 1e300, {"lone": "\ud800"},
-    {"sub": Text("v")}, {"ü€": "ü€"}, [1] * 3,
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"order": 42, "items": [{"sku": "A", "qty": 2}], "total": 129.95, "ok": True},
+        {"big": 2**70, "neg": -(2**64)},
+        {1: "int key", None: "none key"},
+        {"none": None},
+        [[[]]],
+        "text",
+        -0.0,
+        1e300,
+        {"lone": "\ud800"},
+        {"sub": Text("v")},
+        {"ü€": "ü€"},
+        [1] * 3,
+    ],
+)
 def test_fast_payload_encoding_gives_the_standard_librarys_json(payload: object) -> None:
     assert json.loads(_payload_text(payload)) == json.loads(_json_text(payload))
 
@@ -44,7 +56,7 @@ def test_fast_payload_encoding_gives_the_standard_librarys_json(payload: object)
 def test_fast_payload_encoding_handles_what_orjson_cannot_as_before() -> None:
     deep: list = []
     inner = deep
-    for _ in range(300):   # orjson stops at 254 levels
+    for _ in range(300):  # orjson stops at 254 levels
         inner.append([])
         inner = inner[0]
     assert json.loads(_payload_text(deep)) == deep
@@ -67,11 +79,23 @@ def test_without_pgmsg_dsn_libpq_variables_apply_and_database_defaults_to_messag
     assert conninfo_from_env({"PGDATABASE": "events"}) == ""
 
 
-@pytest.mark.parametrize("text", ['{"a": [1, 2.5, "ü€", null, true]}', '12345678901234567890123', '-9223372036854775809',
-                                  '18446744073709551616', '{"id": "1234567890123456789012"}',
-                                  '1e400', '[1e-400]', '"text"', '[123456789012345678, -123456789012345678]',
-                                  '{"a": "x", "n": 99999999999999999999}', '[0.5,1234567890123456789012345678901]',
-                                  '{"ids": [9223372036854775807, -9223372036854775808, 18446744073709551615]}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": [1, 2.5, "ü€", null, true]}',
+        "12345678901234567890123",
+        "-9223372036854775809",
+        "18446744073709551616",
+        '{"id": "1234567890123456789012"}',
+        "1e400",
+        "[1e-400]",
+        '"text"',
+        "[123456789012345678, -123456789012345678]",
+        '{"a": "x", "n": 99999999999999999999}',
+        "[0.5,1234567890123456789012345678901]",
+        '{"ids": [9223372036854775807, -9223372036854775808, 18446744073709551615]}',
+    ],
+)
 def test_database_json_decodes_as_the_standard_library_does(text: str) -> None:
     """orjson makes floats of integers beyond 64 bits and refuses numbers beyond a double."""
     for data in (text, text.encode()):

@@ -21,13 +21,17 @@ def test_every_section_is_in_the_readme() -> None:
 def test_every_bullet_has_exactly_one_promise_entry(section: str) -> None:
     for bullet in readme_bullets()[section]:
         entries = [p for p in PROMISES if p.section == section and bullet.startswith(p.lead)]
-        assert len(entries) == 1, (f"README, {section}: the promise '{bullet[:90]}...' needs exactly one "
-                                   f"entry in tests/reliability/promises.py (found {len(entries)})")
+        assert len(entries) == 1, (
+            f"README, {section}: the promise '{bullet[:90]}...' needs exactly one "
+            f"entry in tests/reliability/promises.py (found {len(entries)})"
+        )
 
 
 @pytest.mark.parametrize("promise", PROMISES, ids=lambda p: p.lead[:40])
 def test_every_entry_names_a_bullet_and_tests_that_exist(promise: Promise) -> None:
-    assert len(bullet_of(promise, readme_bullets())) == 1, f"no README bullet of {promise.section} begins {promise.lead!r}"
+    assert len(bullet_of(promise, readme_bullets())) == 1, (
+        f"no README bullet of {promise.section} begins {promise.lead!r}"
+    )
     assert promise.tests, promise.lead
     for reference in promise.tests:
         path, _, function = reference.partition("::")

@@ -14,7 +14,9 @@ from tests.conftest import ROOT
 from tests.reliability.promises import PROMISES
 from tests.reliability.scenarios import SCENARIOS
 
-spec = importlib.util.spec_from_file_location("reliability_report", ROOT / "scripts" / "reliability-report.py")
+spec = importlib.util.spec_from_file_location(
+    "reliability_report", ROOT / "scripts" / "reliability-report.py"
+)
 assert spec and spec.loader
 report = importlib.util.module_from_spec(spec)
 sys.modules["reliability_report"] = report  # dataclasses look their module up there
@@ -48,13 +50,16 @@ def test_report_verdicts(tmp_path: Path) -> None:
         f'<testcase classname="{module}" name="{name}" time="3.5"/>'
         f'<testcase classname="{other}" name="{second.tests[0].split("::")[1]}" time="1">'
         '<failure message="boom"/></testcase>'
-        '</testsuite></testsuites>')
+        "</testsuite></testsuites>"
+    )
     results = report.outcomes(junit)
     assert results[0].nodeid == first.tests[0] and results[0].status == "passed"
     assert results[1].status == "failed"
-    text = report.render(results, report.datetime.now(report.timezone.utc), "abc1234")
+    text = report.render(results, report.datetime.now(report.UTC), "abc1234")
     assert "passed (1 test, 4 s)" in text
     assert "**1 of 1 not passed** (failed)" in text
     assert "**not run**" in text  # every other scenario
-    assert re.search(rf"\*\*1 of {len(SCENARIOS)} scenarios passed; \d+ of {len(PROMISES)} README promises held\.\*\*",
-                     text)
+    assert re.search(
+        rf"\*\*1 of {len(SCENARIOS)} scenarios passed; \d+ of {len(PROMISES)} README promises held\.\*\*",
+        text,
+    )

@@ -38,8 +38,10 @@ def loopback_only() -> Allowlist:
 
 def fake_resolver(table: dict[str, list[str]]) -> Callable[[str, int], list[str]]:
     """A resolver that answers from ``table`` and never touches the network."""
+
     def resolve(host: str, port: int) -> list[str]:
         return list(table.get(host, []))
+
     return resolve
 
 
@@ -47,45 +49,51 @@ def no_resolver(host: str, port: int) -> list[str]:
     raise AssertionError(f"IP literal {host!r} must not be resolved")
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:8080/x",
-    "https://127.0.0.1/",
-    "http://2130706433/",
-    "http://0x7f000001/",
-    "http://0x7f.0.0.1/",
-    "http://0177.0.0.1/",
-    "http://127.1/",
-    "http://127.0.0.1./",
-    "http://[::ffff:127.0.0.1]/",
-    "http://[::ffff:7f00:1]/",
-    "HTTP://127.0.0.1/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/x",
+        "https://127.0.0.1/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://0x7f.0.0.1/",
+        "http://0177.0.0.1/",
+        "http://127.1/",
+        "http://127.0.0.1./",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[::ffff:7f00:1]/",
+        "HTTP://127.0.0.1/",
+    ],
+)
 def test_allowed_ip_literals(url: str) -> None:
     assert check_url(url, loopback_only(), resolve=no_resolver) == ["127.0.0.1"]
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    ("http://10.0.0.5/", "not in the allowlist (127.0.0.1/32)"),
-    ("http://192.168.1.1/", "not in the allowlist"),
-    ("http://172.16.0.1/", "not in the allowlist"),
-    ("http://127.0.0.2/", "not in the allowlist"),
-    ("http://169.254.169.254/latest/meta-data/", "link-local / cloud metadata address"),
-    ("http://[fe80::1]/", "link-local address"),
-    ("http://[fe80::1%25eth0]/", "link-local address"),
-    ("http://[::ffff:169.254.169.254]/", "link-local / cloud metadata address"),
-    ("http://[::ffff:10.0.0.1]/", "not in the allowlist"),
-    ("http://2852039166/", "link-local / cloud metadata address"),
-    ("http://0xa9fea9fe/", "link-local / cloud metadata address"),
-    ("http://0251.0376.0251.0376/", "link-local / cloud metadata address"),
-    ("http://169.254.43518/", "link-local / cloud metadata address"),
-    ("http://[::1]/", "not in the allowlist"),
-    ("http://0.0.0.0/", "unspecified"),
-    ("http://0/", "unspecified"),
-    ("http://100.100.100.200/", "Alibaba Cloud metadata address"),
-    ("http://[fd00:ec2::254]/", "AWS IPv6 metadata address"),
-    ("http://224.0.0.1/", "multicast address"),
-    ("http://255.255.255.255/", "broadcast address"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://10.0.0.5/", "not in the allowlist (127.0.0.1/32)"),
+        ("http://192.168.1.1/", "not in the allowlist"),
+        ("http://172.16.0.1/", "not in the allowlist"),
+        ("http://127.0.0.2/", "not in the allowlist"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local / cloud metadata address"),
+        ("http://[fe80::1]/", "link-local address"),
+        ("http://[fe80::1%25eth0]/", "link-local address"),
+        ("http://[::ffff:169.254.169.254]/", "link-local / cloud metadata address"),
+        ("http://[::ffff:10.0.0.1]/", "not in the allowlist"),
+        ("http://2852039166/", "link-local / cloud metadata address"),
+        ("http://0xa9fea9fe/", "link-local / cloud metadata address"),
+        ("http://0251.0376.0251.0376/", "link-local / cloud metadata address"),
+        ("http://169.254.43518/", "link-local / cloud metadata address"),
+        ("http://[::1]/", "not in the allowlist"),
+        ("http://0.0.0.0/", "unspecified"),
+        ("http://0/", "unspecified"),
+        ("http://100.100.100.200/", "Alibaba Cloud metadata address"),
+        ("http://[fd00:ec2::254]/", "AWS IPv6 metadata address"),
+        ("http://224.0.0.1/", "multicast address"),
+        ("http://255.255.255.255/", "broadcast address"),
+    ],
+)
 def test_refused_ip_literals(url: str, reason: str) -> None:
     with pytest.raises(BlockedTarget, match=r"^webhook target .* refused: ") as caught:
         check_url(url, loopback_only(), resolve=no_resolver)
@@ -103,40 +111,49 @@ def test_message_names_the_address_and_the_spelling() -> None:
     assert str(caught.value) == "webhook target 10.1.2.3 refused: not in the allowlist (127.0.0.1/32)"
 
 
-@pytest.mark.parametrize("url", [
-    "ftp://127.0.0.1/file",
-    "file:///etc/passwd",
-    "gopher://127.0.0.1:70/",
-    "//127.0.0.1/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://127.0.0.1/file",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:70/",
+        "//127.0.0.1/",
+    ],
+)
 def test_other_schemes_are_refused(url: str) -> None:
     with pytest.raises(BlockedTarget, match="is not http or https"):
         check_url(url, loopback_only(), resolve=no_resolver)
 
 
-@pytest.mark.parametrize("url", [
-    "http://user:pass@127.0.0.1/",
-    "http://user@127.0.0.1/",
-    "http://127.0.0.1@169.254.169.254/",
-    "http://evil.example\\@127.0.0.1/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pass@127.0.0.1/",
+        "http://user@127.0.0.1/",
+        "http://127.0.0.1@169.254.169.254/",
+        "http://evil.example\\@127.0.0.1/",
+    ],
+)
 def test_userinfo_is_refused(url: str) -> None:
     with pytest.raises(BlockedTarget, match=r"user:password@ are not allowed"):
         check_url(url, loopback_only(), resolve=no_resolver)
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("http:///x", "has no host"),
-    ("http://:8080/", "has no host"),
-    ("http://127.0.0.1:99999/", "malformed"),
-    ("http://127.0.0.1 /", "whitespace or control characters"),
-    ("http://127.0.0.1\t.evil/", "whitespace or control characters"),
-    ("http://127.0.0.1\\.evil.example/", "invalid host"),
-    ("http://1.2.3.4.5/", "too many parts"),
-    ("http://127.0.0.256/", "out of range"),
-    ("http://08.0.0.1/", "malformed"),
-    ("http://[::ffff:0x7f.1]/", "not a valid IPv6 address|malformed"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http:///x", "has no host"),
+        ("http://:8080/", "has no host"),
+        ("http://127.0.0.1:99999/", "malformed"),
+        ("http://127.0.0.1 /", "whitespace or control characters"),
+        ("http://127.0.0.1\t.evil/", "whitespace or control characters"),
+        ("http://127.0.0.1\\.evil.example/", "invalid host"),
+        ("http://1.2.3.4.5/", "too many parts"),
+        ("http://127.0.0.256/", "out of range"),
+        ("http://08.0.0.1/", "malformed"),
+        ("http://[::ffff:0x7f.1]/", "not a valid IPv6 address|malformed"),
+    ],
+)
 def test_malformed_urls_are_invalid_input(url: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         check_url(url, loopback_only(), resolve=no_resolver)
@@ -150,24 +167,27 @@ def test_parse_host() -> None:
         parse_host("file:///etc/passwd")
 
 
-@pytest.mark.parametrize(("host", "expected"), [
-    ("127.0.0.1", "127.0.0.1"),
-    ("[::1]", "::1"),
-    ("::1", "::1"),
-    ("::ffff:127.0.0.1", "127.0.0.1"),
-    ("::ffff:7f00:1", "127.0.0.1"),
-    ("[::ffff:7f00:1]", "127.0.0.1"),
-    ("2130706433", "127.0.0.1"),
-    ("0x7f000001", "127.0.0.1"),
-    ("0X7F.0.0.1", "127.0.0.1"),
-    ("0x7f.1", "127.0.0.1"),
-    ("0177.0.0.1", "127.0.0.1"),
-    ("127.1", "127.0.0.1"),
-    ("127.0.1", "127.0.0.1"),
-    ("10.258", "10.0.1.2"),
-    ("0", "0.0.0.0"),
-    ("127.0.0.1.", "127.0.0.1"),
-])
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("::1", "::1"),
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+        ("::ffff:7f00:1", "127.0.0.1"),
+        ("[::ffff:7f00:1]", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0X7F.0.0.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("127.0.1", "127.0.0.1"),
+        ("10.258", "10.0.1.2"),
+        ("0", "0.0.0.0"),
+        ("127.0.0.1.", "127.0.0.1"),
+    ],
+)
 def test_normalise_ip_recognises_every_spelling(host: str, expected: str) -> None:
     assert normalise_ip(host) == ipaddress.ip_address(expected)
 
@@ -267,8 +287,17 @@ def test_always_blocked_beats_a_catch_all_allowlist() -> None:
 
 
 def test_always_blocked_covers_the_required_networks() -> None:
-    required = ["169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "100.100.100.200/32",
-                "fd00:ec2::254/128", "224.0.0.0/4", "ff00::/8", "255.255.255.255/32", "::/128"]
+    required = [
+        "169.254.0.0/16",
+        "fe80::/10",
+        "0.0.0.0/8",
+        "100.100.100.200/32",
+        "fd00:ec2::254/128",
+        "224.0.0.0/4",
+        "ff00::/8",
+        "255.255.255.255/32",
+        "::/128",
+    ]
     assert {ipaddress.ip_network(cidr) for cidr in required} <= {network for network, _ in allow([]).blocked}
 
 
@@ -297,23 +326,26 @@ def test_allowlist_parse() -> None:
     assert allowlist.hosts == ("hooks.example.com", "*.internal.example")
 
 
-@pytest.mark.parametrize(("entries", "message"), [
-    (["10.0.0.1/8"], "host bits set"),
-    (["10.0.0.0/33"], "10.0.0.0/33"),
-    (["300.1.2.3"], "300.1.2.3"),
-    (["127.1"], "127.1"),
-    (["::ffff:127.0.0.1"], "IPv4-mapped"),
-    ([""], "empty"),
-    (["   "], "empty"),
-    (["*"], "leading"),
-    (["hooks.*.example"], "leading"),
-    (["*."], "leading"),
-    (["*.-x.example"], "not a valid hostname"),
-    (["bad host.example"], "spaces, control or non-ASCII"),
-    (["-bad.example"], "not a valid hostname"),
-    (["http://hooks.example.com"], "invalid allowlist entry"),
-    ("127.0.0.1/32", "not one string"),
-])
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["10.0.0.1/8"], "host bits set"),
+        (["10.0.0.0/33"], "10.0.0.0/33"),
+        (["300.1.2.3"], "300.1.2.3"),
+        (["127.1"], "127.1"),
+        (["::ffff:127.0.0.1"], "IPv4-mapped"),
+        ([""], "empty"),
+        (["   "], "empty"),
+        (["*"], "leading"),
+        (["hooks.*.example"], "leading"),
+        (["*."], "leading"),
+        (["*.-x.example"], "not a valid hostname"),
+        (["bad host.example"], "spaces, control or non-ASCII"),
+        (["-bad.example"], "not a valid hostname"),
+        (["http://hooks.example.com"], "invalid allowlist entry"),
+        ("127.0.0.1/32", "not one string"),
+    ],
+)
 def test_allowlist_parse_errors(entries: list[str] | str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message) as caught:
         allow(entries)

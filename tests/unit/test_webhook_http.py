@@ -18,7 +18,7 @@ import pytest
 from pgmsg.webhook_http import MAX_KEPT_BODY, NoAnswer, WebhookClient, post_once
 from tests.support.tls import make_certificates
 
-Handler = Callable[[socket.socket, bytes], bytes | None]   # (connection, request) -> answer, None: hang up
+Handler = Callable[[socket.socket, bytes], bytes | None]  # (connection, request) -> answer, None: hang up
 
 
 def read_request(conn: socket.socket) -> bytes:
@@ -30,8 +30,11 @@ def read_request(conn: socket.socket) -> bytes:
             return b""
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
     while len(body) < length:
         body += conn.recv(65536)
     return data
@@ -93,8 +96,13 @@ def ok(body: bytes = b"ok", extra: str = "") -> bytes:
     return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
-def post(server: Scripted, path: str = "/hook", timeout: float = 5.0, client: WebhookClient | None = None,
-         headers: dict[str, str] | None = None) -> object:
+def post(
+    server: Scripted,
+    path: str = "/hook",
+    timeout: float = 5.0,
+    client: WebhookClient | None = None,
+    headers: dict[str, str] | None = None,
+) -> object:
     url = f"http://127.0.0.1:{server.port}{path}"
     if client is None:
         return post_once(url, "127.0.0.1", headers or {"X-Test": "1"}, b'{"a":1}', timeout)
@@ -114,21 +122,24 @@ def test_request_is_sent_whole_and_the_answer_read(serve: Callable[..., Scripted
 
 
 def test_connections_are_kept_alive_and_replaced_when_the_server_closed_them(
-        serve: Callable[..., Scripted]) -> None:
+    serve: Callable[..., Scripted],
+) -> None:
 
     server = serve(lambda conn, req: ok())
     closing = serve(lambda conn, req: ok(extra="Connection: close\r\n"))
     client = WebhookClient()
 
     async def five(target: Scripted) -> list[int]:
-        return [(await client.post(f"http://127.0.0.1:{target.port}/", "127.0.0.1", {}, b"x", 5)).status
-                for _ in range(5)]
+        return [
+            (await client.post(f"http://127.0.0.1:{target.port}/", "127.0.0.1", {}, b"x", 5)).status
+            for _ in range(5)
+        ]
 
     async def scenario() -> None:
         assert await five(server) == [200] * 5
-        assert server.connections == 1            # one connection carried all five
+        assert server.connections == 1  # one connection carried all five
         assert await five(closing) == [200] * 5
-        assert closing.connections == 5           # "Connection: close" is honoured
+        assert closing.connections == 5  # "Connection: close" is honoured
         # A request the server hangs up on has no answer; the next one gets a new connection.
         server.handler = lambda conn, req: None
         with pytest.raises(NoAnswer, match="RemoteDisconnected"):
@@ -153,7 +164,9 @@ def test_idle_connection_closed_by_the_server_is_not_reused(serve: Callable[...,
     async def scenario() -> list[int]:
         statuses = []
         for _ in range(3):
-            statuses.append((await client.post(f"http://127.0.0.1:{server.port}/", "127.0.0.1", {}, b"x", 5)).status)
+            statuses.append(
+                (await client.post(f"http://127.0.0.1:{server.port}/", "127.0.0.1", {}, b"x", 5)).status
+            )
             await asyncio.sleep(0.5)  # the server has closed it meanwhile
         client.close()
         return statuses
@@ -163,12 +176,18 @@ def test_idle_connection_closed_by_the_server_is_not_reused(serve: Callable[...,
 
 
 def test_chunked_close_delimited_and_interim_answers(serve: Callable[..., Scripted]) -> None:
-    chunked = serve(lambda conn, req: b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                      b"4;ext=1\r\nbusy\r\n7\r\n, sorry\r\n0\r\nX-Trailer: t\r\n\r\n")
+    chunked = serve(
+        lambda conn, req: (
+            b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4;ext=1\r\nbusy\r\n7\r\n, sorry\r\n0\r\nX-Trailer: t\r\n\r\n"
+        )
+    )
     answer = post(chunked)
     assert (answer.status, answer.body) == (503, b"busy, sorry")
 
-    close_delimited = serve(lambda conn, req: (conn.sendall(b"HTTP/1.0 410 Gone\r\n\r\nno such hook"), None)[1])
+    close_delimited = serve(
+        lambda conn, req: (conn.sendall(b"HTTP/1.0 410 Gone\r\n\r\nno such hook"), None)[1]
+    )
     answer = post(close_delimited)
     assert (answer.status, answer.body) == (410, b"no such hook")
 
@@ -187,8 +206,10 @@ def test_long_answers_are_cut_and_their_connection_not_reused(serve: Callable[..
     client = WebhookClient()
 
     async def twice() -> list[int]:
-        return [len((await client.post(f"http://127.0.0.1:{server.port}/", "127.0.0.1", {}, b"x", 5)).body)
-                for _ in range(2)]
+        return [
+            len((await client.post(f"http://127.0.0.1:{server.port}/", "127.0.0.1", {}, b"x", 5)).body)
+            for _ in range(2)
+        ]
 
     assert asyncio.run(twice()) == [MAX_KEPT_BODY, MAX_KEPT_BODY]
     assert server.connections == 2
@@ -200,7 +221,7 @@ def test_no_answer_says_why(serve: Callable[..., Scripted]) -> None:
     started = time.monotonic()
     with pytest.raises(NoAnswer, match=r"^TimeoutError: no complete answer within 0.5 s$"):
         post(hanging, timeout=0.5)
-    assert time.monotonic() - started < 2.5     # the timeout bounds the whole request
+    assert time.monotonic() - started < 2.5  # the timeout bounds the whole request
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -211,7 +232,9 @@ def test_no_answer_says_why(serve: Callable[..., Scripted]) -> None:
     garbage = serve(lambda conn, req: b"SMTP ready\r\n\r\n")
     with pytest.raises(NoAnswer, match="ProtocolError: not an HTTP/1 status line"):
         post(garbage)
-    truncated = serve(lambda conn, req: (conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"), None)[1])
+    truncated = serve(
+        lambda conn, req: (conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"), None)[1]
+    )
     with pytest.raises(NoAnswer, match="RemoteDisconnected"):
         post(truncated)
 
@@ -228,6 +251,7 @@ def test_header_injection_and_bad_paths_are_refused_before_connecting(serve: Cal
 
 
 # -- TLS ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -246,12 +270,13 @@ def tls_server(serve: Callable[..., Scripted], certs: dict[str, Path], name: str
 
 
 def test_https_connects_to_the_checked_address_and_verifies_the_name(
-        serve: Callable[..., Scripted], certificates: dict[str, Path]) -> None:
+    serve: Callable[..., Scripted], certificates: dict[str, Path]
+) -> None:
     server = tls_server(serve, certificates, "localhost")
     url = f"https://localhost:{server.port}/hook"
     answer = post_once(url, "127.0.0.1", {}, b"x", 5, ca_file=str(certificates["ca"]))
     assert (answer.status, answer.body) == (200, b"tls ok")
-    assert server.sni == ["localhost"]           # SNI names the host, the connection went to the address
+    assert server.sni == ["localhost"]  # SNI names the host, the connection went to the address
     assert f"Host: localhost:{server.port}".encode() in server.requests[0]
 
     with pytest.raises(NoAnswer, match="CERTIFICATE_VERIFY_FAILED"):  # a CA the system does not trust
@@ -259,5 +284,6 @@ def test_https_connects_to_the_checked_address_and_verifies_the_name(
 
     other = tls_server(serve, certificates, "elsewhere.example")
     with pytest.raises(NoAnswer, match="CERTIFICATE_VERIFY_FAILED.*(Hostname mismatch|localhost)"):
-        post_once(f"https://localhost:{other.port}/hook", "127.0.0.1", {}, b"x", 5,
-                  ca_file=str(certificates["ca"]))
+        post_once(
+            f"https://localhost:{other.port}/hook", "127.0.0.1", {}, b"x", 5, ca_file=str(certificates["ca"])
+        )

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from pgmsg.errors import InvalidInput
-from pgmsg.signing import signature_headers
 from pgmsg.logs import JsonFormatter
+from pgmsg.signing import signature_headers
 from pgmsg.webhook_receiver import WebhookReceiver
 
 OLD = "whsec_" + base64.b64encode(bytes(range(32))).decode()
@@ -40,9 +40,7 @@ def receiver(events: list[tuple[str, dict]]) -> Iterator[WebhookReceiver]:
     r.stop()
 
 
-def _send(
-    url: str, body: bytes, headers: dict[str, str], method: str = "POST"
-) -> tuple[int, dict[str, Any]]:
+def _send(url: str, body: bytes, headers: dict[str, str], method: str = "POST") -> tuple[int, dict[str, Any]]:
     assert url.startswith("http://127.0.0.1:")
     request = urllib.request.Request(
         url, data=body if method == "POST" else None, headers=headers, method=method
@@ -112,9 +110,7 @@ def test_replay_is_answered_as_duplicate_and_handled_once(
     assert receiver.counters["duplicate"] == 1
 
 
-def test_rotated_secrets_are_accepted(
-    receiver: WebhookReceiver, events: list[tuple[str, dict]]
-) -> None:
+def test_rotated_secrets_are_accepted(receiver: WebhookReceiver, events: list[tuple[str, dict]]) -> None:
     body = json.dumps(EVENT).encode()
     assert _send(receiver.url, body, _signed([OLD], "msg_old", body))[0] == 200
     assert _send(receiver.url, body, _signed([OLD, NEW], "msg_both", body))[0] == 200
@@ -199,8 +195,10 @@ def test_many_connections_opened_at_once_are_all_accepted_first_time(receiver: W
     try:
         assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for s in sockets)
         # struct tcp_info: 8 one-byte fields, then 32-bit ones; total_retrans is the 24th.
-        retransmitted = [struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 100)[0]
-                         for s in sockets]
+        retransmitted = [
+            struct.unpack_from("I", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 100)[0]
+            for s in sockets
+        ]
         assert sum(retransmitted) == 0, retransmitted
     finally:
         for s in sockets:
@@ -209,7 +207,10 @@ def test_many_connections_opened_at_once_are_all_accepted_first_time(receiver: W
 
 # -- the request head, parsed by the receiver itself (not the email package) ------
 
-def _raw(receiver: WebhookReceiver, data: bytes, answers: int = 1) -> tuple[list[tuple[int, dict[str, str], bytes]], bool]:
+
+def _raw(
+    receiver: WebhookReceiver, data: bytes, answers: int = 1
+) -> tuple[list[tuple[int, dict[str, str], bytes]], bool]:
     """Send raw bytes on one connection; return the parsed answers and whether the server closed it."""
     import socket
 
@@ -241,8 +242,12 @@ def _raw(receiver: WebhookReceiver, data: bytes, answers: int = 1) -> tuple[list
 
 
 def _post_bytes(body: bytes, headers: dict[str, str], version: str = "HTTP/1.1") -> bytes:
-    lines = [f"POST /webhook {version}", "Host: 127.0.0.1", f"content-length: {len(body)}",
-             *(f"{k}: {v}" for k, v in headers.items())]
+    lines = [
+        f"POST /webhook {version}",
+        "Host: 127.0.0.1",
+        f"content-length: {len(body)}",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -252,8 +257,10 @@ def test_kept_alive_connection_carries_pipelined_webhooks(
     """Two webhooks written back to back on one connection (lower-case header names) are
     both verified and answered in order, and the connection stays open."""
     body = json.dumps(EVENT).encode()
-    data = b"".join(_post_bytes(body, {k.lower(): v for k, v in _signed([NEW], f"msg_pipe_{i}", body).items()})
-                    for i in range(2))
+    data = b"".join(
+        _post_bytes(body, {k.lower(): v for k, v in _signed([NEW], f"msg_pipe_{i}", body).items()})
+        for i in range(2)
+    )
     answers, closed = _raw(receiver, data, answers=2)
     assert [(status, json.loads(payload)) for status, _, payload in answers] == [(200, {"ok": True})] * 2
     assert answers[0][1]["content-type"] == "application/json" and "date" in answers[0][1]
@@ -269,31 +276,40 @@ def test_http_1_0_request_is_answered_and_closed(receiver: WebhookReceiver) -> N
 
 def test_connection_close_is_honoured(receiver: WebhookReceiver) -> None:
     body = json.dumps(EVENT).encode()
-    answers, closed = _raw(receiver, _post_bytes(body, {**_signed([NEW], "msg_cl", body), "Connection": "close"}))
+    answers, closed = _raw(
+        receiver, _post_bytes(body, {**_signed([NEW], "msg_cl", body), "Connection": "close"})
+    )
     assert answers[0][0] == 200 and answers[0][1]["connection"] == "close" and closed
 
 
-@pytest.mark.parametrize(("head", "status"), [
-    (b"POST /webhook\r\n\r\n", 400),                                     # no version
-    (b"POST /webhook HTTP/2.0\r\ncontent-length: 0\r\n\r\n", 505),
-    (b"POST /webhook XTTP/1.1\r\ncontent-length: 0\r\n\r\n", 400),
-    (b"POST /webhook HTTP/1.1\r\nwebhook-id: a\r\n  folded\r\n\r\n", 400),
-    (b"POST /webhook HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-    (b"POST /webhook HTTP/1.1\r\ncontent-length : 2\r\n\r\n{}", 400),
-    (b"POST /webhook HTTP/1.1\r\ncontent-length: 2\r\nContent-Length: 30\r\n\r\n{}", 400),
-    (b"POST /webhook HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 501),
-    (b"POST /webhook HTTP/1.1\r\ncontent-length: +2\r\n\r\n{}", 400),
-    (b"POST /webhook HTTP/1.1\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
-    (b"POST /webhook HTTP/1.1\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
-    (b"PUT /webhook HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 501),
-    (b"POST /webhook HTTP/1.1\r\ncontent-length: " + b"9" * 5000 + b"\r\n\r\n", 400),  # beyond int()'s digits
-    (b"POST /webhook HTTP/1.1\r\ncontent-length: \x0c2\r\n\r\n{}", 400),     # not a blank to HTTP
-    (b"POST /webhook HTTP/1.1\r\nx-a: 1\rx-b: 2\r\n\r\n", 400),             # a bare CR inside a line
-    (b"POST /webhook HTTP/1.1\r\nx(a): 1\r\n\r\n", 400),                      # not a token
-    (b"POST  /webhook HTTP/1.1\r\n\r\n", 400),                                 # two spaces
-])
-def test_malformed_request_heads_are_refused_and_closed(receiver: WebhookReceiver, head: bytes,
-                                                        status: int) -> None:
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"POST /webhook\r\n\r\n", 400),  # no version
+        (b"POST /webhook HTTP/2.0\r\ncontent-length: 0\r\n\r\n", 505),
+        (b"POST /webhook XTTP/1.1\r\ncontent-length: 0\r\n\r\n", 400),
+        (b"POST /webhook HTTP/1.1\r\nwebhook-id: a\r\n  folded\r\n\r\n", 400),
+        (b"POST /webhook HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"POST /webhook HTTP/1.1\r\ncontent-length : 2\r\n\r\n{}", 400),
+        (b"POST /webhook HTTP/1.1\r\ncontent-length: 2\r\nContent-Length: 30\r\n\r\n{}", 400),
+        (b"POST /webhook HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 501),
+        (b"POST /webhook HTTP/1.1\r\ncontent-length: +2\r\n\r\n{}", 400),
+        (b"POST /webhook HTTP/1.1\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431),
+        (b"POST /webhook HTTP/1.1\r\nx-long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+        (b"PUT /webhook HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 501),
+        (
+            b"POST /webhook HTTP/1.1\r\ncontent-length: " + b"9" * 5000 + b"\r\n\r\n",
+            400,
+        ),  # beyond int()'s digits
+        (b"POST /webhook HTTP/1.1\r\ncontent-length: \x0c2\r\n\r\n{}", 400),  # not a blank to HTTP
+        (b"POST /webhook HTTP/1.1\r\nx-a: 1\rx-b: 2\r\n\r\n", 400),  # a bare CR inside a line
+        (b"POST /webhook HTTP/1.1\r\nx(a): 1\r\n\r\n", 400),  # not a token
+        (b"POST  /webhook HTTP/1.1\r\n\r\n", 400),  # two spaces
+    ],
+)
+def test_malformed_request_heads_are_refused_and_closed(
+    receiver: WebhookReceiver, head: bytes, status: int
+) -> None:
     """Each gets its own error status and a closed connection; nothing reaches the handler,
     and the receiver goes on serving."""
     answers, closed = _raw(receiver, head)
@@ -323,6 +339,7 @@ def test_client_leaving_mid_body_is_not_handled(receiver: WebhookReceiver) -> No
 
 # -- https ------------------------------------------------------------------------------
 
+
 def test_receiver_serves_https_with_the_given_certificate(tmp_path: Any) -> None:
     """Verified webhooks over TLS; a client that does not trust the CA is refused in the
     handshake and the receiver goes on serving."""
@@ -333,25 +350,34 @@ def test_receiver_serves_https_with_the_given_certificate(tmp_path: Any) -> None
     from tests.support.tls import make_certificates
 
     certs = make_certificates(tmp_path)
-    with WebhookReceiver([NEW], tls_cert=f"{certs['localhost']}.pem", tls_key=f"{certs['localhost']}.key") as r:
+    with WebhookReceiver(
+        [NEW], tls_cert=f"{certs['localhost']}.pem", tls_key=f"{certs['localhost']}.key"
+    ) as r:
         assert r.url.startswith("https://127.0.0.1:")
         url = r.url.replace("127.0.0.1", "localhost")
         body = json.dumps(EVENT).encode()
         with pytest.raises(NoAnswer, match="CERTIFICATE_VERIFY_FAILED"):
             post_once(url, "127.0.0.1", _signed([NEW], "msg_untrusted", body), body, 5)
-        answer = post_once(url, "127.0.0.1", _signed([NEW], "msg_tls", body), body, 5, ca_file=str(certs["ca"]))
+        answer = post_once(
+            url, "127.0.0.1", _signed([NEW], "msg_tls", body), body, 5, ca_file=str(certs["ca"])
+        )
         assert (answer.status, json.loads(answer.body)) == (200, {"ok": True})
         assert [a["webhook_id"] for a in r.accepted] == ["msg_tls"]
         # A name the certificate is not for is refused in the handshake.
         with socket.create_connection(("127.0.0.1", r.port), timeout=5) as raw, pytest.raises(ssl.SSLError):
-            ssl.create_default_context(cafile=str(certs["ca"])).wrap_socket(raw, server_hostname="elsewhere.example")
+            ssl.create_default_context(cafile=str(certs["ca"])).wrap_socket(
+                raw, server_hostname="elsewhere.example"
+            )
         assert r.counters["accepted"] == 1 and r.rejected == []
 
 
-@pytest.mark.parametrize(("cert", "key", "message"), [
-    (None, "x.key", "a TLS key was given without its certificate"),
-    ("/nonexistent.pem", None, "cannot load the TLS certificate '/nonexistent.pem'"),
-])
+@pytest.mark.parametrize(
+    ("cert", "key", "message"),
+    [
+        (None, "x.key", "a TLS key was given without its certificate"),
+        ("/nonexistent.pem", None, "cannot load the TLS certificate '/nonexistent.pem'"),
+    ],
+)
 def test_bad_tls_settings_fail_at_construction(cert: str | None, key: str | None, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         WebhookReceiver([NEW], tls_cert=cert, tls_key=key)
@@ -371,7 +397,9 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(receiver: Webho
     import socket
 
     body = json.dumps(EVENT).encode()
-    head, _, _ = _post_bytes(body, {**_signed([NEW], "msg_100", body), "Expect": "100-continue"}).partition(b"\r\n\r\n")
+    head, _, _ = _post_bytes(body, {**_signed([NEW], "msg_100", body), "Expect": "100-continue"}).partition(
+        b"\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", receiver.port), timeout=5) as s:
         s.sendall(head + b"\r\n\r\n")
         assert s.recv(1024).startswith(b"HTTP/1.1 100 ")  # within the timeout, before any body

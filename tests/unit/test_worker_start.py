@@ -33,15 +33,21 @@ def _metrics(port: int) -> str | None:
         return None
 
 
-@pytest.mark.parametrize(("module", "started", "metric"), [
-    ("pgmsg.workers.dispatcher", "dispatcher started", "pgmsg_webhooks_pushed_total"),
-    ("pgmsg.workers.fan_out", "fan-out started", "pgmsg_deferred_fanned_out_total"),
-])
+@pytest.mark.parametrize(
+    ("module", "started", "metric"),
+    [
+        ("pgmsg.workers.dispatcher", "dispatcher started", "pgmsg_webhooks_pushed_total"),
+        ("pgmsg.workers.fan_out", "fan-out started", "pgmsg_deferred_fanned_out_total"),
+    ],
+)
 def test_worker_starts_serves_metrics_and_stops_on_sigterm(module: str, started: str, metric: str) -> None:
     port = _free_port()
-    worker = subprocess.Popen([sys.executable, "-m", module, "--metrics-port", str(port)],
-                              stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PGMSG_DSN": "host=127.0.0.1 port=9 connect_timeout=1"})
+    worker = subprocess.Popen(
+        [sys.executable, "-m", module, "--metrics-port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PGMSG_DSN": "host=127.0.0.1 port=9 connect_timeout=1"},
+    )
     try:
         text = wait_until(lambda: _metrics(port), timeout=30, message=f"{module} served no metrics")
         assert metric in text

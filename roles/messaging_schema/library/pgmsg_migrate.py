@@ -45,8 +45,13 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    env = {"PGHOST": p["login_host"], "PGPORT": str(p["login_port"]), "PGUSER": p["login_user"],
-           "PGPASSWORD": p["login_password"], "PGDATABASE": p["login_db"]}
+    env = {
+        "PGHOST": p["login_host"],
+        "PGPORT": str(p["login_port"]),
+        "PGUSER": p["login_user"],
+        "PGPASSWORD": p["login_password"],
+        "PGDATABASE": p["login_db"],
+    }
     command = ["migrate", "status", "--json"] if module.check_mode else ["migrate", "--json"]
     argv = ["docker", "run", "--rm", "--pull", "never", "--network", "host"]
     for name in env:
@@ -54,8 +59,12 @@ def main() -> None:
     argv += [p["image"], "pgmsg", *command]
     rc, out, err = module.run_command(argv, environ_update=env)
     if rc != 0:
-        module.fail_json(msg=(err.strip() or out.strip() or f"pgmsg migrate exited with {rc}"),
-                         rc=rc, stdout=out, stderr=err)
+        module.fail_json(
+            msg=(err.strip() or out.strip() or f"pgmsg migrate exited with {rc}"),
+            rc=rc,
+            stdout=out,
+            stderr=err,
+        )
     result = json.loads(out)
     if module.check_mode:
         applied = [r["name"] for r in result if r["state"] == "pending"]

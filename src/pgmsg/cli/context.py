@@ -54,7 +54,8 @@ class AppContext:
                     raise
                 raise ConnectionFailed(
                     f"{exc}; check --dsn / PGMSG_DSN (or PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) "
-                    "and that PostgreSQL is running") from exc
+                    "and that PostgreSQL is running"
+                ) from exc
         return self._client
 
     def close(self) -> None:
@@ -73,13 +74,18 @@ def json_option(f: F) -> F:
         if value:
             ctx.find_object(AppContext).json = True  # type: ignore[union-attr]
 
-    return click.option("--json", "json_output", is_flag=True, expose_value=False, callback=enable,
-                        help="Print JSON (an array or object, datetimes as ISO 8601) instead of a table.")(f)
+    return click.option(
+        "--json",
+        "json_output",
+        is_flag=True,
+        expose_value=False,
+        callback=enable,
+        help="Print JSON (an array or object, datetimes as ISO 8601) instead of a table.",
+    )(f)
 
 
 def yes_option(f: F) -> F:
-    return click.option("--yes", "-y", is_flag=True,
-                        help="Do not ask for confirmation (for scripts).")(f)
+    return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for scripts).")(f)
 
 
 def confirm(question: str, yes: bool) -> None:
@@ -93,8 +99,10 @@ def one_line(text: str) -> str:
     input (newlines, terminal escapes, bidi overrides, lone surrogates) are shown escaped."""
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for ch in text)
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in text
+    )
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import click
 
 from pgmsg.cli.context import AppContext, confirm, json_option, pass_app, yes_option
@@ -79,8 +80,10 @@ def show(app: AppContext, delivery_id: int) -> None:
         click.echo(f"note: delivery {delivery_id} is {delivery['status']}, not a dead letter", err=True)
     emit_record(delivery)
     click.echo("")
-    click.echo(f"message {message['id']}: {message['message_type']} in {message['namespace']}, "
-               f"created {message['created_at'].isoformat(sep=' ', timespec='seconds')}")
+    click.echo(
+        f"message {message['id']}: {message['message_type']} in {message['namespace']}, "
+        f"created {message['created_at'].isoformat(sep=' ', timespec='seconds')}"
+    )
     click.echo(json.dumps(message["payload"], indent=2, ensure_ascii=False, default=json_default))
     click.echo("")
     click.echo(render_table(attempts, ATTEMPT_COLUMNS) if attempts else "no HTTP attempts recorded")
@@ -113,8 +116,13 @@ def redrive(app: AppContext, client_id: str | None, ids: tuple[int, ...], yes: b
     if count == 0:
         emit({"redriven": 0} if app.json else "no dead letters to redrive", app.json)
         return
-    scope = (f"of client {client_id!r}" if client_id else
-             f"among ids {', '.join(map(str, ids))}" if ids else "of every client")
+    scope = (
+        f"of client {client_id!r}"
+        if client_id
+        else f"among ids {', '.join(map(str, ids))}"
+        if ids
+        else "of every client"
+    )
     confirm(f"Redrive {count} dead letter(s) {scope}? They will be delivered again.", yes)
     redriven = client.redrive(client_id, wanted)
     emit({"redriven": redriven} if app.json else f"redrove {redriven} dead letter(s)", app.json)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -47,18 +47,21 @@ def status(app: AppContext) -> None:
     """
     state = app.client().deferred_status()
     oldest = state["oldest_waiting"]
-    age = (datetime.now(timezone.utc) - oldest).total_seconds() if oldest is not None else None
+    age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else None
     if app.json:
         emit({**state, "oldest_waiting_age_seconds": age}, True)
     else:
         waiting = f"{state['waiting']} waiting" + (f", the oldest for {age:.1f} s" if age is not None else "")
-        click.echo(f"{waiting}; {state['failed']} failed"
-                   + (" (pgmsg deferred failed lists them)" if state["failed"] else ""))
+        click.echo(
+            f"{waiting}; {state['failed']} failed"
+            + (" (pgmsg deferred failed lists them)" if state["failed"] else "")
+        )
 
 
 @deferred.command()
-@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True,
-              help="Show at most this many.")
+@click.option(
+    "--limit", type=click.IntRange(1, 10000), default=100, show_default=True, help="Show at most this many."
+)
 @json_option
 @pass_app
 def failed(app: AppContext, limit: int) -> None:
@@ -69,8 +72,12 @@ def failed(app: AppContext, limit: int) -> None:
       pgmsg deferred failed
       pgmsg deferred failed --json
     """
-    emit(app.client().deferred_failures(limit), app.json, columns=FAILURE_COLUMNS,
-         empty="no failed deferred messages")
+    emit(
+        app.client().deferred_failures(limit),
+        app.json,
+        columns=FAILURE_COLUMNS,
+        empty="no failed deferred messages",
+    )
 
 
 @deferred.command()
@@ -95,8 +102,9 @@ def retry(app: AppContext, ids: tuple[int, ...], yes: bool) -> None:
     count = len([f for f in failures if not wanted or f["id"] in wanted])
     if wanted - {f["id"] for f in failures}:
         missing = sorted(wanted - {f["id"] for f in failures})
-        raise click.BadParameter(f"no failed deferred message with id {', '.join(map(str, missing))}",
-                                 param_hint="--id")
+        raise click.BadParameter(
+            f"no failed deferred message with id {', '.join(map(str, missing))}", param_hint="--id"
+        )
     if count == 0:
         emit({"retried": 0} if app.json else "no failed deferred messages", app.json)
         return
@@ -106,8 +114,13 @@ def retry(app: AppContext, ids: tuple[int, ...], yes: bool) -> None:
 
 
 @deferred.command("fan-out")
-@click.option("--limit", type=click.IntRange(1, 100000), default=10000, show_default=True,
-              help="Move at most this many.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100000),
+    default=10000,
+    show_default=True,
+    help="Move at most this many.",
+)
 @json_option
 @pass_app
 def fan_out(app: AppContext, limit: int) -> None:

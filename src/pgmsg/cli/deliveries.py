@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+
 import click
 
 from pgmsg.cli.context import AppContext, json_option, pass_app
@@ -53,12 +54,24 @@ def deliveries() -> None:
 @click.option("--mode", type=click.Choice(DELIVERY_MODES), help="Only deliveries of this mode.")
 @click.option("--message-id", type=int, help="Only the deliveries of this message.")
 @click.option("--since", type=DURATION, help="Only deliveries created within this duration (30m, 12h, 7d).")
-@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True,
-              help="At most this many rows, newest first.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100000),
+    default=50,
+    show_default=True,
+    help="At most this many rows, newest first.",
+)
 @json_option
 @pass_app
-def list_(app: AppContext, client_id: str | None, status: str | None, mode: str | None,
-          message_id: int | None, since: timedelta | None, limit: int) -> None:
+def list_(
+    app: AppContext,
+    client_id: str | None,
+    status: str | None,
+    mode: str | None,
+    message_id: int | None,
+    since: timedelta | None,
+    limit: int,
+) -> None:
     """List deliveries, newest first, filtered by client, status, mode, message or age.
 
     \b
@@ -67,8 +80,9 @@ def list_(app: AppContext, client_id: str | None, status: str | None, mode: str 
       pgmsg deliveries list --client webhook-server --status failed --since 12h
       pgmsg deliveries list --message-id 1001 --json
     """
-    rows = app.client().find_deliveries(client_id=client_id, status=status, mode=mode,
-                                        message_id=message_id, since=since, limit=limit)
+    rows = app.client().find_deliveries(
+        client_id=client_id, status=status, mode=mode, message_id=message_id, since=since, limit=limit
+    )
     emit(rows, app.json, columns=LIST_COLUMNS, empty="no deliveries match")
 
 

@@ -13,12 +13,31 @@ from typing import Any
 import click
 
 _SECONDS = {
-    "w": 604800, "wk": 604800, "week": 604800, "weeks": 604800,
-    "d": 86400, "day": 86400, "days": 86400,
-    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-    "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
+    "w": 604800,
+    "wk": 604800,
+    "week": 604800,
+    "weeks": 604800,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "h": 3600,
+    "hr": 3600,
+    "hrs": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "second": 1,
+    "seconds": 1,
+    "ms": 0.001,
+    "millisecond": 0.001,
+    "milliseconds": 0.001,
 }
 _VAGUE = {"mon", "mons", "month", "months", "y", "yr", "yrs", "year", "years"}
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*,?")
@@ -47,8 +66,10 @@ def parse_duration(text: str) -> timedelta:
         match = _PART.match(text, pos)
         if not match:
             if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text[pos:]):
-                raise ValueError(f"{raw!r} has no unit: write e.g. {text[pos:].strip()}s or "
-                                 f"{text[pos:].strip()}m ({EXAMPLES})")
+                raise ValueError(
+                    f"{raw!r} has no unit: write e.g. {text[pos:].strip()}s or "
+                    f"{text[pos:].strip()}m ({EXAMPLES})"
+                )
             raise ValueError(f"{raw!r} is not a duration: use a number with a unit, {EXAMPLES}")
         number, unit = match.groups()
         if unit in _VAGUE:
@@ -70,8 +91,9 @@ def parse_timestamp(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError as exc:
-        raise ValueError(f"{text!r} is not an ISO 8601 timestamp such as 2026-11-01 or "
-                         "2026-11-01T14:30:00+01:00") from exc
+        raise ValueError(
+            f"{text!r} is not an ISO 8601 timestamp such as 2026-11-01 or 2026-11-01T14:30:00+01:00"
+        ) from exc
     return value if value.tzinfo is not None else value.astimezone()
 
 
@@ -94,8 +116,9 @@ class DurationOrTimestamp(click.ParamType):
 
     name = "duration|timestamp"
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> timedelta | datetime:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta | datetime:
         if isinstance(value, timedelta | datetime):
             return value
         text = str(value)
@@ -103,8 +126,11 @@ class DurationOrTimestamp(click.ParamType):
             return parse_duration(text)
         except ValueError as duration_error:
             if not re.match(r"\s*\d{4}-\d{2}-\d{2}", text):
-                self.fail(f"{duration_error}; or give an ISO 8601 timestamp such as 2026-11-01T14:30:00Z",
-                          param, ctx)
+                self.fail(
+                    f"{duration_error}; or give an ISO 8601 timestamp such as 2026-11-01T14:30:00Z",
+                    param,
+                    ctx,
+                )
             try:
                 return parse_timestamp(text)
             except ValueError as exc:
@@ -121,7 +147,7 @@ def describe_duration(value: timedelta) -> str:
     if total < 1:
         return f"{round(total * 1000)}ms"
     parts = []
-    remaining = int(round(total))
+    remaining = round(total)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         amount, remaining = divmod(remaining, size)
         if amount:

@@ -11,45 +11,117 @@ from dataclasses import asdict
 import click
 import psycopg
 
-from pgmsg.cli.context import (EXIT_UNREACHABLE, AppContext, CommandError, connection_failed_message, json_option,
-                               pass_app)
+from pgmsg.cli.context import (
+    EXIT_UNREACHABLE,
+    AppContext,
+    CommandError,
+    connection_failed_message,
+    json_option,
+    pass_app,
+)
 from pgmsg.cli.health_checks import CHECKS, SEVERITY, Thresholds, overall, run_checks
 from pgmsg.cli.output import emit
 from pgmsg.errors import ConnectionFailed, describe
 
 
 @click.command()
-@click.option("--max-pending-age", type=click.FloatRange(min=0), default=300, show_default=True,
-              help="Warn when a client's oldest pending/processing delivery is older than this (seconds).")
-@click.option("--critical-pending-age", type=click.FloatRange(min=0), default=3600, show_default=True,
-              help="Critical when a client's oldest pending/processing delivery is older than this (seconds).")
-@click.option("--heartbeat-age", type=click.FloatRange(min=0), default=60, show_default=True,
-              help="Warn when no dispatcher reported in within this many seconds (and one is needed).")
-@click.option("--idle-transaction-age", type=click.FloatRange(min=0), default=60, show_default=True,
-              help="Warn about sessions idle in a transaction for longer than this (seconds).")
-@click.option("--max-transaction-age", type=click.FloatRange(min=0), default=300, show_default=True,
-              help="Warn when a transaction has been open longer than this (seconds).")
-@click.option("--max-deferred-age", type=click.FloatRange(min=0), default=60, show_default=True,
-              help="Warn when a deferred message has waited for the fan-out longer than this (seconds).")
-@click.option("--max-replication-lag", type=click.FloatRange(min=0), default=30, show_default=True,
-              help="Warn when a replica replays more than this many seconds behind the leader.")
-@click.option("--max-backup-age", type=click.FloatRange(min=0), default=26 * 3600, show_default=True,
-              help="Warn when the last successful backup (full, diff or incr) is older than this (seconds).")
-@click.option("--critical-backup-age", type=click.FloatRange(min=0), default=50 * 3600, show_default=True,
-              help="Critical when the last successful backup is older than this (seconds).")
-@click.option("--max-backup-check-age", type=click.FloatRange(min=0), default=2 * 3600, show_default=True,
-              help="Warn when the last pgbackrest check finished longer ago than this (seconds).")
-@click.option("--client", "client_id",
-              help="Limit the pending, dead-letter and dispatcher checks to this client.")
-@click.option("--check", "only", type=click.Choice(list(CHECKS)), multiple=True,
-              help="Run only this check (repeatable); default all.")
+@click.option(
+    "--max-pending-age",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    help="Warn when a client's oldest pending/processing delivery is older than this (seconds).",
+)
+@click.option(
+    "--critical-pending-age",
+    type=click.FloatRange(min=0),
+    default=3600,
+    show_default=True,
+    help="Critical when a client's oldest pending/processing delivery is older than this (seconds).",
+)
+@click.option(
+    "--heartbeat-age",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Warn when no dispatcher reported in within this many seconds (and one is needed).",
+)
+@click.option(
+    "--idle-transaction-age",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Warn about sessions idle in a transaction for longer than this (seconds).",
+)
+@click.option(
+    "--max-transaction-age",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    help="Warn when a transaction has been open longer than this (seconds).",
+)
+@click.option(
+    "--max-deferred-age",
+    type=click.FloatRange(min=0),
+    default=60,
+    show_default=True,
+    help="Warn when a deferred message has waited for the fan-out longer than this (seconds).",
+)
+@click.option(
+    "--max-replication-lag",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Warn when a replica replays more than this many seconds behind the leader.",
+)
+@click.option(
+    "--max-backup-age",
+    type=click.FloatRange(min=0),
+    default=26 * 3600,
+    show_default=True,
+    help="Warn when the last successful backup (full, diff or incr) is older than this (seconds).",
+)
+@click.option(
+    "--critical-backup-age",
+    type=click.FloatRange(min=0),
+    default=50 * 3600,
+    show_default=True,
+    help="Critical when the last successful backup is older than this (seconds).",
+)
+@click.option(
+    "--max-backup-check-age",
+    type=click.FloatRange(min=0),
+    default=2 * 3600,
+    show_default=True,
+    help="Warn when the last pgbackrest check finished longer ago than this (seconds).",
+)
+@click.option(
+    "--client", "client_id", help="Limit the pending, dead-letter and dispatcher checks to this client."
+)
+@click.option(
+    "--check",
+    "only",
+    type=click.Choice(list(CHECKS)),
+    multiple=True,
+    help="Run only this check (repeatable); default all.",
+)
 @json_option
 @pass_app
-def health(app: AppContext, max_pending_age: float, critical_pending_age: float, heartbeat_age: float,
-           idle_transaction_age: float, max_transaction_age: float, max_deferred_age: float,
-           max_replication_lag: float, max_backup_age: float, critical_backup_age: float,
-           max_backup_check_age: float, client_id: str | None,
-           only: tuple[str, ...]) -> None:
+def health(
+    app: AppContext,
+    max_pending_age: float,
+    critical_pending_age: float,
+    heartbeat_age: float,
+    idle_transaction_age: float,
+    max_transaction_age: float,
+    max_deferred_age: float,
+    max_replication_lag: float,
+    max_backup_age: float,
+    critical_backup_age: float,
+    max_backup_check_age: float,
+    client_id: str | None,
+    only: tuple[str, ...],
+) -> None:
     """Check the messaging system; exit 0 ok, 1 warning, 2 critical, 3 database unreachable.
 
     \b
@@ -74,12 +146,25 @@ def health(app: AppContext, max_pending_age: float, critical_pending_age: float,
       pgmsg health --json
     """
     if critical_pending_age < max_pending_age:
-        raise click.BadParameter("must not be lower than --max-pending-age", param_hint="--critical-pending-age")
+        raise click.BadParameter(
+            "must not be lower than --max-pending-age", param_hint="--critical-pending-age"
+        )
     if critical_backup_age < max_backup_age:
-        raise click.BadParameter("must not be lower than --max-backup-age", param_hint="--critical-backup-age")
-    limits = Thresholds(max_pending_age, critical_pending_age, heartbeat_age, idle_transaction_age,
-                        max_transaction_age, max_deferred_age, max_replication_lag, max_backup_age,
-                        critical_backup_age, max_backup_check_age)
+        raise click.BadParameter(
+            "must not be lower than --max-backup-age", param_hint="--critical-backup-age"
+        )
+    limits = Thresholds(
+        max_pending_age,
+        critical_pending_age,
+        heartbeat_age,
+        idle_transaction_age,
+        max_transaction_age,
+        max_deferred_age,
+        max_replication_lag,
+        max_backup_age,
+        critical_backup_age,
+        max_backup_check_age,
+    )
     try:
         checks = run_checks(app.client(), limits, client_id=client_id, only=only)
     except ConnectionFailed as exc:

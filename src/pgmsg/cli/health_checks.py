@@ -50,8 +50,15 @@ def check_extensions(client: Client, _limits: Thresholds, _client: str | None) -
     missing = [name for name in REQUIRED_EXTENSIONS if name not in versions]
     present = ", ".join(f"{name} {versions[name]}" for name in REQUIRED_EXTENSIONS if name in versions)
     if missing:
-        return [Check("extensions", CRITICAL, f"missing {', '.join(missing)}"
-                      + (f" (present: {present})" if present else "") + "; apply the migrations (pgmsg migrate)")]
+        return [
+            Check(
+                "extensions",
+                CRITICAL,
+                f"missing {', '.join(missing)}"
+                + (f" (present: {present})" if present else "")
+                + "; apply the migrations (pgmsg migrate)",
+            )
+        ]
     return [Check("extensions", OK, present)]
 
 
@@ -60,8 +67,14 @@ def check_cron(client: Client, _limits: Thresholds, _client: str | None) -> list
         return [Check("cron", CRITICAL, "pg_cron is not installed here; housekeeping does not run")]
     rows = client.cron_jobs(CRON_JOB_PREFIX)
     if not rows:
-        return [Check("cron", CRITICAL, f"no {CRON_JOB_PREFIX}* job is scheduled; housekeeping does not run "
-                                        "(deploy the housekeeping role)")]
+        return [
+            Check(
+                "cron",
+                CRITICAL,
+                f"no {CRON_JOB_PREFIX}* job is scheduled; housekeeping does not run "
+                "(deploy the housekeeping role)",
+            )
+        ]
     checks = []
     for job in rows:
         name = f"cron {job['jobname']}"
@@ -83,30 +96,63 @@ def check_dispatcher(client: Client, limits: Thresholds, client_id: str | None) 
         return [Check("dispatcher", OK, "no active dispatcher-mode http subscription needs one")]
     beat = client.dispatcher_heartbeats(limits.heartbeat)
     if beat is None or beat["newest"] is None:
-        return [Check("dispatcher", WARNING, f"no dispatcher has ever reported in; {waiting} http "
-                                             "subscription(s) wait for pgmsg-dispatcher")]
+        return [
+            Check(
+                "dispatcher",
+                WARNING,
+                f"no dispatcher has ever reported in; {waiting} http "
+                "subscription(s) wait for pgmsg-dispatcher",
+            )
+        ]
     if beat["alive"] == 0:
-        return [Check("dispatcher", WARNING,
-                      f"newest heartbeat ({beat['newest']}) is {format_seconds(beat['newest_age'])} old, "
-                      f"over {format_seconds(limits.heartbeat)}; {waiting} http subscription(s) are not pushed")]
-    return [Check("dispatcher", OK, f"{beat['alive']} alive, newest heartbeat "
-                                    f"{format_seconds(beat['newest_age'])} ago ({beat['newest']})")]
+        return [
+            Check(
+                "dispatcher",
+                WARNING,
+                f"newest heartbeat ({beat['newest']}) is {format_seconds(beat['newest_age'])} old, "
+                f"over {format_seconds(limits.heartbeat)}; {waiting} http subscription(s) are not pushed",
+            )
+        ]
+    return [
+        Check(
+            "dispatcher",
+            OK,
+            f"{beat['alive']} alive, newest heartbeat "
+            f"{format_seconds(beat['newest_age'])} ago ({beat['newest']})",
+        )
+    ]
 
 
 def check_pending(client: Client, limits: Thresholds, client_id: str | None) -> list[Check]:
     rows = client.waiting_deliveries(client_id)
     if not rows:
-        return [Check("pending", OK, "no pending or processing deliveries"
-                      + (f" for {client_id!r}" if client_id else ""))]
+        return [
+            Check(
+                "pending",
+                OK,
+                "no pending or processing deliveries" + (f" for {client_id!r}" if client_id else ""),
+            )
+        ]
     checks = []
     for row in rows:
         age = row["oldest_age"]
-        status = (CRITICAL if age > limits.pending_critical else WARNING if age > limits.pending_warning else OK)
-        limit = {CRITICAL: limits.pending_critical, WARNING: limits.pending_warning, OK: limits.pending_warning}
+        status = (
+            CRITICAL if age > limits.pending_critical else WARNING if age > limits.pending_warning else OK
+        )
+        limit = {
+            CRITICAL: limits.pending_critical,
+            WARNING: limits.pending_warning,
+            OK: limits.pending_warning,
+        }
         relation = "over" if status != OK else "within"
-        checks.append(Check(f"pending {row['client_id']}", status,
-                            f"{row['waiting']} waiting, oldest {format_seconds(age)} old "
-                            f"({relation} {format_seconds(limit[status])})"))
+        checks.append(
+            Check(
+                f"pending {row['client_id']}",
+                status,
+                f"{row['waiting']} waiting, oldest {format_seconds(age)} old "
+                f"({relation} {format_seconds(limit[status])})",
+            )
+        )
     return checks
 
 
@@ -115,9 +161,16 @@ def check_dead_letters(client: Client, _limits: Thresholds, client_id: str | Non
     total = sum(r["n"] for r in rows)
     if total == 0:
         return [Check("dead-letters", OK, "none")]
-    per_client = ", ".join(f"{r['client_id']}: {r['n']}" for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
-    return [Check("dead-letters", WARNING, f"{total} dead letter(s) ({per_client}); "
-                                           "see pgmsg dead-letters list, then redrive")]
+    per_client = ", ".join(f"{r['client_id']}: {r['n']}" for r in rows[:5]) + (
+        ", ..." if len(rows) > 5 else ""
+    )
+    return [
+        Check(
+            "dead-letters",
+            WARNING,
+            f"{total} dead letter(s) ({per_client}); see pgmsg dead-letters list, then redrive",
+        )
+    ]
 
 
 def check_deferred(client: Client, limits: Thresholds, _client: str | None) -> list[Check]:
@@ -128,15 +181,25 @@ def check_deferred(client: Client, limits: Thresholds, _client: str | None) -> l
         checks.append(Check("deferred", OK, "no deferred message waits for the fan-out"))
     elif age > limits.deferred:
         status = CRITICAL if age > limits.pending_critical else WARNING
-        checks.append(Check("deferred", status,
-                            f"{row['waiting']} deferred message(s) waiting, the oldest {format_seconds(age)} "
-                            f"(over {format_seconds(limits.deferred)}): is pgmsg-fan-out running?"))
+        checks.append(
+            Check(
+                "deferred",
+                status,
+                f"{row['waiting']} deferred message(s) waiting, the oldest {format_seconds(age)} "
+                f"(over {format_seconds(limits.deferred)}): is pgmsg-fan-out running?",
+            )
+        )
     else:
         checks.append(Check("deferred", OK, f"{row['waiting']} waiting, the oldest {format_seconds(age)}"))
     if row["failed"]:
-        checks.append(Check("deferred-failed", WARNING,
-                            f"{row['failed']} deferred message(s) could not be fanned out; "
-                            "see pgmsg deferred failed, then retry"))
+        checks.append(
+            Check(
+                "deferred-failed",
+                WARNING,
+                f"{row['failed']} deferred message(s) could not be fanned out; "
+                "see pgmsg deferred failed, then retry",
+            )
+        )
     return checks
 
 
@@ -144,20 +207,35 @@ def check_transactions(client: Client, limits: Thresholds, _client: str | None) 
     row = client.transaction_ages(limits.idle_in_transaction)
     checks = []
     if row["idle"]:
-        checks.append(Check("idle-in-transaction", WARNING,
-                            f"{row['idle']} session(s) idle in a transaction for over "
-                            f"{format_seconds(limits.idle_in_transaction)} (pid/user {row['idle_pids']}); "
-                            "they hold locks and keep vacuum from cleaning up"))
+        checks.append(
+            Check(
+                "idle-in-transaction",
+                WARNING,
+                f"{row['idle']} session(s) idle in a transaction for over "
+                f"{format_seconds(limits.idle_in_transaction)} (pid/user {row['idle_pids']}); "
+                "they hold locks and keep vacuum from cleaning up",
+            )
+        )
     else:
-        checks.append(Check("idle-in-transaction", OK, "no session idle in a transaction for over "
-                            f"{format_seconds(limits.idle_in_transaction)}"))
+        checks.append(
+            Check(
+                "idle-in-transaction",
+                OK,
+                f"no session idle in a transaction for over {format_seconds(limits.idle_in_transaction)}",
+            )
+        )
     age = row["oldest_age"]
     if age is None:
         checks.append(Check("oldest-transaction", OK, "no open transaction"))
     elif age > limits.transaction:
-        checks.append(Check("oldest-transaction", WARNING,
-                            f"pid {row['oldest_pid']} has been in a transaction for {format_seconds(age)} "
-                            f"(over {format_seconds(limits.transaction)})"))
+        checks.append(
+            Check(
+                "oldest-transaction",
+                WARNING,
+                f"pid {row['oldest_pid']} has been in a transaction for {format_seconds(age)} "
+                f"(over {format_seconds(limits.transaction)})",
+            )
+        )
     else:
         checks.append(Check("oldest-transaction", OK, f"{format_seconds(age)} (pid {row['oldest_pid']})"))
     return checks
@@ -171,25 +249,44 @@ def check_cluster(client: Client, limits: Thresholds, _client: str | None) -> li
     node, timeline = first["node"], first["timeline"]
     replicas = [r for r in rows if r["replica"] is not None]
     if not first["is_leader"]:
-        return [Check("cluster", WARNING, f"connected to {node}, a read-only replica (timeline {timeline}): "
-                      "point pgmsg at the leader (HAProxy's primary port)")]
+        return [
+            Check(
+                "cluster",
+                WARNING,
+                f"connected to {node}, a read-only replica (timeline {timeline}): "
+                "point pgmsg at the leader (HAProxy's primary port)",
+            )
+        ]
     if node == "single" and not replicas:
         return [Check("cluster", OK, f"single node, timeline {timeline}")]
     streaming = [r for r in replicas if r["replica_state"] == "streaming"]
     sync = [r["replica"] for r in streaming if r["sync_state"] in ("sync", "quorum")]
-    detail = (f"leader {node}, timeline {timeline}, {len(streaming)} replica(s) streaming, "
-              f"synchronous standby: {', '.join(sync) or 'none'}")
+    detail = (
+        f"leader {node}, timeline {timeline}, {len(streaming)} replica(s) streaming, "
+        f"synchronous standby: {', '.join(sync) or 'none'}"
+    )
     if not streaming:
         checks = [Check("cluster", WARNING, detail + "; commits exist on this node only")]
     elif first["synchronous_standby_names"] and not sync:
-        checks = [Check("cluster", WARNING, detail + "; synchronous replication is configured but no standby is in sync")]
+        checks = [
+            Check(
+                "cluster",
+                WARNING,
+                detail + "; synchronous replication is configured but no standby is in sync",
+            )
+        ]
     else:
         checks = [Check("cluster", OK, detail)]
     for r in replicas:
         lag = f"{r['lag_bytes'] or 0:.0f} bytes, {r['lag_seconds'] or 0:.1f} s behind"
         lagging = r["replica_state"] != "streaming" or (r["lag_seconds"] or 0) > limits.replication_lag
-        checks.append(Check(f"replica {r['replica']}", WARNING if lagging else OK,
-                            f"{r['replica_state']} ({r['sync_state']}), {lag}"))
+        checks.append(
+            Check(
+                f"replica {r['replica']}",
+                WARNING if lagging else OK,
+                f"{r['replica_state']} ({r['sync_state']}), {lag}",
+            )
+        )
     return checks
 
 
@@ -206,17 +303,26 @@ def check_backups(client: Client, limits: Thresholds, _client: str | None) -> li
 def _backup_age(rows: dict[str, dict[str, Any]], limits: Thresholds) -> Check:
     backups = [rows[k] for k in BACKUP_KINDS if k in rows and rows[k]["last_finished_at"] is not None]
     if not backups:
-        return Check("backup", WARNING, "no backup has been recorded here: backups are off "
-                                        "(pgbackrest_enabled) or have never run")
+        return Check(
+            "backup",
+            WARNING,
+            "no backup has been recorded here: backups are off (pgbackrest_enabled) or have never run",
+        )
     good = [b for b in backups if b["success_age"] is not None]
     latest = min(backups, key=lambda b: b["finished_age"])
-    failed = "" if latest["last_ok"] else (f"; the last {latest['kind']} backup failed "
-                                           f"{format_seconds(latest['finished_age'])} ago: {_short(latest['last_error'])}")
+    failed = (
+        ""
+        if latest["last_ok"]
+        else (
+            f"; the last {latest['kind']} backup failed "
+            f"{format_seconds(latest['finished_age'])} ago: {_short(latest['last_error'])}"
+        )
+    )
     if not good:
         return Check("backup", CRITICAL, f"no backup has succeeded{failed}")
     newest = min(good, key=lambda b: b["success_age"])
     age = newest["success_age"]
-    detail = (f"last good backup {format_seconds(age)} ago ({newest['kind']} {newest['last_success_label']})")
+    detail = f"last good backup {format_seconds(age)} ago ({newest['kind']} {newest['last_success_label']})"
     if age > limits.backup_critical:
         return Check("backup", CRITICAL, f"{detail}, over {format_seconds(limits.backup_critical)}{failed}")
     if age > limits.backup_warning:
@@ -229,12 +335,19 @@ def _backup_check(row: dict[str, Any] | None, limits: Thresholds) -> Check:
         return Check("backup-check", WARNING, "pgbackrest check has not run here")
     age = row["finished_age"]
     if not row["last_ok"]:
-        return Check("backup-check", CRITICAL,
-                     f"pgbackrest check failed {format_seconds(age)} ago: {_short(row['last_error'])}; "
-                     "WAL may not reach the repository (see pg_stat_archiver)")
+        return Check(
+            "backup-check",
+            CRITICAL,
+            f"pgbackrest check failed {format_seconds(age)} ago: {_short(row['last_error'])}; "
+            "WAL may not reach the repository (see pg_stat_archiver)",
+        )
     if age > limits.backup_check:
-        return Check("backup-check", WARNING, f"last pgbackrest check passed {format_seconds(age)} ago, "
-                                              f"over {format_seconds(limits.backup_check)}: is its pg_cron job running?")
+        return Check(
+            "backup-check",
+            WARNING,
+            f"last pgbackrest check passed {format_seconds(age)} ago, "
+            f"over {format_seconds(limits.backup_check)}: is its pg_cron job running?",
+        )
     return Check("backup-check", OK, f"pgbackrest check passed {format_seconds(age)} ago")
 
 
@@ -255,8 +368,9 @@ CHECKS: dict[str, Callable[[Client, Thresholds, str | None], list[Check]]] = {
 }
 
 
-def run_checks(client: Client, limits: Thresholds, *, client_id: str | None = None,
-               only: Sequence[str] = ()) -> list[Check]:
+def run_checks(
+    client: Client, limits: Thresholds, *, client_id: str | None = None, only: Sequence[str] = ()
+) -> list[Check]:
     """Run the chosen checks (all by default). A check that cannot run is a warning, not a crash;
     a lost connection propagates (the caller reports the database as unreachable)."""
     results: list[Check] = []
@@ -267,8 +381,9 @@ def run_checks(client: Client, limits: Thresholds, *, client_id: str | None = No
             results.extend(check(client, limits, client_id))
         except PgmsgError as exc:
             cause = exc.__cause__
-            if isinstance(exc, ConnectionFailed) and (not isinstance(cause, psycopg.Error)
-                                                      or is_connection_error(cause)):
+            if isinstance(exc, ConnectionFailed) and (
+                not isinstance(cause, psycopg.Error) or is_connection_error(cause)
+            ):
                 raise
             reason = describe(cause) if isinstance(cause, psycopg.Error) else str(exc)
             results.append(Check(name, WARNING, f"could not check: {reason}"))

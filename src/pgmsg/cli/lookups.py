@@ -13,8 +13,10 @@ def require_client(client: Client, client_id: str) -> dict[str, int]:
     """How many subscriptions (and active ones) ``client_id`` has; NotFound when none."""
     counts = client.client_subscription_counts(client_id)
     if counts["total"] == 0:
-        raise NotFound(f"no subscription for client {client_id!r}; "
-                       "see `pgmsg subscriptions list` for the clients there are")
+        raise NotFound(
+            f"no subscription for client {client_id!r}; "
+            "see `pgmsg subscriptions list` for the clients there are"
+        )
     return counts
 
 

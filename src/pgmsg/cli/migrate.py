@@ -18,16 +18,21 @@ STATUS_COLUMNS = (
 )
 
 sql_dir_option = click.option(
-    "--sql-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), envvar="PGMSG_SQL_DIR",
-    help="Directory with bootstrap.sql and migrations/ (default: the repository's sql/; env PGMSG_SQL_DIR).")
+    "--sql-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    envvar="PGMSG_SQL_DIR",
+    help="Directory with bootstrap.sql and migrations/ (default: the repository's sql/; env PGMSG_SQL_DIR).",
+)
 
 
 def resolve_sql_dir(sql_dir: Path | None) -> Path:
     """The sql directory to use; an error naming --sql-dir when it has no migrations."""
     directory = sql_dir or migrations.default_sql_dir()
     if not (directory / "migrations").is_dir() or not (directory / "bootstrap.sql").is_file():
-        raise CommandError(f"{directory} has no bootstrap.sql and migrations/; "
-                           "point --sql-dir (or PGMSG_SQL_DIR) at the sql/ directory of pgmsg")
+        raise CommandError(
+            f"{directory} has no bootstrap.sql and migrations/; "
+            "point --sql-dir (or PGMSG_SQL_DIR) at the sql/ directory of pgmsg"
+        )
     return directory
 
 
@@ -87,5 +92,7 @@ def status(app: AppContext, sql_dir: Path | None) -> None:
     emit(rows, app.json, columns=STATUS_COLUMNS, empty="no migrations found")
     mismatched = [f"{r['version']:03d} {r['name']}" for r in rows if r["state"] == migrations.MISMATCH]
     if mismatched:
-        raise CommandError(f"{len(mismatched)} migration(s) changed after they were applied: "
-                           f"{', '.join(mismatched)}; revert the edits and add a new migration instead")
+        raise CommandError(
+            f"{len(mismatched)} migration(s) changed after they were applied: "
+            f"{', '.join(mismatched)}; revert the edits and add a new migration instead"
+        )

@@ -39,8 +39,14 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     # uuid: message_delivery.lease_token, set by every claim (019).
-    if isinstance(value, uuid.UUID | ipaddress.IPv4Network | ipaddress.IPv6Network
-                  | ipaddress.IPv4Address | ipaddress.IPv6Address):
+    if isinstance(
+        value,
+        uuid.UUID
+        | ipaddress.IPv4Network
+        | ipaddress.IPv6Network
+        | ipaddress.IPv4Address
+        | ipaddress.IPv6Address,
+    ):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
@@ -71,14 +77,23 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -
     """Rows as plain text columns; numbers right-aligned, everything else left-aligned."""
     body = [[c.format(row.get(c.key)) if c.format else cell(row.get(c.key)) for c in columns] for row in rows]
     widths = [max([len(c.title)] + [len(line[i]) for line in body]) for i, c in enumerate(columns)]
-    numeric = [bool(rows) and all(isinstance(row.get(c.key), int | float | Decimal)
-                                  and not isinstance(row.get(c.key), bool)
-                                  for row in rows if row.get(c.key) is not None)
-               for c in columns]
-    lines = ["  ".join(c.title.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    numeric = [
+        bool(rows)
+        and all(
+            isinstance(row.get(c.key), int | float | Decimal) and not isinstance(row.get(c.key), bool)
+            for row in rows
+            if row.get(c.key) is not None
+        )
+        for c in columns
+    ]
+    lines = ["  ".join(c.title.ljust(w) for c, w in zip(columns, widths, strict=False)).rstrip()]
     for line in body:
-        lines.append("  ".join(text.rjust(w) if num else text.ljust(w)
-                               for text, w, num in zip(line, widths, numeric)).rstrip())
+        lines.append(
+            "  ".join(
+                text.rjust(w) if num else text.ljust(w)
+                for text, w, num in zip(line, widths, numeric, strict=False)
+            ).rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -91,7 +106,7 @@ def format_seconds(value: float | None) -> str:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.2f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)

@@ -29,8 +29,10 @@ def read_payload(payload: str | None, file: str | None) -> Any:
         else:
             return {}
     except UnicodeDecodeError as exc:
-        raise click.BadParameter(f"the payload is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                                 param_hint="--file" if file is not None else "stdin") from exc
+        raise click.BadParameter(
+            f"the payload is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            param_hint="--file" if file is not None else "stdin",
+        ) from exc
     try:
         return parse_payload(source)
     except InvalidInput as exc:
@@ -40,17 +42,36 @@ def read_payload(payload: str | None, file: str | None) -> Any:
 @click.command()
 @click.argument("message_type", metavar="TYPE")
 @click.argument("payload", required=False)
-@click.option("--file", "-f", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
-              help="Read the JSON payload from this file ('-' for stdin).")
-@click.option("--namespace", "-n", default="default", show_default=True,
-              help="Namespace of the message (subscriptions filter on it).")
+@click.option(
+    "--file",
+    "-f",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    help="Read the JSON payload from this file ('-' for stdin).",
+)
+@click.option(
+    "--namespace",
+    "-n",
+    default="default",
+    show_default=True,
+    help="Namespace of the message (subscriptions filter on it).",
+)
 @click.option("--key", help="Ordering key: ordered subscriptions get messages with one key one at a time.")
-@click.option("--deferred", is_flag=True,
-              help="Fan out after the commit (pgmsg-fan-out creates the deliveries moments later).")
+@click.option(
+    "--deferred",
+    is_flag=True,
+    help="Fan out after the commit (pgmsg-fan-out creates the deliveries moments later).",
+)
 @json_option
 @pass_app
-def publish(app: AppContext, message_type: str, payload: str | None, file: str | None,
-            namespace: str, key: str | None, deferred: bool) -> None:
+def publish(
+    app: AppContext,
+    message_type: str,
+    payload: str | None,
+    file: str | None,
+    namespace: str,
+    key: str | None,
+    deferred: bool,
+) -> None:
     """Publish a message of type TYPE with a JSON PAYLOAD and print its id.
 
     PAYLOAD is JSON text; '-' reads it from stdin, --file from a file. Without
@@ -67,7 +88,15 @@ def publish(app: AppContext, message_type: str, payload: str | None, file: str |
     body = read_payload(payload, file)
     message_id = app.client().publish(message_type, body, namespace, key=key, deferred=deferred)
     if app.json:
-        emit({"id": message_id, "message_type": message_type, "namespace": namespace, "message_key": key,
-              "deferred": deferred}, True)
+        emit(
+            {
+                "id": message_id,
+                "message_type": message_type,
+                "namespace": namespace,
+                "message_key": key,
+                "deferred": deferred,
+            },
+            True,
+        )
     else:
         click.echo(message_id)

@@ -27,14 +27,25 @@ RETRY_COLUMNS = (
 @click.command()
 @click.option("--client", "client_id", help="Only this client's failed pushes.")
 @click.option("--since", type=DURATION, help="Only deliveries created within this duration (30m, 12h, 7d).")
-@click.option("--id", "ids", type=int, multiple=True,
-              help="Retry this delivery (repeatable); named deliveries are retried whatever their retry count.")
-@click.option("--max-retries", type=click.IntRange(min=1), default=DEFAULT_MAX_RETRIES, show_default=True,
-              help="Skip deliveries already retried this many times (not applied to --id).")
+@click.option(
+    "--id",
+    "ids",
+    type=int,
+    multiple=True,
+    help="Retry this delivery (repeatable); named deliveries are retried whatever their retry count.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_RETRIES,
+    show_default=True,
+    help="Skip deliveries already retried this many times (not applied to --id).",
+)
 @json_option
 @pass_app
-def retry(app: AppContext, client_id: str | None, since: timedelta | None, ids: tuple[int, ...],
-          max_retries: int) -> None:
+def retry(
+    app: AppContext, client_id: str | None, since: timedelta | None, ids: tuple[int, ...], max_retries: int
+) -> None:
     """Re-send failed HTTP pushes now and show each outcome.
 
     Failed means the endpoint refused for good (3xx/4xx) or, for
@@ -53,32 +64,50 @@ def retry(app: AppContext, client_id: str | None, since: timedelta | None, ids: 
     client = app.client()
     if client_id is not None:
         require_client(client, client_id)
-    outcomes = client.retry_failed_http_push(client_id, max_retries=max_retries, since=since,
-                                             delivery_ids=list(ids) or None)
+    outcomes = client.retry_failed_http_push(
+        client_id, max_retries=max_retries, since=since, delivery_ids=list(ids) or None
+    )
     retried = {o["delivery_id"] for o in outcomes}
-    problems = [f"delivery {i} is not a failed http delivery (matching the filters); skipped"
-                for i in dict.fromkeys(ids) if i not in retried]
+    problems = [
+        f"delivery {i} is not a failed http delivery (matching the filters); skipped"
+        for i in dict.fromkeys(ids)
+        if i not in retried
+    ]
     emit(outcomes, app.json, columns=RETRY_COLUMNS, empty="no failed http deliveries to retry")
     for problem in problems:
         click.echo(problem, err=True)
     still_failing = [o["delivery_id"] for o in outcomes if o["status"] != "delivered"]
     if still_failing or problems:
-        raise CommandError(f"{len(still_failing)} of {len(outcomes)} retried deliveries not delivered"
-                           + (f", {len(problems)} skipped" if problems else ""))
+        raise CommandError(
+            f"{len(still_failing)} of {len(outcomes)} retried deliveries not delivered"
+            + (f", {len(problems)} skipped" if problems else "")
+        )
 
 
 @click.command()
 @click.argument("client_id")
 @click.option("--from-id", type=click.IntRange(min=1), help="Replay messages from this message id on.")
-@click.option("--since", type=DURATION_OR_TIMESTAMP,
-              help="Replay messages created since then: a duration back from now (2h, 7d) or a timestamp.")
-@click.option("--until", type=DURATION_OR_TIMESTAMP,
-              help="With --since: only messages created before then (a duration back from now, or a timestamp).")
+@click.option(
+    "--since",
+    type=DURATION_OR_TIMESTAMP,
+    help="Replay messages created since then: a duration back from now (2h, 7d) or a timestamp.",
+)
+@click.option(
+    "--until",
+    type=DURATION_OR_TIMESTAMP,
+    help="With --since: only messages created before then (a duration back from now, or a timestamp).",
+)
 @yes_option
 @json_option
 @pass_app
-def replay(app: AppContext, client_id: str, from_id: int | None, since: timedelta | datetime | None,
-           until: timedelta | datetime | None, yes: bool) -> None:
+def replay(
+    app: AppContext,
+    client_id: str,
+    from_id: int | None,
+    since: timedelta | datetime | None,
+    until: timedelta | datetime | None,
+    yes: bool,
+) -> None:
     """Deliver CLIENT_ID's messages again, from a message id or in a time window (asks first).
 
     Existing deliveries start over (webhooks get a new webhook-id); matching
@@ -98,17 +127,26 @@ def replay(app: AppContext, client_id: str, from_id: int | None, since: timedelt
     client = app.client()
     counts = require_client(client, client_id)
     if counts["active"] == 0:
-        raise InvalidInput(f"client {client_id!r} has no active subscription; "
-                           f"resume it first (pgmsg subscriptions resume {client_id})")
+        raise InvalidInput(
+            f"client {client_id!r} has no active subscription; "
+            f"resume it first (pgmsg subscriptions resume {client_id})"
+        )
     start, end = (to_instant(client, since), to_instant(client, until)) if since is not None else (None, None)
     if start is not None and end is not None and end <= start:
         raise click.BadParameter("--until must be later than --since", param_hint="--until")
-    what = f"from message id {from_id}" if from_id is not None else (
-        f"created since {start.isoformat()}" + (f" and before {end.isoformat()}" if end else ""))
+    what = (
+        f"from message id {from_id}"
+        if from_id is not None
+        else (f"created since {start.isoformat()}" + (f" and before {end.isoformat()}" if end else ""))
+    )
     confirm(f"Replay the messages {what} to {client_id!r}? Its deliveries of them start over.", yes)
     count = client.replay(client_id, from_message_id=from_id, since=start, until=end)
-    emit({"client_id": client_id, "replayed": count} if app.json else
-         f"replayed {count} deliveries to {client_id!r}", app.json)
+    emit(
+        {"client_id": client_id, "replayed": count}
+        if app.json
+        else f"replayed {count} deliveries to {client_id!r}",
+        app.json,
+    )
 
 
 def to_instant(client: Client, value: timedelta | datetime | None) -> datetime | None:

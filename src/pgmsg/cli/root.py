@@ -35,11 +35,19 @@ class PgmsgGroup(click.Group):
 
 
 @click.group(name="pgmsg", cls=PgmsgGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dsn", envvar=DSN_VARIABLE, metavar="CONNINFO",
-              help=f"libpq connection string or URI of the messaging database (env {DSN_VARIABLE}; "
-                   "otherwise PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, database 'messaging').")
-@click.option("--json", "json_output", is_flag=True,
-              help="Print JSON instead of tables (every command also takes --json).")
+@click.option(
+    "--dsn",
+    envvar=DSN_VARIABLE,
+    metavar="CONNINFO",
+    help=f"libpq connection string or URI of the messaging database (env {DSN_VARIABLE}; "
+    "otherwise PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, database 'messaging').",
+)
+@click.option(
+    "--json",
+    "json_output",
+    is_flag=True,
+    help="Print JSON instead of tables (every command also takes --json).",
+)
 @click.version_option(package_name="pgmsg", prog_name="pgmsg", help="Show the version and exit.")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, json_output: bool) -> None:
@@ -69,8 +77,19 @@ def cli(ctx: click.Context, dsn: str | None, json_output: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-for command in (publish, subscriptions, deliveries, retry, dead_letters, replay, deferred, archive, purge, health,
-                migrate):
+for command in (
+    publish,
+    subscriptions,
+    deliveries,
+    retry,
+    dead_letters,
+    replay,
+    deferred,
+    archive,
+    purge,
+    health,
+    migrate,
+):
     cli.add_command(command)
 
 

@@ -41,8 +41,15 @@ def public_view(sub: Subscription, show_secrets: bool = False) -> dict[str, Any]
 
 
 def table_row(sub: Subscription) -> dict[str, Any]:
-    options = [name for name, on in (("ordered", sub.ordered), ("durable", sub.durable),
-                                     ("notify_payload", sub.notify_payload)) if on]
+    options = [
+        name
+        for name, on in (
+            ("ordered", sub.ordered),
+            ("durable", sub.durable),
+            ("notify_payload", sub.notify_payload),
+        )
+        if on
+    ]
     if sub.payload_filter:
         options.append("filter=" + json.dumps(sub.payload_filter, separators=(",", ":")))
     return {
@@ -92,31 +99,72 @@ def subscriptions() -> None:
 
 @subscriptions.command("add")
 @click.argument("client_id")
-@click.option("--mode", "delivery_mode", type=click.Choice(DELIVERY_MODES), required=True,
-              help="async (claimed by a consumer), http (webhook POST) or notify (NOTIFY on a channel).")
-@click.option("--type", "message_type", default="*", show_default=True,
-              help="Message types to receive: a name or a pattern with * wildcards.")
-@click.option("--namespace", default="*", show_default=True,
-              help="Namespaces to receive: a name or a pattern with * wildcards.")
+@click.option(
+    "--mode",
+    "delivery_mode",
+    type=click.Choice(DELIVERY_MODES),
+    required=True,
+    help="async (claimed by a consumer), http (webhook POST) or notify (NOTIFY on a channel).",
+)
+@click.option(
+    "--type",
+    "message_type",
+    default="*",
+    show_default=True,
+    help="Message types to receive: a name or a pattern with * wildcards.",
+)
+@click.option(
+    "--namespace",
+    default="*",
+    show_default=True,
+    help="Namespaces to receive: a name or a pattern with * wildcards.",
+)
 @click.option("--url", "webhook_url", help="http: the endpoint that receives the POST (must be allowlisted).")
 @click.option("--channel", "notify_channel", help="notify: the channel name (default: the client id).")
-@click.option("--timeout-ms", "http_timeout_ms", type=click.IntRange(100, 60000), default=5000,
-              show_default=True, help="http: request timeout in milliseconds.")
-@click.option("--push-mode", type=click.Choice(["dispatcher", "in_transaction"]), default="dispatcher",
-              show_default=True, help="http: push after commit by the dispatcher, or inside the publisher's "
-              "transaction (the seed's behaviour).")
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=10, show_default=True,
-              help="Attempts before a delivery becomes a dead letter.")
-@click.option("--lease-seconds", type=click.IntRange(1, 43200), default=30, show_default=True,
-              help="async: how long a claim holds before the delivery is claimable again.")
-@click.option("--payload-filter", callback=parse_filter,
-              help='Only messages whose payload contains this JSON object, e.g. \'{"country": "DE"}\'.')
+@click.option(
+    "--timeout-ms",
+    "http_timeout_ms",
+    type=click.IntRange(100, 60000),
+    default=5000,
+    show_default=True,
+    help="http: request timeout in milliseconds.",
+)
+@click.option(
+    "--push-mode",
+    type=click.Choice(["dispatcher", "in_transaction"]),
+    default="dispatcher",
+    show_default=True,
+    help="http: push after commit by the dispatcher, or inside the publisher's "
+    "transaction (the seed's behaviour).",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 100),
+    default=10,
+    show_default=True,
+    help="Attempts before a delivery becomes a dead letter.",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.IntRange(1, 43200),
+    default=30,
+    show_default=True,
+    help="async: how long a claim holds before the delivery is claimable again.",
+)
+@click.option(
+    "--payload-filter",
+    callback=parse_filter,
+    help='Only messages whose payload contains this JSON object, e.g. \'{"country": "DE"}\'.',
+)
 @click.option("--ordered", is_flag=True, help="Deliver messages with the same key one at a time, in order.")
 @click.option("--durable", is_flag=True, help="notify: keep a claimable copy until the listener acks it.")
-@click.option("--notify-payload", is_flag=True,
-              help="notify: send the message in the notification, readable by every role that can connect "
-              "(default: only the message and delivery ids; the listener reads the rest through row-level "
-              "security).")
+@click.option(
+    "--notify-payload",
+    is_flag=True,
+    help="notify: send the message in the notification, readable by every role that can connect "
+    "(default: only the message and delivery ids; the listener reads the rest through row-level "
+    "security).",
+)
 @click.option("--show-secrets", is_flag=True, help="With --json: include the signing secret.")
 @json_option
 @pass_app
@@ -146,8 +194,11 @@ def add(app: AppContext, client_id: str, show_secrets: bool, **settings: Any) ->
 
 @subscriptions.command("list")
 @click.option("--client", "client_id", help="Only this client's subscriptions.")
-@click.option("--show-secrets", is_flag=True,
-              help="With --json: include each signing secret (handle the output as a secret).")
+@click.option(
+    "--show-secrets",
+    is_flag=True,
+    help="With --json: include each signing secret (handle the output as a secret).",
+)
 @json_option
 @pass_app
 def list_(app: AppContext, client_id: str | None, show_secrets: bool) -> None:
@@ -166,8 +217,12 @@ def list_(app: AppContext, client_id: str | None, show_secrets: bool) -> None:
         raise click.UsageError("--show-secrets only applies to --json output; tables never show secrets")
     # Secrets are read only when asked for: administrators may list subscriptions but
     # not read their secrets (the superuser, the dispatcher and the owning client may).
-    show(app, app.client().subscriptions(client_id, with_secrets=show_secrets), show_secrets,
-         empty="no subscriptions")
+    show(
+        app,
+        app.client().subscriptions(client_id, with_secrets=show_secrets),
+        show_secrets,
+        empty="no subscriptions",
+    )
 
 
 @subscriptions.command()
@@ -188,8 +243,12 @@ def pause(app: AppContext, client_id: str, subscription_id: int | None) -> None:
     client = app.client()
     require_client(client, client_id)
     ids = client.pause_subscriptions(client_id, subscription_id)
-    emit({"client_id": client_id, "paused": ids} if app.json else
-         f"paused {len(ids)} subscription(s) of {client_id!r}: {', '.join(map(str, ids))}", app.json)
+    emit(
+        {"client_id": client_id, "paused": ids}
+        if app.json
+        else f"paused {len(ids)} subscription(s) of {client_id!r}: {', '.join(map(str, ids))}",
+        app.json,
+    )
 
 
 @subscriptions.command()
@@ -208,8 +267,12 @@ def resume(app: AppContext, client_id: str, subscription_id: int | None) -> None
     client = app.client()
     require_client(client, client_id)
     ids = client.resume_subscriptions(client_id, subscription_id)
-    emit({"client_id": client_id, "resumed": ids} if app.json else
-         f"resumed {len(ids)} subscription(s) of {client_id!r}: {', '.join(map(str, ids))}", app.json)
+    emit(
+        {"client_id": client_id, "resumed": ids}
+        if app.json
+        else f"resumed {len(ids)} subscription(s) of {client_id!r}: {', '.join(map(str, ids))}",
+        app.json,
+    )
 
 
 @subscriptions.command()
@@ -226,17 +289,28 @@ def remove(app: AppContext, client_id: str, yes: bool) -> None:
       pgmsg subscriptions remove old-service --yes
     """
     counts = require_client(app.client(), client_id)
-    confirm(f"Delete the {counts['total']} subscription(s) of {client_id!r}? "
-            "It receives no further messages.", yes)
+    confirm(
+        f"Delete the {counts['total']} subscription(s) of {client_id!r}? It receives no further messages.",
+        yes,
+    )
     removed = app.client().remove_subscriptions(client_id)
-    emit({"client_id": client_id, "removed": removed} if app.json else
-         f"removed {removed} subscription(s) of {client_id!r}", app.json)
+    emit(
+        {"client_id": client_id, "removed": removed}
+        if app.json
+        else f"removed {removed} subscription(s) of {client_id!r}",
+        app.json,
+    )
 
 
 @subscriptions.command("rotate-secret")
 @click.argument("subscription_id", type=int)
-@click.option("--overlap-hours", type=click.FloatRange(min=0), default=24.0, show_default=True,
-              help="How long the old secret still signs too (both signatures are sent).")
+@click.option(
+    "--overlap-hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="How long the old secret still signs too (both signatures are sent).",
+)
 @json_option
 @pass_app
 def rotate_secret(app: AppContext, subscription_id: int, overlap_hours: float) -> None:
@@ -251,8 +325,16 @@ def rotate_secret(app: AppContext, subscription_id: int, overlap_hours: float) -
       pgmsg subscriptions rotate-secret 12 --overlap-hours 1
     """
     secret = app.client().rotate_secret(subscription_id, overlap_seconds=round(overlap_hours * 3600))
-    emit({"subscription_id": subscription_id, "signing_secret": secret,
-          "previous_secret_valid_for_seconds": round(overlap_hours * 3600)} if app.json else secret, app.json)
+    emit(
+        {
+            "subscription_id": subscription_id,
+            "signing_secret": secret,
+            "previous_secret_valid_for_seconds": round(overlap_hours * 3600),
+        }
+        if app.json
+        else secret,
+        app.json,
+    )
 
 
 @subscriptions.command("test")
@@ -281,5 +363,7 @@ def send_test(app: AppContext, subscription_id: int) -> None:
         if result.response:
             click.echo(f"response: {' '.join(result.response.split())}")
     if not result.ok:
-        raise CommandError(f"subscription {subscription_id}: the endpoint did not accept the test event "
-                           f"({f'HTTP {result.status}' if result.status is not None else result.error})")
+        raise CommandError(
+            f"subscription {subscription_id}: the endpoint did not accept the test event "
+            f"({f'HTTP {result.status}' if result.status is not None else result.error})"
+        )

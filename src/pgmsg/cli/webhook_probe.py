@@ -37,8 +37,7 @@ class ProbeResult:
         return self.status is not None and 200 <= self.status < 300
 
 
-def send_test_event(client: Client, subscription_id: int, *,
-                    resolve: Resolver | None = None) -> ProbeResult:
+def send_test_event(client: Client, subscription_id: int, *, resolve: Resolver | None = None) -> ProbeResult:
     """POST a test event the database signed (:meth:`Client.webhook_test_event`); raises
     BlockedTarget when the allowlist refuses the URL."""
     target = client.webhook_test_event(subscription_id)
@@ -53,8 +52,14 @@ def send_test_event(client: Client, subscription_id: int, *,
     started = time.monotonic()
     try:
         # To the address just checked, as the dispatcher does (no second lookup).
-        answer = post_once(url, addresses[0], headers, body, target["http_timeout_ms"] / 1000.0,
-                           ca_file=os.environ.get("PGMSG_WEBHOOK_CA_FILE") or None)
+        answer = post_once(
+            url,
+            addresses[0],
+            headers,
+            body,
+            target["http_timeout_ms"] / 1000.0,
+            ca_file=os.environ.get("PGMSG_WEBHOOK_CA_FILE") or None,
+        )
     except NoAnswer as exc:
         return ProbeResult(subscription_id, url, webhook_id, None, _ms(started), "", str(exc))
     preview = answer.body[:RESPONSE_PREVIEW_BYTES].decode("utf-8", errors="replace")

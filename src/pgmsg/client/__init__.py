@@ -16,24 +16,55 @@ the module of its capability; nothing the caller passes is spliced into SQL text
 
 from __future__ import annotations
 
-from pgmsg.client.codec import (_check_bool, _check_int, _check_text, _json_text, _jsonb, _payload_text,
-                                decode_json, parse_payload)
+from pgmsg.client.codec import (
+    _check_bool,
+    _check_int,
+    _check_text,
+    _json_text,
+    _jsonb,
+    _payload_text,
+    decode_json,
+    parse_payload,
+)
 from pgmsg.client.codec import configure as _configure
-from pgmsg.client.connection import (CHECK_AFTER_IDLE_SECONDS, DEFAULT_CONNECT_TIMEOUT, RECONNECT_PAUSE_SECONDS,
-                                     ClientCore, is_connection_error, with_connect_timeout)
+from pgmsg.client.connection import (
+    CHECK_AFTER_IDLE_SECONDS,
+    DEFAULT_CONNECT_TIMEOUT,
+    RECONNECT_PAUSE_SECONDS,
+    ClientCore,
+    is_connection_error,
+    with_connect_timeout,
+)
 from pgmsg.client.consume import ConsumeMixin
 from pgmsg.client.inspection import InspectionMixin
 from pgmsg.client.listener import Listener, ListenMixin
-from pgmsg.client.models import (DELIVERY_MODES, MAX_KEY_LENGTH, MAX_PATTERN_LENGTH, Acked, ConsumeResult, Delivery,
-                                 DeliveryRef, Notification, Subscription)
+from pgmsg.client.models import (
+    DELIVERY_MODES,
+    MAX_KEY_LENGTH,
+    MAX_PATTERN_LENGTH,
+    Acked,
+    ConsumeResult,
+    Delivery,
+    DeliveryRef,
+    Notification,
+    Subscription,
+)
 from pgmsg.client.monitoring import MonitoringMixin
 from pgmsg.client.operations import OperationsMixin
 from pgmsg.client.publish import PublishMixin
 from pgmsg.client.subscriptions import SUBSCRIPTION_COLUMNS, SubscriptionsMixin
 
 
-class Client(PublishMixin, SubscriptionsMixin, ConsumeMixin, InspectionMixin, OperationsMixin, MonitoringMixin,
-             ListenMixin, ClientCore):
+class Client(
+    PublishMixin,
+    SubscriptionsMixin,
+    ConsumeMixin,
+    InspectionMixin,
+    OperationsMixin,
+    MonitoringMixin,
+    ListenMixin,
+    ClientCore,
+):
     """A pool of connections to the messaging database.
 
     ``conninfo`` is a libpq connection string or URI; by default it comes from

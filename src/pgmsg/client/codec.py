@@ -35,8 +35,10 @@ def parse_payload(text: str) -> Any:
             f"payload is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
     except RecursionError as exc:
-        raise InvalidInput(f"payload is nested too deeply to decode (Python's limit is about "
-                           f"{sys.getrecursionlimit()} levels)") from exc
+        raise InvalidInput(
+            f"payload is nested too deeply to decode (Python's limit is about "
+            f"{sys.getrecursionlimit()} levels)"
+        ) from exc
     except ValueError as exc:  # NaN, 1e999, integers of more digits than Python converts
         raise InvalidInput(f"payload is not valid JSON: {exc}") from exc
 
@@ -80,8 +82,10 @@ def _json_text(payload: Any, what: str = "payload") -> str:
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} cannot be encoded as JSON: {exc}") from exc
     except RecursionError as exc:
-        raise InvalidInput(f"{what} is nested too deeply to encode as JSON (Python's limit is about "
-                           f"{sys.getrecursionlimit()} levels)") from exc
+        raise InvalidInput(
+            f"{what} is nested too deeply to encode as JSON (Python's limit is about "
+            f"{sys.getrecursionlimit()} levels)"
+        ) from exc
 
 
 def _refuse(value: Any) -> Any:
@@ -90,7 +94,9 @@ def _refuse(value: Any) -> Any:
 
 #: What orjson would encode differently from the standard library goes to the standard library:
 #: datetimes, dataclasses and subclasses of str, int, dict and list (through _refuse).
-_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+_ORJSON_STRICT = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 
 
 def _payload_text(payload: Any) -> str:

@@ -43,14 +43,18 @@ def with_connect_timeout(conninfo: str, seconds: float = DEFAULT_CONNECT_TIMEOUT
 
     Raises psycopg.ProgrammingError when ``conninfo`` is not a connection string.
     """
-    if "connect_timeout" in psycopg.conninfo.conninfo_to_dict(conninfo) or os.environ.get("PGCONNECT_TIMEOUT"):
+    if "connect_timeout" in psycopg.conninfo.conninfo_to_dict(conninfo) or os.environ.get(
+        "PGCONNECT_TIMEOUT"
+    ):
         return conninfo
     return psycopg.conninfo.make_conninfo(conninfo, connect_timeout=str(max(2, math.ceil(seconds))))
 
 
 def is_connection_error(exc: psycopg.Error) -> bool:
     """Lost or refused connections (no SQLSTATE, or class 08), not e.g. a cancelled statement."""
-    return isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or exc.sqlstate.startswith("08"))
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith("08")
+    )
 
 
 class ClientCore:
@@ -72,11 +76,14 @@ class ClientCore:
         connect_timeout: float = 10.0,
         fail_fast: bool = False,
     ) -> None:
-        self.conninfo = with_connect_timeout(conninfo_from_env() if conninfo is None else conninfo,
-                                             connect_timeout)
+        self.conninfo = with_connect_timeout(
+            conninfo_from_env() if conninfo is None else conninfo, connect_timeout
+        )
         if fail_fast:
             check_reachable(self.conninfo)
-        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool = ConnectionPool(
             self.conninfo,
             min_size=min_size,

@@ -18,9 +18,11 @@ log = logging.getLogger("pgmsg.client")
 
 #: Claim due deliveries under a lease, in id order (publish order; UPDATE ... RETURNING has
 #: none of its own); the columns in the order of Delivery's fields.
-CLAIM = ("SELECT delivery_id, message_id, client_id, message_type, namespace, payload, created_at, "
-         "attempts, delivery_mode, message_key, lease_expires_at, lease_token "
-         "FROM pgmsg_claim(%s, %s, %s, %s, false) ORDER BY delivery_id")
+CLAIM = (
+    "SELECT delivery_id, message_id, client_id, message_type, namespace, payload, created_at, "
+    "attempts, delivery_mode, message_key, lease_expires_at, lease_token "
+    "FROM pgmsg_claim(%s, %s, %s, %s, false) ORDER BY delivery_id"
+)
 
 #: Complete deliveries, each under its lease; ids and tokens as array literals.
 ACK = "SELECT acked, not_acked FROM pgmsg_ack(%s::bigint[], %s::uuid[])"
@@ -39,19 +41,25 @@ def _ids_and_tokens(deliveries: Iterable[DeliveryRef]) -> tuple[list[int], list[
         elif isinstance(ref, tuple) and len(ref) == 2:
             delivery_id, token = ref
         else:
-            raise InvalidInput(f"an ack or nack names each delivery with its lease token, not {shown(ref)}: "
-                               "pass the Delivery objects claim returned, or (id, lease_token) pairs "
-                               "((id, None) for a durable NOTIFY delivery a listener received)")
+            raise InvalidInput(
+                f"an ack or nack names each delivery with its lease token, not {shown(ref)}: "
+                "pass the Delivery objects claim returned, or (id, lease_token) pairs "
+                "((id, None) for a durable NOTIFY delivery a listener received)"
+            )
         # Checked, not cast: a float would be rounded to another delivery's id.
         if not isinstance(delivery_id, int) or isinstance(delivery_id, bool):
-            raise InvalidInput(f"delivery ids are integers, not {shown(delivery_id)}: pass Delivery.id values")
+            raise InvalidInput(
+                f"delivery ids are integers, not {shown(delivery_id)}: pass Delivery.id values"
+            )
         if token is None:
             tokens.append("NULL")
         else:
             try:
                 tokens.append(str(token if isinstance(token, uuid.UUID) else uuid.UUID(str(token))))
             except ValueError:
-                raise InvalidInput(f"{shown(token)} is not a lease token (a UUID) of delivery {delivery_id}") from None
+                raise InvalidInput(
+                    f"{shown(token)} is not a lease token (a UUID) of delivery {delivery_id}"
+                ) from None
         ids.append(int(delivery_id))
     return ids, tokens
 
@@ -59,8 +67,14 @@ def _ids_and_tokens(deliveries: Iterable[DeliveryRef]) -> tuple[list[int], list[
 class ConsumeMixin(ListenMixin):
     """Claim, ack, nack; consume a batch with a handler, or run a consumer until stopped."""
 
-    def claim(self, client_id: str, limit: int = 10, *, consumer: str | None = None,
-              lease_seconds: int | None = None) -> list[Delivery]:
+    def claim(
+        self,
+        client_id: str,
+        limit: int = 10,
+        *,
+        consumer: str | None = None,
+        lease_seconds: int | None = None,
+    ) -> list[Delivery]:
         """Claim up to ``limit`` due deliveries for ``lease_seconds`` (default: the subscription's).
 
         Until :meth:`ack` or :meth:`nack`, or until the lease expires, no one
@@ -72,8 +86,11 @@ class ConsumeMixin(ListenMixin):
         """
         # In id order, i.e. publish order (UPDATE ... RETURNING has none of its own).
         # Tuples, not the pool's dicts: a claim of a hundred builds a hundred rows.
-        with (translated(f"claiming deliveries of {client_id!r}"), self._connection() as conn,
-              conn.cursor(row_factory=tuple_row) as cur):
+        with (
+            translated(f"claiming deliveries of {client_id!r}"),
+            self._connection() as conn,
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
             rows = cur.execute(CLAIM, (client_id, limit, consumer, lease_seconds)).fetchall()
         return [Delivery(*row) for row in rows]
 
@@ -92,8 +109,9 @@ class ConsumeMixin(ListenMixin):
         # As array literals: psycopg's list dumper spends about 4 us of Python per element,
         # more than the ack's share of the server's work.
         with translated("acknowledging deliveries"), self._connection() as conn:
-            row = conn.execute(ACK, ("{" + ",".join(map(str, ids)) + "}",
-                                     "{" + ",".join(tokens) + "}")).fetchone()
+            row = conn.execute(
+                ACK, ("{" + ",".join(map(str, ids)) + "}", "{" + ",".join(tokens) + "}")
+            ).fetchone()
         assert row is not None
         return Acked(row["acked"], row["not_acked"])
 
@@ -136,7 +154,7 @@ class ConsumeMixin(ListenMixin):
             try:
                 handler(delivery)
             except Exception as exc:  # the handler's failure is data: recorded on the delivery
-                delay = retry_delay(delivery) if retry_delay else min(300.0, 2.0 ** delivery.attempts)
+                delay = retry_delay(delivery) if retry_delay else min(300.0, 2.0**delivery.attempts)
                 try:
                     self.nack(delivery, delay_seconds=delay, error=f"{type(exc).__name__}: {exc}"[:2000])
                 except LeaseLost:
@@ -150,13 +168,18 @@ class ConsumeMixin(ListenMixin):
         if stale:
             # Not an error of this consumer's code, but work that will be done twice: the
             # handler took longer than the lease (or the subscription was removed).
-            log.warning("%d deliveries of %s were handled after their lease ran out and not "
-                        "acknowledged (%s); their next holder delivers them again: give the "
-                        "subscription a longer lease_seconds than the handler takes",
-                        len(stale), client_id, ", ".join(map(str, sorted(stale))))
+            log.warning(
+                "%d deliveries of %s were handled after their lease ran out and not "
+                "acknowledged (%s); their next holder delivers them again: give the "
+                "subscription a longer lease_seconds than the handler takes",
+                len(stale),
+                client_id,
+                ", ".join(map(str, sorted(stale))),
+            )
         lost = set(acked.not_acked)
-        return ConsumeResult(delivered=[d.id for d in handled if d.id not in lost], failed=failed,
-                             stale=sorted(stale))
+        return ConsumeResult(
+            delivered=[d.id for d in handled if d.id not in lost], failed=failed, stale=sorted(stale)
+        )
 
     def run_consumer(
         self,

@@ -33,27 +33,34 @@ CLAIM = "SELECT * FROM pgmsg_claim_http_slots(%s, %s, %s, %s, %s::bigint[], %s::
 # (status NULL), and neither is one recorded already, so the statement may be
 # repeated after a connection lost during a call that committed just before its
 # answer was lost.
-RECORD = ("SELECT delivery_id, status FROM pgmsg_record_http_attempts(%(ids)s::bigint[], %(tokens)s::uuid[],"
-          " %(codes)s::integer[], %(errors)s::text[], %(durations)s::numeric[], %(retry_after)s::float8[])")
+RECORD = (
+    "SELECT delivery_id, status FROM pgmsg_record_http_attempts(%(ids)s::bigint[], %(tokens)s::uuid[],"
+    " %(codes)s::integer[], %(errors)s::text[], %(durations)s::numeric[], %(retry_after)s::float8[])"
+)
 
 # Gives back deliveries claimed but never requested, as if never claimed (the
 # attempt undone), where this dispatcher still holds their lease.
-GIVE_BACK = ("UPDATE message_delivery d SET status = 'pending', attempts = d.attempts - 1, lease_expires_at = NULL,"
-             " lease_token = NULL, updated_at = now()"
-             " FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS g(id, token)"
-             " WHERE d.id = g.id AND d.status = 'processing' AND d.lease_token = g.token RETURNING d.id")
+GIVE_BACK = (
+    "UPDATE message_delivery d SET status = 'pending', attempts = d.attempts - 1, lease_expires_at = NULL,"
+    " lease_token = NULL, updated_at = now()"
+    " FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS g(id, token)"
+    " WHERE d.id = g.id AND d.status = 'processing' AND d.lease_token = g.token RETURNING d.id"
+)
 
 # Gives back what is claimed under a dispatcher's name but not among the ids it is
 # pushing: claims whose rows never reached it (the connection broke mid-claim).
-RELEASE_ORPHANS = ("UPDATE message_delivery SET status = 'pending', attempts = attempts - 1,"
-                   " lease_expires_at = NULL, lease_token = NULL, updated_at = now()"
-                   " WHERE delivery_mode = 'http' AND status = 'processing' AND claimed_by = %(name)s"
-                   " AND NOT (id = ANY(%(inflight)s::bigint[])) RETURNING id")
+RELEASE_ORPHANS = (
+    "UPDATE message_delivery SET status = 'pending', attempts = attempts - 1,"
+    " lease_expires_at = NULL, lease_token = NULL, updated_at = now()"
+    " WHERE delivery_mode = 'http' AND status = 'processing' AND claimed_by = %(name)s"
+    " AND NOT (id = ANY(%(inflight)s::bigint[])) RETURNING id"
+)
 
 # The dispatcher's row in pgmsg_dispatchers: alive, and how many pushes it recorded.
-HEARTBEAT = ("INSERT INTO pgmsg_dispatchers (name, pushed) VALUES (%s, %s) "
-             "ON CONFLICT (name) DO UPDATE SET last_seen = now(), pushed = EXCLUDED.pushed")
-
+HEARTBEAT = (
+    "INSERT INTO pgmsg_dispatchers (name, pushed) VALUES (%s, %s) "
+    "ON CONFLICT (name) DO UPDATE SET last_seen = now(), pushed = EXCLUDED.pushed"
+)
 
 
 class DispatchStore:
@@ -77,8 +84,9 @@ class DispatchStore:
         if conn is not None:
             conn.close()
 
-    def fetch(self, action: str, query: str, params: Any = None, *, retry_until: float = 0.0
-              ) -> list[dict[str, Any]]:
+    def fetch(
+        self, action: str, query: str, params: Any = None, *, retry_until: float = 0.0
+    ) -> list[dict[str, Any]]:
         """Run one statement on this thread's connection and return its rows.
 
         A connection can die while its thread is idle (the database restarted),
@@ -103,31 +111,56 @@ class DispatchStore:
                         raise
                     time.sleep(RECONNECT_PAUSE_SECONDS)
 
-    def claim(self, name: str, batch: int, cap: int, lease_seconds: int, busy: dict[int, int]
-              ) -> list[dict[str, Any]]:
+    def claim(
+        self, name: str, batch: int, cap: int, lease_seconds: int, busy: dict[int, int]
+    ) -> list[dict[str, Any]]:
         """Claim due deliveries for dispatcher ``name``; ``busy``: subscription -> claims it holds."""
         with translated("claiming HTTP deliveries"):
-            return self.connection().execute(
-                CLAIM, (batch, cap, name, lease_seconds, list(busy), list(busy.values()))).fetchall()
+            return (
+                self.connection()
+                .execute(CLAIM, (batch, cap, name, lease_seconds, list(busy), list(busy.values())))
+                .fetchall()
+            )
 
-    def record(self, action: str, ids: Sequence[int], tokens: Sequence[Any], codes: Sequence[int | None],
-               errors: Sequence[str | None], durations: Sequence[float], retry_after: Sequence[float | None],
-               *, retry_until: float) -> dict[int, str | None]:
+    def record(
+        self,
+        action: str,
+        ids: Sequence[int],
+        tokens: Sequence[Any],
+        codes: Sequence[int | None],
+        errors: Sequence[str | None],
+        durations: Sequence[float],
+        retry_after: Sequence[float | None],
+        *,
+        retry_until: float,
+    ) -> dict[int, str | None]:
         """Record pushes; returns each delivery's new status, None where its lease had passed on."""
-        params = {"ids": list(ids), "tokens": list(tokens), "codes": list(codes), "errors": list(errors),
-                  "durations": list(durations), "retry_after": list(retry_after)}
+        params = {
+            "ids": list(ids),
+            "tokens": list(tokens),
+            "codes": list(codes),
+            "errors": list(errors),
+            "durations": list(durations),
+            "retry_after": list(retry_after),
+        }
         rows = self.fetch(action, RECORD, params, retry_until=retry_until)
         return {r["delivery_id"]: r["status"] for r in rows}
 
     def give_back(self, ids: Sequence[int], tokens: Sequence[Any], *, retry_until: float) -> list[int]:
         """Give back claimed, unsent deliveries still held under ``tokens``; returns their ids."""
-        rows = self.fetch(f"giving back {len(ids)} unsent deliveries", GIVE_BACK,
-                          {"ids": list(ids), "tokens": list(tokens)}, retry_until=retry_until)
+        rows = self.fetch(
+            f"giving back {len(ids)} unsent deliveries",
+            GIVE_BACK,
+            {"ids": list(ids), "tokens": list(tokens)},
+            retry_until=retry_until,
+        )
         return [r["id"] for r in rows]
 
     def release_orphans(self, name: str, inflight: Sequence[int]) -> list[int]:
         """Give back what ``name`` holds beyond ``inflight`` (see RELEASE_ORPHANS); returns the ids."""
-        rows = self.fetch("releasing orphaned claims", RELEASE_ORPHANS, {"name": name, "inflight": list(inflight)})
+        rows = self.fetch(
+            "releasing orphaned claims", RELEASE_ORPHANS, {"name": name, "inflight": list(inflight)}
+        )
         return [r["id"] for r in rows]
 
     def heartbeat(self, name: str, pushed: int) -> None:
@@ -140,5 +173,7 @@ class DispatchStore:
 
     def blocked_networks(self) -> list[tuple[str, str]]:
         """(network, reason) of each network no webhook may reach, whatever the allowlist says."""
-        return [(row["network"], row["reason"])
-                for row in self.fetch("reading the blocked networks", BLOCKED_NETWORKS)]
+        return [
+            (row["network"], row["reason"])
+            for row in self.fetch("reading the blocked networks", BLOCKED_NETWORKS)
+        ]

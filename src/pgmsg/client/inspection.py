@@ -59,18 +59,24 @@ CLIENT_DELIVERY_STATS = """
              ORDER BY client_id, delivery_mode
             """
 
-DEAD_LETTERS = ("SELECT * FROM message_delivery WHERE status = 'dead' "
-                "AND (%(c)s::text IS NULL OR client_id = %(c)s) ORDER BY id")
+DEAD_LETTERS = (
+    "SELECT * FROM message_delivery WHERE status = 'dead' "
+    "AND (%(c)s::text IS NULL OR client_id = %(c)s) ORDER BY id"
+)
 
 #: Dead letters of one client (or all), among the given ids (or all).
-COUNT_DEAD_LETTERS = ("SELECT count(*) AS n FROM message_delivery WHERE status = 'dead' "
-                      "AND (%(c)s::text IS NULL OR client_id = %(c)s) "
-                      "AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s))")
+COUNT_DEAD_LETTERS = (
+    "SELECT count(*) AS n FROM message_delivery WHERE status = 'dead' "
+    "AND (%(c)s::text IS NULL OR client_id = %(c)s) "
+    "AND (%(ids)s::bigint[] IS NULL OR id = ANY (%(ids)s))"
+)
 
 DEFERRED_STATUS = "SELECT * FROM pgmsg_deferred_status()"
 
-DEFERRED_FAILURES = ("SELECT id, message_type, namespace, created_at, failed_at, error FROM message_inbox "
-                     "WHERE error IS NOT NULL ORDER BY id LIMIT %s")
+DEFERRED_FAILURES = (
+    "SELECT id, message_type, namespace, created_at, failed_at, error FROM message_inbox "
+    "WHERE error IS NOT NULL ORDER BY id LIMIT %s"
+)
 
 #: Whether the migrations' tracking table exists (not before the first `pgmsg migrate`).
 MIGRATIONS_TRACKED = "SELECT to_regclass('pgmsg_migrations') IS NOT NULL AS yes"
@@ -102,23 +108,43 @@ class InspectionMixin(ClientCore):
         with translated(f"reading the deliveries of message {message_id}"), self._connection() as conn:
             return conn.execute(DELIVERIES_OF_MESSAGE, (message_id,)).fetchall()
 
-    def find_deliveries(self, *, client_id: str | None = None, status: str | None = None,
-                        mode: str | None = None, message_id: int | None = None,
-                        since: timedelta | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    def find_deliveries(
+        self,
+        *,
+        client_id: str | None = None,
+        status: str | None = None,
+        mode: str | None = None,
+        message_id: int | None = None,
+        since: timedelta | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
         """The newest ``limit`` deliveries matching every filter given (``since``: created
         within that long before the database's clock), newest first."""
         with translated("listing deliveries"), self._connection() as conn:
-            return conn.execute(FIND_DELIVERIES, {"client": client_id, "status": status, "mode": mode,
-                                                  "message": message_id, "since": since,
-                                                  "limit": limit}).fetchall()
+            return conn.execute(
+                FIND_DELIVERIES,
+                {
+                    "client": client_id,
+                    "status": status,
+                    "mode": mode,
+                    "message": message_id,
+                    "since": since,
+                    "limit": limit,
+                },
+            ).fetchall()
 
     def attempts(self, delivery_id: int) -> list[dict[str, Any]]:
         """The HTTP attempts logged for one delivery, oldest first."""
         with translated(f"reading the attempts of delivery {delivery_id}"), self._connection() as conn:
             return conn.execute(ATTEMPTS, (delivery_id,)).fetchall()
 
-    def delivery_stats(self, message_ids: Iterable[int] | None = None, *, client_id: str | None = None,
-                       since: timedelta | None = None) -> list[dict[str, Any]]:
+    def delivery_stats(
+        self,
+        message_ids: Iterable[int] | None = None,
+        *,
+        client_id: str | None = None,
+        since: timedelta | None = None,
+    ) -> list[dict[str, Any]]:
         """Delivery counts, for given messages or per client.
 
         With ``message_ids``: counts by mode and status for those messages (a publisher
@@ -143,7 +169,9 @@ class InspectionMixin(ClientCore):
         with translated("listing dead letters"), self._connection() as conn:
             return conn.execute(DEAD_LETTERS, {"c": client_id}).fetchall()
 
-    def count_dead_letters(self, client_id: str | None = None, delivery_ids: Iterable[int] | None = None) -> int:
+    def count_dead_letters(
+        self, client_id: str | None = None, delivery_ids: Iterable[int] | None = None
+    ) -> int:
         """How many dead letters :meth:`redrive` with the same arguments would send round again."""
         ids = None if delivery_ids is None else list(delivery_ids)
         with translated("counting dead letters"), self._connection() as conn:

@@ -12,7 +12,12 @@ import psycopg
 from psycopg import sql
 
 from pgmsg.client.codec import configure, decode_json
-from pgmsg.client.connection import DEFAULT_CONNECT_TIMEOUT, RECONNECT_PAUSE_SECONDS, ClientCore, with_connect_timeout
+from pgmsg.client.connection import (
+    DEFAULT_CONNECT_TIMEOUT,
+    RECONNECT_PAUSE_SECONDS,
+    ClientCore,
+    with_connect_timeout,
+)
 from pgmsg.client.models import Notification
 from pgmsg.errors import ConnectionFailed, InvalidInput, translated
 
@@ -39,15 +44,21 @@ LISTEN = sql.SQL("LISTEN {}")
 
 #: The envelopes of the deliveries a listener was notified of, as row-level security
 #: lets its role read them; pgmsg_envelope is the one definition of the envelope.
-READ_REFERENCES = ("SELECT d.id, pgmsg_envelope(m) FROM message_delivery d "
-                    "JOIN messages m ON m.id = d.message_id WHERE d.id = ANY (%s::bigint[])")
+READ_REFERENCES = (
+    "SELECT d.id, pgmsg_envelope(m) FROM message_delivery d "
+    "JOIN messages m ON m.id = d.message_id WHERE d.id = ANY (%s::bigint[])"
+)
 
 
 def _is_reference(payload: Any) -> bool:
     """A pgmsg notification without its message: the default, or an opt-in one whose
     payload was too large for NOTIFY ("payload_omitted")."""
-    return (isinstance(payload, dict) and "payload" not in payload
-            and type(payload.get("delivery_id")) is int and type(payload.get("id")) is int)
+    return (
+        isinstance(payload, dict)
+        and "payload" not in payload
+        and type(payload.get("delivery_id")) is int
+        and type(payload.get("id")) is int
+    )
 
 
 #: Ids are bigints: a forged reference naming a larger number would make the read fail.
@@ -133,7 +144,9 @@ class Listener:
                 time.sleep(pause)
             else:
                 self.reconnects += 1
-                log.warning("listener on %s reconnected after losing its connection", ", ".join(self.channels))
+                log.warning(
+                    "listener on %s reconnected after losing its connection", ", ".join(self.channels)
+                )
                 return True
 
     def __exit__(self, *exc_info: object) -> None:
@@ -168,11 +181,14 @@ class Listener:
                             return  # still unreachable when the time was up; the next call tries again
                         continue
                     batch = list(self._conn.notifies(timeout=remaining, stop_after=1))
-                    notes = [Notification(channel=notify.channel,
-                                          payload=notify.payload if raw else payload,
-                                          pid=notify.pid)
-                             for notify in batch
-                             if raw or (payload := _notification_json(notify.channel, notify.payload)) is not _NOT_JSON]
+                    notes = [
+                        Notification(
+                            channel=notify.channel, payload=notify.payload if raw else payload, pid=notify.pid
+                        )
+                        for notify in batch
+                        if raw
+                        or (payload := _notification_json(notify.channel, notify.payload)) is not _NOT_JSON
+                    ]
                     self._pending.extend(notes if raw else self._read_references(notes))
             except ConnectionFailed:
                 self._conn.close()  # lost: reconnected at the top of the loop
@@ -181,8 +197,11 @@ class Listener:
     def _read_references(self, notes: list[Notification]) -> list[Notification]:
         """``notes`` with each reference replaced by the envelope its delivery names, read
         through row-level security as this connection's role; unreadable ones dropped."""
-        wanted = {n.payload["delivery_id"] for n in notes
-                  if _is_reference(n.payload) and n.payload["delivery_id"] in _BIGINT}
+        wanted = {
+            n.payload["delivery_id"]
+            for n in notes
+            if _is_reference(n.payload) and n.payload["delivery_id"] in _BIGINT
+        }
         if not any(_is_reference(n.payload) for n in notes):
             return notes
         assert self._conn is not None
@@ -198,11 +217,21 @@ class Listener:
             if envelope is None or envelope["id"] != note.payload["id"]:
                 # Another client's delivery (any role may LISTEN on any channel), a
                 # forged NOTIFY, or a message archived since: nothing to hand over.
-                log.warning("dropped a notification on %s: delivery %s of message %s is not readable as this role",
-                            note.channel, note.payload["delivery_id"], note.payload["id"])
+                log.warning(
+                    "dropped a notification on %s: delivery %s of message %s is not readable as this role",
+                    note.channel,
+                    note.payload["delivery_id"],
+                    note.payload["id"],
+                )
                 continue
-            read.append(Notification(channel=note.channel, pid=note.pid, fetched=True,
-                                     payload={**envelope, "delivery_id": note.payload["delivery_id"]}))
+            read.append(
+                Notification(
+                    channel=note.channel,
+                    pid=note.pid,
+                    fetched=True,
+                    payload={**envelope, "delivery_id": note.payload["delivery_id"]},
+                )
+            )
         return read
 
     def next(self, timeout: float) -> Notification | None:

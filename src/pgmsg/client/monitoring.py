@@ -18,12 +18,16 @@ EXTENSION_VERSIONS = "SELECT extname, extversion FROM pg_extension WHERE extname
 PG_CRON_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS yes"
 
 #: pgmsg_cron_jobs() (SECURITY DEFINER) shows the jobs to roles that may not read cron.job.
-CRON_JOBS = ("SELECT jobname, schedule, active, last_status AS status, last_start AS start_time, "
-             "last_message AS return_message FROM pgmsg_cron_jobs() WHERE starts_with(jobname, %s)")
+CRON_JOBS = (
+    "SELECT jobname, schedule, active, last_status AS status, last_start AS start_time, "
+    "last_message AS return_message FROM pgmsg_cron_jobs() WHERE starts_with(jobname, %s)"
+)
 
 #: Active http subscriptions the dispatcher pushes (of one client, or all).
-DISPATCHER_SUBSCRIPTIONS = ("SELECT count(*) AS n FROM subscriptions WHERE active AND delivery_mode = 'http' "
-                            "AND push_mode = 'dispatcher' AND (%(c)s::text IS NULL OR client_id = %(c)s)")
+DISPATCHER_SUBSCRIPTIONS = (
+    "SELECT count(*) AS n FROM subscriptions WHERE active AND delivery_mode = 'http' "
+    "AND push_mode = 'dispatcher' AND (%(c)s::text IS NULL OR client_id = %(c)s)"
+)
 
 #: Dispatchers that reported in within a number of seconds, and the newest heartbeat.
 DISPATCHER_HEARTBEATS = """
@@ -43,12 +47,16 @@ WAITING_BY_CLIENT = """
          ORDER BY oldest_age DESC, client_id
         """
 
-DEAD_LETTERS_BY_CLIENT = ("SELECT client_id, count(*) AS n FROM message_delivery WHERE status = 'dead' "
-                          "AND (%(c)s::text IS NULL OR client_id = %(c)s) GROUP BY client_id "
-                          "ORDER BY count(*) DESC, client_id")
+DEAD_LETTERS_BY_CLIENT = (
+    "SELECT client_id, count(*) AS n FROM message_delivery WHERE status = 'dead' "
+    "AND (%(c)s::text IS NULL OR client_id = %(c)s) GROUP BY client_id "
+    "ORDER BY count(*) DESC, client_id"
+)
 
-DEFERRED_BACKLOG = ("SELECT waiting, failed, extract(epoch FROM now() - oldest_waiting)::float8 AS oldest_age "
-                    "FROM pgmsg_deferred_status()")
+DEFERRED_BACKLOG = (
+    "SELECT waiting, failed, extract(epoch FROM now() - oldest_waiting)::float8 AS oldest_age "
+    "FROM pgmsg_deferred_status()"
+)
 
 #: Other client sessions idle in a transaction for over a number of seconds, and the
 #: oldest open transaction.
@@ -67,10 +75,12 @@ TRANSACTIONS = """
 CLUSTER_STATUS = "SELECT * FROM pgmsg_cluster_status()"
 
 #: The backup runs pg_cron starts, as recorded (migration 027; roles/pgbackrest).
-BACKUP_STATUS = ("SELECT kind, last_success_label, last_ok, last_error, "
-                 "extract(epoch FROM now() - last_success_at)::float8 AS success_age, "
-                 "extract(epoch FROM now() - last_finished_at)::float8 AS finished_age, "
-                 "last_finished_at FROM pgmsg_backup_status")
+BACKUP_STATUS = (
+    "SELECT kind, last_success_label, last_ok, last_error, "
+    "extract(epoch FROM now() - last_success_at)::float8 AS success_age, "
+    "extract(epoch FROM now() - last_finished_at)::float8 AS finished_age, "
+    "last_finished_at FROM pgmsg_backup_status"
+)
 
 
 class MonitoringMixin(ClientCore):

@@ -21,8 +21,9 @@ RETRY_DEFERRED = "SELECT pgmsg_retry_deferred(%s::bigint[]) AS retried"
 
 #: Re-send failed http pushes (one client's, or all; created within an interval; or named by id,
 #: whose retry count is then not capped): at most 50 per call, none started after 120 s (029).
-RETRY_FAILED_HTTP_PUSH = ("SELECT * FROM retry_failed_http_push(%s::text, %s::integer, %s::interval, "
-                          "%s::bigint[])")
+RETRY_FAILED_HTTP_PUSH = (
+    "SELECT * FROM retry_failed_http_push(%s::text, %s::integer, %s::interval, %s::bigint[])"
+)
 
 #: The database's clock an interval ago.
 TIME_AGO = "SELECT now() - %s::interval AS at"
@@ -35,8 +36,10 @@ COUNT_ARCHIVABLE = """
                                 WHERE d.message_id = m.id AND d.status IN ('pending', 'processing'))
             """
 #: Deliveries pgmsg_purge_deliveries would delete now (the same condition).
-COUNT_PURGEABLE = ("SELECT count(*) AS n FROM message_delivery WHERE status IN ('delivered', 'notified') "
-                   "AND coalesce(delivered_at, created_at) < now() - %s::interval")
+COUNT_PURGEABLE = (
+    "SELECT count(*) AS n FROM message_delivery WHERE status IN ('delivered', 'notified') "
+    "AND coalesce(delivered_at, created_at) < now() - %s::interval"
+)
 ARCHIVE_MESSAGES = "SELECT pgmsg_archive_messages(%s::interval, %s) AS n"
 EXPIRE_MESSAGES = "SELECT pgmsg_expire_messages(%s::interval, %s) AS n"
 PURGE_DELIVERIES = "SELECT pgmsg_purge_deliveries(%s::interval, %s) AS n"
@@ -53,8 +56,14 @@ class OperationsMixin(ClientCore):
         assert row is not None
         return int(row["n"])
 
-    def replay(self, client_id: str, *, from_message_id: int | None = None,
-               since: datetime | None = None, until: datetime | None = None) -> int:
+    def replay(
+        self,
+        client_id: str,
+        *,
+        from_message_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
         """Deliver a client's messages again, from a message id or in a time window."""
         with translated(f"replaying messages to {client_id!r}"), self._connection() as conn:
             row = conn.execute(REPLAY, (client_id, from_message_id, since, until)).fetchone()
@@ -72,9 +81,14 @@ class OperationsMixin(ClientCore):
         assert row is not None
         return int(row["retried"])
 
-    def retry_failed_http_push(self, client_id: str | None = None, *, max_retries: int = DEFAULT_MAX_RETRIES,
-                               since: timedelta | None = None,
-                               delivery_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    def retry_failed_http_push(
+        self,
+        client_id: str | None = None,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        since: timedelta | None = None,
+        delivery_ids: Iterable[int] | None = None,
+    ) -> list[dict[str, Any]]:
         """Re-send failed HTTP pushes (one client's, or all) now; returns the outcome of each
         (delivery_id, message_id, client_id, status, push_status_code, last_error).
 

@@ -59,8 +59,10 @@ SUBSCRIBE_AGAIN = _SUBSCRIBE_AGAIN.format(secret="")
 #: As SUBSCRIBE_AGAIN, and the subscription's secret replaced by the one given.
 SUBSCRIBE_AGAIN_WITH_SECRET = _SUBSCRIBE_AGAIN.format(secret="signing_secret = %(secret)s,")
 
-_LIST_SUBSCRIPTIONS = ("SELECT {columns} FROM subscriptions "
-                       "WHERE %(client)s::text IS NULL OR client_id = %(client)s ORDER BY client_id, id")
+_LIST_SUBSCRIPTIONS = (
+    "SELECT {columns} FROM subscriptions "
+    "WHERE %(client)s::text IS NULL OR client_id = %(client)s ORDER BY client_id, id"
+)
 #: All subscriptions (or one client's), without their secrets.
 LIST_SUBSCRIPTIONS = _LIST_SUBSCRIPTIONS.format(columns=_SUBSCRIPTION_SETTINGS)
 #: As LIST_SUBSCRIPTIONS, with the secrets (refused to administrators).
@@ -71,8 +73,10 @@ ROTATE_SECRET = "SELECT pgmsg_rotate_secret(%s, make_interval(secs => %s), %s) A
 REMOVE_SUBSCRIPTIONS = "DELETE FROM subscriptions WHERE client_id = %s"
 
 #: How many subscriptions a client has, and how many of them are active.
-CLIENT_SUBSCRIPTION_COUNTS = ("SELECT count(*) AS total, count(*) FILTER (WHERE active) AS active "
-                              "FROM subscriptions WHERE client_id = %s")
+CLIENT_SUBSCRIPTION_COUNTS = (
+    "SELECT count(*) AS total, count(*) FILTER (WHERE active) AS active "
+    "FROM subscriptions WHERE client_id = %s"
+)
 
 #: Pause or resume a client's subscriptions (or one of them); the ids changed.
 SET_ACTIVE = """
@@ -125,30 +129,56 @@ class SubscriptionsMixin(ClientCore):
         where every role that can connect may LISTEN; by default a notification
         carries only ids and the listener reads the message through row-level security.
         """
-        for name, value in (("client_id", client_id), ("delivery_mode", delivery_mode),
-                            ("message_type", message_type), ("namespace", namespace), ("push_mode", push_mode)):
+        for name, value in (
+            ("client_id", client_id),
+            ("delivery_mode", delivery_mode),
+            ("message_type", message_type),
+            ("namespace", namespace),
+            ("push_mode", push_mode),
+        ):
             _check_text(name, value)
-        for name, value in (("webhook_url", webhook_url), ("notify_channel", notify_channel),
-                            ("signing_secret", signing_secret)):
+        for name, value in (
+            ("webhook_url", webhook_url),
+            ("notify_channel", notify_channel),
+            ("signing_secret", signing_secret),
+        ):
             _check_text(name, value, optional=True)
         for name, value in (("message_type", message_type), ("namespace", namespace)):
             if len(value) > MAX_PATTERN_LENGTH:
-                raise InvalidInput(f"{name} filter {shown(value)} is longer than {MAX_PATTERN_LENGTH} characters; "
-                                   f"no message has a longer {name}")
-        for name, value in (("http_timeout_ms", http_timeout_ms), ("max_attempts", max_attempts),
-                            ("lease_seconds", lease_seconds), ("retry_base_ms", retry_base_ms),
-                            ("retry_max_ms", retry_max_ms)):
+                raise InvalidInput(
+                    f"{name} filter {shown(value)} is longer than {MAX_PATTERN_LENGTH} characters; "
+                    f"no message has a longer {name}"
+                )
+        for name, value in (
+            ("http_timeout_ms", http_timeout_ms),
+            ("max_attempts", max_attempts),
+            ("lease_seconds", lease_seconds),
+            ("retry_base_ms", retry_base_ms),
+            ("retry_max_ms", retry_max_ms),
+        ):
             _check_int(name, value)
         _check_bool("ordered", ordered)
         _check_bool("durable", durable)
         _check_bool("notify_payload", notify_payload)
         filter_value = None if payload_filter is None else _jsonb(payload_filter, "payload_filter")
         settings = {
-            "client": client_id, "mode": delivery_mode, "type": message_type, "namespace": namespace,
-            "url": webhook_url, "channel": notify_channel, "timeout": http_timeout_ms, "push_mode": push_mode,
-            "max_attempts": max_attempts, "lease": lease_seconds, "retry_base": retry_base_ms,
-            "retry_max": retry_max_ms, "filter": filter_value, "ordered": ordered, "durable": durable,
-            "notify_payload": notify_payload, "secret": signing_secret,
+            "client": client_id,
+            "mode": delivery_mode,
+            "type": message_type,
+            "namespace": namespace,
+            "url": webhook_url,
+            "channel": notify_channel,
+            "timeout": http_timeout_ms,
+            "push_mode": push_mode,
+            "max_attempts": max_attempts,
+            "lease": lease_seconds,
+            "retry_base": retry_base_ms,
+            "retry_max": retry_max_ms,
+            "filter": filter_value,
+            "ordered": ordered,
+            "durable": durable,
+            "notify_payload": notify_payload,
+            "secret": signing_secret,
         }
         # Administrators may not read signing secrets (only the dispatcher and the
         # owning client may), so the secret shown is the one this call generated or
@@ -157,22 +187,30 @@ class SubscriptionsMixin(ClientCore):
         with translated(f"subscribing {shown(client_id)}"), self._connection() as conn, conn.transaction():
             row = conn.execute(SUBSCRIBE_NEW, settings).fetchone()
             if row is None:
-                row = conn.execute(SUBSCRIBE_AGAIN if signing_secret is None else SUBSCRIBE_AGAIN_WITH_SECRET,
-                                   settings).fetchone()
+                row = conn.execute(
+                    SUBSCRIBE_AGAIN if signing_secret is None else SUBSCRIBE_AGAIN_WITH_SECRET, settings
+                ).fetchone()
         if row is None:
-            raise NotFound(f"the subscription of {client_id!r} was removed while it was being updated; subscribe again")
+            raise NotFound(
+                f"the subscription of {client_id!r} was removed while it was being updated; subscribe again"
+            )
         return Subscription(**row)
 
-    def subscriptions(self, client_id: str | None = None, *, with_secrets: bool = False) -> list[Subscription]:
+    def subscriptions(
+        self, client_id: str | None = None, *, with_secrets: bool = False
+    ) -> list[Subscription]:
         """All subscriptions, or one client's.
 
         ``with_secrets`` reads the signing secrets too, which only the superuser, the
         dispatcher and the owning client may (an administrator is refused).
         """
-        with translated("listing subscriptions" + (" with their secrets" if with_secrets else "")), \
-                self._connection() as conn:
-            rows = conn.execute(LIST_SUBSCRIPTIONS_WITH_SECRETS if with_secrets else LIST_SUBSCRIPTIONS,
-                                {"client": client_id}).fetchall()
+        with (
+            translated("listing subscriptions" + (" with their secrets" if with_secrets else "")),
+            self._connection() as conn,
+        ):
+            rows = conn.execute(
+                LIST_SUBSCRIPTIONS_WITH_SECRETS if with_secrets else LIST_SUBSCRIPTIONS, {"client": client_id}
+            ).fetchall()
         return [Subscription(**r) for r in rows]
 
     def client_subscription_counts(self, client_id: str) -> dict[str, int]:
@@ -193,16 +231,20 @@ class SubscriptionsMixin(ClientCore):
         return self._set_active(client_id, True, subscription_id)
 
     def _set_active(self, client_id: str, active: bool, subscription_id: int | None) -> list[int]:
-        with translated(f"{'resuming' if active else 'pausing'} the subscriptions of {client_id!r}"), \
-                self._connection() as conn:
-            rows = conn.execute(SET_ACTIVE, {"active": active, "client": client_id,
-                                             "id": subscription_id}).fetchall()
+        with (
+            translated(f"{'resuming' if active else 'pausing'} the subscriptions of {client_id!r}"),
+            self._connection() as conn,
+        ):
+            rows = conn.execute(
+                SET_ACTIVE, {"active": active, "client": client_id, "id": subscription_id}
+            ).fetchall()
         if not rows:
             raise NotFound(f"no subscription with id {subscription_id} for client {client_id!r}")
         return sorted(r["id"] for r in rows)
 
-    def rotate_secret(self, subscription_id: int, *, overlap_seconds: int = 86_400,
-                      new_secret: str | None = None) -> str:
+    def rotate_secret(
+        self, subscription_id: int, *, overlap_seconds: int = 86_400, new_secret: str | None = None
+    ) -> str:
         """Give an http subscription a new signing secret; the old one stays valid for the overlap."""
         with translated(f"rotating the secret of subscription {subscription_id}"), self._connection() as conn:
             row = conn.execute(ROTATE_SECRET, (subscription_id, overlap_seconds, new_secret)).fetchone()
@@ -224,9 +266,12 @@ class SubscriptionsMixin(ClientCore):
         webhook-id, the database's timestamp and the signature: an administrator may not
         read signing secrets, and gets a signature of the fixed test event only.
         """
-        with translated(f"signing a test event for subscription {subscription_id}"), self._connection() as conn:
+        with (
+            translated(f"signing a test event for subscription {subscription_id}"),
+            self._connection() as conn,
+        ):
             row = conn.execute(WEBHOOK_TEST_EVENT, (subscription_id,)).fetchone()
-        if row is None:     # the function raises instead; kept for a clear message regardless
+        if row is None:  # the function raises instead; kept for a clear message regardless
             raise NotFound(f"no subscription with id {subscription_id}")
         return row
 

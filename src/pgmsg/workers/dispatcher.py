@@ -64,15 +64,22 @@ class Dispatcher:
     ) -> None:
         # A zero leaves no request slot (nothing is ever pushed, silently); a lease of
         # 0 lapses at once, so another dispatcher would send the same webhook-id too.
-        for setting, value, low, high in (("workers", workers, 1, 10_000),
-                                          ("per_subscription", per_subscription, 1, 10_000),
-                                          ("batch", batch, 1, 100_000),
-                                          ("lease_seconds", lease_seconds, 1, 43_200),
-                                          ("idle_poll_seconds", idle_poll_seconds, 0.001, 3_600)):
-            if not low <= value <= high:    # NaN fails every comparison
-                raise InvalidInput(f"dispatcher setting {setting}={value!r} is out of range: give {low} to {high}"
-                                   + (" (well above the longest http_timeout_ms, at most 60 s)"
-                                      if setting == "lease_seconds" else ""))
+        for setting, value, low, high in (
+            ("workers", workers, 1, 10_000),
+            ("per_subscription", per_subscription, 1, 10_000),
+            ("batch", batch, 1, 100_000),
+            ("lease_seconds", lease_seconds, 1, 43_200),
+            ("idle_poll_seconds", idle_poll_seconds, 0.001, 3_600),
+        ):
+            if not low <= value <= high:  # NaN fails every comparison
+                raise InvalidInput(
+                    f"dispatcher setting {setting}={value!r} is out of range: give {low} to {high}"
+                    + (
+                        " (well above the longest http_timeout_ms, at most 60 s)"
+                        if setting == "lease_seconds"
+                        else ""
+                    )
+                )
         self.store = DispatchStore(conninfo)
         self.conninfo = self.store.conninfo
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -95,7 +102,7 @@ class Dispatcher:
         self._pushes: set[Future[None]] = set()
         # Per subscription, requests claimed and not yet finished: what the cap counts.
         self._inflight: Counter[int] = Counter()
-        self._inflight_ids: set[int] = set()   # deliveries claimed, not yet recorded
+        self._inflight_ids: set[int] = set()  # deliveries claimed, not yet recorded
         self._lock = threading.Lock()
         # Set whenever a push finishes: a request slot is free again.
         self._slot_freed = threading.Event()
@@ -151,8 +158,9 @@ class Dispatcher:
         """
         with self._lock:
             busy = {sub: n for sub, n in self._inflight.items() if n > 0}
-        rows = self.store.claim(self.name, self.batch, self.per_subscription + self.claim_ahead,
-                                self.lease_seconds, busy)
+        rows = self.store.claim(
+            self.name, self.batch, self.per_subscription + self.claim_ahead, self.lease_seconds, busy
+        )
         # The outcome of a push must be recorded while the claim holds: a push
         # recorded after its lease lapsed could collide with another dispatcher's.
         if not rows:
@@ -163,8 +171,9 @@ class Dispatcher:
             with self._lock:
                 self._inflight[row["subscription_id"]] += 1
                 self._inflight_ids.add(row["delivery_id"])
-            pushing = asyncio.run_coroutine_threadsafe(self._push_and_record(row, record_until, allowlist),
-                                                       self._loop)
+            pushing = asyncio.run_coroutine_threadsafe(
+                self._push_and_record(row, record_until, allowlist), self._loop
+            )
             with self._lock:
                 self._pushes.add(pushing)
             pushing.add_done_callback(self._pushes_done)
@@ -229,8 +238,11 @@ class Dispatcher:
             inflight = list(self._inflight_ids)
         released = self.store.release_orphans(self.name, inflight)
         if released:
-            log.warning("released %d deliveries claimed by %s before its connection was lost",
-                        len(released), self.name)
+            log.warning(
+                "released %d deliveries claimed by %s before its connection was lost",
+                len(released),
+                self.name,
+            )
         return len(released)
 
     def inflight(self) -> int:
@@ -264,8 +276,14 @@ class Dispatcher:
                     self._wait_for_work(wake, stop)
 
         # Database restarts are expected: reconnect after a pause.
-        runtime.reconnecting(stop, session, log=log, message="dispatcher lost the database; reconnecting",
-                             pause=1.0, on_lost=self.store.forget_connection)
+        runtime.reconnecting(
+            stop,
+            session,
+            log=log,
+            message="dispatcher lost the database; reconnecting",
+            pause=1.0,
+            on_lost=self.store.forget_connection,
+        )
 
     def _wait_for_work(self, wake: Listener, stop: threading.Event) -> None:
         """Wait until claiming again may find something: everything claimable was just claimed.
@@ -333,23 +351,47 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """pgmsg-dispatcher: push webhooks until SIGTERM/SIGINT. Connection from PGMSG_DSN or PG*."""
     parser = runtime.parser("pgmsg-dispatcher", main.__doc__)
-    parser.add_argument("--workers", type=_positive, default=16, help="concurrent requests in all (default 16)")
-    parser.add_argument("--per-subscription", type=_positive, default=4,
-                        help="concurrent requests per subscription, so one slow endpoint cannot take every worker")
-    parser.add_argument("--name", default=os.environ.get("PGMSG_DISPATCHER_NAME") or None,
-                        help="name in pgmsg_dispatchers (default PGMSG_DISPATCHER_NAME, else host:pid)")
-    parser.add_argument("--ca-file", default=os.environ.get("PGMSG_WEBHOOK_CA_FILE") or None,
-                        help="PEM file of CAs trusted for https endpoints besides the system's "
-                             "(default PGMSG_WEBHOOK_CA_FILE)")
+    parser.add_argument(
+        "--workers", type=_positive, default=16, help="concurrent requests in all (default 16)"
+    )
+    parser.add_argument(
+        "--per-subscription",
+        type=_positive,
+        default=4,
+        help="concurrent requests per subscription, so one slow endpoint cannot take every worker",
+    )
+    parser.add_argument(
+        "--name",
+        default=os.environ.get("PGMSG_DISPATCHER_NAME") or None,
+        help="name in pgmsg_dispatchers (default PGMSG_DISPATCHER_NAME, else host:pid)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        default=os.environ.get("PGMSG_WEBHOOK_CA_FILE") or None,
+        help="PEM file of CAs trusted for https endpoints besides the system's "
+        "(default PGMSG_WEBHOOK_CA_FILE)",
+    )
     args = parser.parse_args(argv)
     try:
-        config = runtime.settings(needs_client=False, metrics_port=args.metrics_port, metrics_flag="--metrics-port")
-        dispatcher = Dispatcher(config.conninfo, name=args.name, workers=args.workers,
-                                per_subscription=args.per_subscription, ca_file=args.ca_file)
+        config = runtime.settings(
+            needs_client=False, metrics_port=args.metrics_port, metrics_flag="--metrics-port"
+        )
+        dispatcher = Dispatcher(
+            config.conninfo,
+            name=args.name,
+            workers=args.workers,
+            per_subscription=args.per_subscription,
+            ca_file=args.ca_file,
+        )
     except InvalidInput as exc:
         parser.error(str(exc))
-    stop = runtime.start("dispatcher", config, name=dispatcher.name, workers=args.workers,
-                         per_subscription=args.per_subscription)
+    stop = runtime.start(
+        "dispatcher",
+        config,
+        name=dispatcher.name,
+        workers=args.workers,
+        per_subscription=args.per_subscription,
+    )
     try:
         dispatcher.run(stop)
     finally:

@@ -31,8 +31,9 @@ MAX_BATCH = 100_000
 class FanOutWorker:
     """Move deferred messages in batches of ``batch`` until ``stop`` is set."""
 
-    def __init__(self, conninfo: str, *, batch: int = 1000, poll_seconds: float = 0.01,
-                 reconnect_seconds: float = 2.0) -> None:
+    def __init__(
+        self, conninfo: str, *, batch: int = 1000, poll_seconds: float = 0.01, reconnect_seconds: float = 2.0
+    ) -> None:
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
             raise InvalidInput(f"the fan-out batch must be 1-{MAX_BATCH} messages, not {batch!r}")
         if not 0.001 <= poll_seconds <= 60:
@@ -46,8 +47,13 @@ class FanOutWorker:
     def run(self, stop: threading.Event) -> None:
         # A database restart is routine, and so is a deadlock or a lock timeout, which
         # roll the move back whole: what waits stays in message_inbox, for the next try.
-        runtime.reconnecting(stop, lambda: self._drain(stop), log=log, message="fan-out failed, trying again",
-                             pause=self.reconnect_seconds)
+        runtime.reconnecting(
+            stop,
+            lambda: self._drain(stop),
+            log=log,
+            message="fan-out failed, trying again",
+            pause=self.reconnect_seconds,
+        )
 
     def _drain(self, stop: threading.Event) -> None:
         """Connect, then move batch after batch, pausing poll_seconds when none waits."""
@@ -58,8 +64,12 @@ class FanOutWorker:
                 if moved:
                     self.moved += moved
                     metrics.deferred_fanned_out.inc(moved)
-                    log.debug("moved deferred messages", extra={"fields": {
-                        "moved": moved, "ms": round((time.monotonic() - started) * 1000, 3)}})
+                    log.debug(
+                        "moved deferred messages",
+                        extra={
+                            "fields": {"moved": moved, "ms": round((time.monotonic() - started) * 1000, 3)}
+                        },
+                    )
                 else:
                     stop.wait(self.poll_seconds)
 
@@ -67,13 +77,19 @@ class FanOutWorker:
 def main(argv: list[str] | None = None) -> int:
     """pgmsg-fan-out: fan out deferred messages until SIGTERM/SIGINT. Connection from PGMSG_DSN or PG*."""
     parser = runtime.parser("pgmsg-fan-out", main.__doc__)
-    parser.add_argument("--batch", help="messages moved per transaction (default PGMSG_FAN_OUT_BATCH, else 1000)")
-    parser.add_argument("--poll-ms", help="pause when nothing waits, in ms (default PGMSG_FAN_OUT_POLL_MS, else 10)")
+    parser.add_argument(
+        "--batch", help="messages moved per transaction (default PGMSG_FAN_OUT_BATCH, else 1000)"
+    )
+    parser.add_argument(
+        "--poll-ms", help="pause when nothing waits, in ms (default PGMSG_FAN_OUT_POLL_MS, else 10)"
+    )
     args = parser.parse_args(argv)
     try:
         batch = int(runtime.setting(args.batch, "--batch", "PGMSG_FAN_OUT_BATCH", "1000", int))
         poll_ms = runtime.setting(args.poll_ms, "--poll-ms", "PGMSG_FAN_OUT_POLL_MS", "10", float)
-        config = runtime.settings(needs_client=False, metrics_port=args.metrics_port, metrics_flag="--metrics-port")
+        config = runtime.settings(
+            needs_client=False, metrics_port=args.metrics_port, metrics_flag="--metrics-port"
+        )
         worker = FanOutWorker(config.conninfo, batch=batch, poll_seconds=poll_ms / 1000)
     except InvalidInput as exc:
         parser.error(str(exc))

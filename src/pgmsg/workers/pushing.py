@@ -18,13 +18,14 @@ from pgmsg.errors import PgmsgError
 from pgmsg.ssrf import Allowlist, BlockedTarget, check_url
 from pgmsg.webhook_http import NoAnswer, WebhookClient
 
+
 class Pushed(NamedTuple):
     """The outcome of one push, as pgmsg_record_http_attempts takes it."""
 
-    code: int | None            # the HTTP status, None without an answer
-    error: str | None           # None for a 2xx
+    code: int | None  # the HTTP status, None without an answer
+    error: str | None  # None for a 2xx
     duration_ms: float
-    retry_after: float | None   # seconds, from the answer's Retry-After
+    retry_after: float | None  # seconds, from the answer's Retry-After
 
 
 def request_headers(row: dict[str, Any]) -> dict[str, str]:
@@ -50,8 +51,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 class Pusher:
     """Makes pushes on ``loop`` over kept-alive connections; ``resolve`` replaces DNS lookups (tests)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, ca_file: str | None = None,
-                 resolve: Callable[[str, int], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        ca_file: str | None = None,
+        resolve: Callable[[str, int], list[str]] | None = None,
+    ) -> None:
         self._loop = loop
         self.resolve = resolve
         self._http = WebhookClient(ca_file)
@@ -67,8 +73,9 @@ class Pusher:
             return Pushed(None, f"refused: {exc}", 0.0, None)
         try:
             # To the address just checked, not a new lookup of the name (DNS rebinding).
-            answer = await self._http.post(url, addresses[0], request_headers(row), body,
-                                           row["http_timeout_ms"] / 1000.0)
+            answer = await self._http.post(
+                url, addresses[0], request_headers(row), body, row["http_timeout_ms"] / 1000.0
+            )
         except NoAnswer as exc:
             return Pushed(None, str(exc)[:2000], _ms(started), None)
         duration = _ms(started)
@@ -83,7 +90,8 @@ class Pusher:
             return check_url(url, allowlist, resolve=_lookup_elsewhere)
         except _NeedsLookup:
             return await self._loop.run_in_executor(
-                None, functools.partial(check_url, url, allowlist, resolve=self.resolve))
+                None, functools.partial(check_url, url, allowlist, resolve=self.resolve)
+            )
 
     def close(self) -> None:
         """Close the kept-alive connections (on the loop)."""

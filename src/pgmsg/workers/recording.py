@@ -35,7 +35,7 @@ class Finished:
     error: str | None
     duration_ms: float
     retry_after: float | None
-    record_until: float          # time.monotonic() by which it must be recorded (the lease)
+    record_until: float  # time.monotonic() by which it must be recorded (the lease)
 
 
 class Recorder:
@@ -121,8 +121,11 @@ class Recorder:
         try:
             outcomes = self._record_rows(batch)
         except ConnectionFailed:
-            log.error("could not record %d pushes: the database is unreachable; they will be pushed "
-                      "again when their leases lapse", len(batch))
+            log.error(
+                "could not record %d pushes: the database is unreachable; they will be pushed "
+                "again when their leases lapse",
+                len(batch),
+            )
             outcomes = {}
         except PgmsgError:
             outcomes = {}
@@ -140,20 +143,32 @@ class Recorder:
         if lost:
             # The delivery was released, claimed again or made a dead letter meanwhile:
             # its current state is the current holder's, and this outcome is dropped.
-            log.warning("%d pushes not recorded: their lease had passed on (deliveries %s)",
-                        len(lost), ", ".join(map(str, lost[:20])))
+            log.warning(
+                "%d pushes not recorded: their lease had passed on (deliveries %s)",
+                len(lost),
+                ", ".join(map(str, lost[:20])),
+            )
         with self._lock:
             self.pushed += len(outcomes) - len(lost)
             self.lost_leases += len(lost)
         self._released(f.row["delivery_id"] for f in batch)
 
     def _record_rows(self, batch: list[Finished]) -> dict[int, str | None]:
-        what = (f"recording the push of delivery {batch[0].row['delivery_id']}" if len(batch) == 1
-                else f"recording {len(batch)} pushes")
+        what = (
+            f"recording the push of delivery {batch[0].row['delivery_id']}"
+            if len(batch) == 1
+            else f"recording {len(batch)} pushes"
+        )
         return self._store.record(
-            what, [f.row["delivery_id"] for f in batch], [f.row["lease_token"] for f in batch],
-            [f.code for f in batch], [f.error for f in batch], [f.duration_ms for f in batch],
-            [f.retry_after for f in batch], retry_until=min(f.record_until for f in batch))
+            what,
+            [f.row["delivery_id"] for f in batch],
+            [f.row["lease_token"] for f in batch],
+            [f.code for f in batch],
+            [f.error for f in batch],
+            [f.duration_ms for f in batch],
+            [f.retry_after for f in batch],
+            retry_until=min(f.record_until for f in batch),
+        )
 
     def give_back(self, rows: list[dict[str, Any]]) -> int:
         """Give back claimed deliveries that were not requested: pending again, the attempt undone.
@@ -162,15 +177,21 @@ class Recorder:
         left to its holder. Returns how many were given back.
         """
         try:
-            given = self._store.give_back([r["delivery_id"] for r in rows], [r["lease_token"] for r in rows],
-                                          retry_until=time.monotonic() + 5)
+            given = self._store.give_back(
+                [r["delivery_id"] for r in rows],
+                [r["lease_token"] for r in rows],
+                retry_until=time.monotonic() + 5,
+            )
         except PgmsgError:
             # Their leases have run out or are about to: they are claimable again anyway.
             log.exception("giving back %d unsent deliveries failed", len(rows))
             given = []
-        log.warning("%d deliveries waited for a request slot until too little of their lease was left; "
-                    "given back unsent: %d (lease_seconds must exceed the endpoints' http_timeout_ms)",
-                    len(rows), len(given))
+        log.warning(
+            "%d deliveries waited for a request slot until too little of their lease was left; "
+            "given back unsent: %d (lease_seconds must exceed the endpoints' http_timeout_ms)",
+            len(rows),
+            len(given),
+        )
         with self._lock:
             self.given_back += len(given)
         self._released(r["delivery_id"] for r in rows)
