@@ -212,3 +212,43 @@ def test_shared_inventories_run_a_three_node_cluster_with_tls(environment: str) 
     for host in db:
         assert "vault_patroni_replication_password" in hostvars[host]["patroni_replication_password"]
         assert "vault_patroni_restapi_password" in hostvars[host]["patroni_restapi_password"]
+
+
+# Types and choices are checked by Ansible's role argument validation (roles/*/meta/argument_specs.yml),
+# before the role's first task: a wrong value stops the deploy with Ansible's own message.
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"postgres_network_mode": "overlay"},
+            "value of postgres_network_mode must be one of: host, bridge, got: overlay",
+        ),
+        (
+            {"pgadmin_network_mode": "macvlan"},
+            "value of pgadmin_network_mode must be one of: host, bridge, got: macvlan",
+        ),
+        (
+            {"postgres_max_connections": "many"},
+            "argument 'postgres_max_connections' is of type str and we were unable to convert to int",
+        ),
+        ({"pgmsg_tls_source": "letsencrypt"}, "value of pgmsg_tls_source must be one of: ca, inventory"),
+        (
+            {"pgbackrest_compress_type": "zip"},
+            "value of pgbackrest_compress_type must be one of: zst, lz4, gz, bz2, none",
+        ),
+        (
+            {"postgres_exporter_restart_policy": "sometimes"},
+            "value of postgres_exporter_restart_policy must be one of",
+        ),
+    ],
+)
+def test_wrong_type_or_choice_is_refused_by_the_argument_specs(extra: dict[str, str], message: str) -> None:
+    run = validate("local", "-e", json.dumps(extra), vault=False)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "Validation of arguments failed" in out
+    assert message in out
+    # It stops at the validation of the role it concerns: no task of that role ran.
+    failed_role = re.search(r"TASK \[(\w+) : Validating arguments[^\n]*\n(?:[^\n]*\n)*?\[ERROR\]", out)
+    assert failed_role, out[-3000:]
+    assert f"TASK [{failed_role.group(1)} : Ensure" not in out.split(failed_role.group(0))[-1]
