@@ -237,6 +237,18 @@ def test_shared_inventories_run_a_three_node_cluster_with_tls(environment: str) 
             "value of pgbackrest_compress_type must be one of: zst, lz4, gz, bz2, none",
         ),
         (
+            {"pgadmin_servers": [{"name": "pgmsg messaging", "port": 5432}]},
+            "missing required arguments: host found in pgadmin_servers",
+        ),
+        (
+            {"pgbackrest_jobs": [{"name": "full", "command": "SELECT 1"}]},
+            "missing required arguments: schedule found in pgbackrest_jobs",
+        ),
+        (
+            {"pgadmin_servers": [{"name": "db", "host": "db.internal", "sslmode": "maybe"}]},
+            "value of sslmode must be one of: disable, allow, prefer, require, verify-ca, verify-full",
+        ),
+        (
             {"postgres_exporter_restart_policy": "sometimes"},
             "value of postgres_exporter_restart_policy must be one of",
         ),
