@@ -132,7 +132,7 @@ def health(
     \b
     Exit codes (the monitoring-plugins convention):
       0  ok        every check passed
-      1  warning   at least one check warns, none is critical
+      1  warning   at least one check warns, none is critical or unknown
       2  critical  at least one check is critical
       3  unknown   no verdict: the database is unreachable (or was lost), a
                    check could not run (e.g. no privilege), or a usage error
