@@ -1,5 +1,5 @@
 """The checks of ``pgmsg health``: the client's readings of the system judged against
-thresholds, one :class:`Check` (ok, warning or critical, and why) per finding."""
+thresholds, one :class:`Check` (ok, warning, critical or unknown, and why) per finding."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ from pgmsg.client import Client, is_connection_error
 from pgmsg.errors import ConnectionFailed, PgmsgError, describe
 
 OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
-#: Each status's exit code (the monitoring-plugins convention).
+#: Exit codes (monitoring-plugins); a check that could not run makes the verdict unknown, unless one is critical.
 SEVERITY = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
-#: Which status the overall verdict takes: a check that could not run leaves the verdict
-#: unknown (not a reassuring warning), unless another check is already critical.
 _PRECEDENCE = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
 
 #: Extensions the schema depends on: http (in-transaction push), pg_cron
