@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -96,12 +100,12 @@ def test_retry_resends_failed_pushes_now(run: Run, client: Client, run_id: str, 
     [delivery] = client.deliveries(message_id)
     assert delivery["status"] == "failed" and delivery["push_status_code"] == 422
 
-    again = run("retry", "--client", run_id + "-hook")
+    again = run("retry", "--client", run_id + "-hook", "--yes")
     assert again.exit_code == 1  # still refused: shown and non-zero
     assert "422" in again.output and "1 of 1 retried deliveries not delivered" in again.output
 
     receiver.status = 200
-    result = run("retry", "--client", run_id + "-hook", "--since", "1h", "--json")
+    result = run("retry", "--client", run_id + "-hook", "--since", "1h", "--json", "-y")
     assert result.exit_code == 0, result.output
     [outcome] = json.loads(result.stdout)
     assert (outcome["delivery_id"], outcome["status"]) == (delivery["id"], "delivered")
@@ -125,7 +129,7 @@ def test_retry_by_id(run: Run, client: Client, run_id: str, receiver: Receiver) 
     receiver.status = 404
     first, second = (client.deliveries(client.publish(run_id + ".e", {}))[0]["id"] for _ in range(2))
     receiver.status = 200
-    result = run("retry", "--id", str(first))
+    result = run("retry", "--id", str(first), "--yes")
     assert result.exit_code == 0, result.output
     statuses = {
         d["id"]: d["status"] for d in run_json(run, "deliveries", "list", "--client", run_id + "-hook")
@@ -152,3 +156,87 @@ def test_stats_and_list_show_cancelled_deliveries(run: Run, client: Client, run_
     listed = run("deliveries", "list", "--client", run_id + "-gone", "--status", "cancelled", "--json")
     assert listed.exit_code == 0, listed.output
     assert [d["status"] for d in json.loads(listed.stdout)] == ["cancelled"]
+
+
+def failing_hook(client: Client, run_id: str, receiver: Receiver, count: int) -> tuple[str, list[int]]:
+    """An in-transaction http subscription whose ``count`` pushes the receiver refused for good
+    (422: the scheduled retry job leaves them alone); the receiver answers 200 from then on."""
+    hook = run_id + "-hook"
+    client.subscribe(
+        hook, "http", message_type=run_id + ".*", webhook_url=receiver.url, push_mode="in_transaction"
+    )
+    receiver.status = 422
+    ids = [client.deliveries(client.publish(run_id + ".e", {"n": n}))[0]["id"] for n in range(count)]
+    receiver.status = 200
+    assert len(receiver.requests) == count
+    return hook, ids
+
+
+def statuses(client: Client, ids: list[int]) -> list[str]:
+    return [client.delivery(i)["status"] for i in ids]
+
+
+def at_terminal(dsn: str, answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pgmsg ARGS`` in a real process whose stdin is a terminal (a pty), answering ``answer``."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, answer.encode())
+        return subprocess.run(
+            [sys.executable, "-m", "pgmsg.cli", *args],
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            env={"PGMSG_DSN": dsn, "PATH": "/usr/bin:/bin"},
+            timeout=60,
+        )
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+def test_retry_says_what_it_will_resend_and_asks_at_a_terminal(
+    dsn: str, client: Client, run_id: str, receiver: Receiver
+) -> None:
+    hook, ids = failing_hook(client, run_id, receiver, 2)
+    declined = at_terminal(dsn, "n\n", "retry", "--client", hook, "--since", "1h")
+    assert declined.returncode == 1, declined.stderr
+    question = f"Re-send 2 failed HTTP push(es) of client '{hook}' created in the last 1h00m now?"
+    assert question in declined.stderr
+    assert len(receiver.requests) == 2 and statuses(client, ids) == ["failed", "failed"]
+
+    accepted = at_terminal(dsn, "y\n", "retry", "--client", hook)
+    assert accepted.returncode == 0, accepted.stderr
+    assert f"Re-send 2 failed HTTP push(es) of client '{hook}' now?" in accepted.stderr
+    assert len(receiver.requests) == 4 and statuses(client, ids) == ["delivered", "delivered"]
+    assert accepted.stdout.count("delivered") == 2
+
+
+def test_retry_without_a_terminal_refuses_and_resends_nothing(
+    run: Run, dsn: str, client: Client, run_id: str, receiver: Receiver
+) -> None:
+    """A careless cron job (stdin not a terminal, no --yes) neither hangs nor re-sends."""
+    hook, ids = failing_hook(client, run_id, receiver, 1)
+    refused = run("retry", "--client", hook)
+    assert refused.exit_code == 1
+    assert "stdin is not a terminal" in refused.stderr and "--yes" in refused.stderr
+    piped = run("retry", "--client", hook, input="y\n")  # `yes | pgmsg retry` is not a person
+    assert piped.exit_code == 1 and "nothing was done" in piped.stderr
+    as_json = run("retry", "--client", hook, "--json")
+    assert as_json.exit_code == 1
+    error = json.loads(as_json.stdout)["error"]
+    assert error["kind"] == "confirmation-needed" and "--yes" in error["hint"]
+    cron = subprocess.run(
+        [sys.executable, "-m", "pgmsg.cli", "retry", "--client", hook],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={"PGMSG_DSN": dsn, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert cron.returncode == 1 and "stdin is not a terminal" in cron.stderr
+    assert len(receiver.requests) == 1 and statuses(client, ids) == ["failed"]
+    assert [a["status_code"] for a in client.attempts(ids[0])] == [422]
+
+    done = run("retry", "--client", hook, "--yes")
+    assert done.exit_code == 0, done.output
+    assert len(receiver.requests) == 2 and statuses(client, ids) == ["delivered"]

@@ -50,6 +50,55 @@ def test_unreachable_database_is_a_clear_error_with_exit_1(args: tuple[str, ...]
     assert "Connection refused" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--json", "subscriptions", "list"),
+        ("deliveries", "list", "--json"),
+        ("deliveries", "stats", "--json"),
+        ("dead-letters", "list", "--json"),
+        ("publish", "t.e", "{}", "--json"),
+        ("retry", "--json"),
+        ("migrate", "status", "--json"),
+        ("deferred", "status", "--json"),
+    ],
+)
+def test_json_commands_print_a_json_error_when_the_database_is_unreachable(args: tuple[str, ...]) -> None:
+    """A program reading stdout gets an error object, not an empty stdout and a text on stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pgmsg.cli", "--dsn", UNREACHABLE, *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "unreachable"
+    assert error["message"].startswith("cannot connect to the messaging database: ")
+    assert "Connection refused" in error["message"] and "PGMSG_DSN" in error["hint"]
+    assert result.stderr.startswith("Error: cannot connect")  # people still read it there
+
+
+def test_json_errors_for_bad_input_and_unknown_names(run: Run, run_id: str) -> None:
+    bad = run("publish", "not a type!", "{}", "--json")
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["kind"] == "invalid-input"
+    missing = run("--json", "subscriptions", "pause", run_id + "-none")
+    assert missing.exit_code == 1
+    assert json.loads(missing.stdout)["error"] == {
+        "kind": "not-found",
+        "message": f"no subscription for client {run_id + '-none'!r}; "
+        "see `pgmsg subscriptions list` for the clients there are",
+        "hint": None,
+    }
+    usage = run("deliveries", "list", "--since", "yesterday", "--json")
+    assert usage.exit_code == 2 and json.loads(usage.stdout)["error"]["kind"] == "usage"
+    malformed = run("--dsn", "host=127.0.0.1 port", "--json", "subscriptions", "list")
+    assert malformed.exit_code == 1 and json.loads(malformed.stdout)["error"]["kind"] == "invalid-input"
+    # Without --json, stdout stays empty: errors go to stderr only.
+    assert run("subscriptions", "pause", run_id + "-none").stdout == ""
+
+
 def test_dsn_from_environment_and_libpq_variables(dsn: str) -> None:
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     env = {

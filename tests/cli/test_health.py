@@ -1,4 +1,5 @@
-"""pgmsg health: exit 0 ok, 1 warning, 2 critical, 3 unreachable, under conditions made here.
+"""pgmsg health: exit 0 ok, 1 warning, 2 critical, 3 unknown (monitoring-plugins), under
+conditions made here.
 
 Other deliveries may exist in the shared database, so the client-scoped checks
 are run with --client, and the others are asserted only where this deployment
@@ -40,7 +41,7 @@ def test_full_report_has_a_line_per_check(run: Run) -> None:
     assert "pgmsg-release-expired-leases" in result.output
     as_json = json.loads(run("health", "--json").stdout)
     assert as_json["status"] in ("ok", "warning", "critical")
-    assert {c["status"] for c in as_json["checks"]} <= {"ok", "warning", "critical"}
+    assert {c["status"] for c in as_json["checks"]} <= {"ok", "warning", "critical"}  # all could run
 
 
 def test_ok_for_a_healthy_client(run: Run, client: Client, run_id: str) -> None:
@@ -144,10 +145,21 @@ def test_idle_in_transaction_session_warns(run: Run, dsn: str) -> None:
     assert found["oldest-transaction"]["status"] == "warning"
 
 
-def test_thresholds_must_make_sense(run: Run) -> None:
+def test_usage_errors_are_unknown_not_critical(run: Run) -> None:
+    """Monitoring reads 2 as CRITICAL: a typo in a check's command line must say UNKNOWN (3)."""
     result = run("health", "--max-pending-age", "600", "--critical-pending-age", "60")
-    assert result.exit_code == 2 and "must not be lower than --max-pending-age" in result.output
-    assert run("health", "--check", "everything").exit_code == 2
+    assert result.exit_code == 3 and "must not be lower than --max-pending-age" in result.output
+    assert run("health", "--check", "everything").exit_code == 3
+    assert run("health", "--max-pending-age", "soon").exit_code == 3
+    bad_option = run("health", "--no-such-option", "--json")
+    assert bad_option.exit_code == 3 and "No such option" in bad_option.stderr
+    assert json.loads(bad_option.stdout)["error"] == {
+        "kind": "usage",
+        "message": "No such option '--no-such-option'.",
+        "hint": "see pgmsg health --help",
+    }
+    # Other commands keep click's usage code 2.
+    assert run("deliveries", "list", "--no-such-option").exit_code == 2
 
 
 def test_unreachable_database_exits_3(run: Run) -> None:
@@ -155,6 +167,43 @@ def test_unreachable_database_exits_3(run: Run) -> None:
     assert result.exit_code == 3
     assert "cannot connect to the messaging database" in result.output
     assert "Traceback" not in result.output
+    as_json = CliRunner().invoke(
+        cli, ["--dsn", "host=127.0.0.1 port=1 dbname=x connect_timeout=2", "health", "--json"]
+    )
+    assert as_json.exit_code == 3
+    error = json.loads(as_json.stdout)["error"]
+    assert error["kind"] == "unreachable" and "Connection refused" in error["message"]
+    assert "PGMSG_DSN" in error["hint"]
+    malformed = CliRunner().invoke(cli, ["--dsn", "host=127.0.0.1 port", "health"])
+    assert malformed.exit_code == 3 and "invalid connection string" in malformed.stderr
+
+
+def test_database_error_during_checks_is_unknown(
+    run: Run, dsn: str, db: psycopg.Connection[Any], run_id: str
+) -> None:
+    """A login that may not read what the checks read gets no verdict: 3, not a false ok."""
+    login = f"pgmsg_nobody_{run_id}".replace("-", "_")[:60]
+    db.execute(f"CREATE ROLE \"{login}\" LOGIN PASSWORD 'nobody-pass-1234'")
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+        params.update(user=login, password="nobody-pass-1234")
+        result = CliRunner().invoke(
+            cli, ["--dsn", psycopg.conninfo.make_conninfo(**params), "health", "--check", "pending", "--json"]
+        )
+        assert result.exit_code == 3, result.output
+        report = json.loads(result.stdout)
+        assert report["status"] == "unknown"
+        assert report["checks"][0]["status"] == "unknown"
+        assert "could not check" in report["checks"][0]["detail"]
+    finally:
+        db.execute(f'DROP ROLE "{login}"')
+
+
+def test_help_documents_every_exit_code(run: Run) -> None:
+    text = run("health", "--help").output
+    for line in ("0  ok", "1  warning", "2  critical", "3  unknown"):
+        assert line in text, line
+    assert "unreachable" in text and "usage error" in text
 
 
 def test_cluster_check_on_a_single_node(run: Run, inventory_vars: dict[str, Any]) -> None:
@@ -188,4 +237,4 @@ def test_backups_report_the_last_good_backup_and_check(run: Run, inventory_vars:
     assert critical.exit_code == 2 and checks(critical)["backup"]["status"] == "critical"
     assert "over 0ms" in checks(critical)["backup"]["detail"]
     refused = run("health", "--max-backup-age", "600", "--critical-backup-age", "60")
-    assert refused.exit_code == 2 and "must not be lower than --max-backup-age" in refused.output
+    assert refused.exit_code == 3 and "must not be lower than --max-backup-age" in refused.output

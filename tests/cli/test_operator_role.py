@@ -62,7 +62,7 @@ def test_every_operator_command_works_for_an_administrator(ops: Run, client: Cli
     ok(ops("dead-letters", "list"))
     ok(ops("dead-letters", "redrive", "--client", consumer, "--yes"))
     ok(ops("replay", consumer, "--from-id", str(published), "--yes"))
-    ok(ops("retry"))
+    ok(ops("retry", "--yes"))
     ok(ops("archive", "--older-than", "30d"))
     ok(ops("purge", "--older-than", "7d", "--yes"))
     assert ops("health").exit_code in (0, 1, 2)  # runs; the verdict is the database's state

@@ -15,6 +15,7 @@ from pgmsg.workers.dispatcher import Dispatcher
 from pgmsg.workers.pushing import parse_retry_after
 from tests.support.dispatching import running
 from tests.support.receiver import Receiver, Reply
+from tests.support.signatures import refused_by_both, verified_by_both
 from tests.support.waiting import wait_until
 
 
@@ -220,13 +221,17 @@ def test_dispatcher_works_with_its_least_privilege_role(
     params.update(user=role["name"], password=role["password"])
     limited = Dispatcher(psycopg.conninfo.make_conninfo(**params), name=run_id + "-limited", workers=2)
     try:
-        client.subscribe(run_id + "-lp", "http", message_type=run_id + ".*", webhook_url=receiver.url)
+        sub = client.subscribe(run_id + "-lp", "http", message_type=run_id + ".*", webhook_url=receiver.url)
         message_id = client.publish(run_id + ".x", {"n": 1})
         wait_until(
             lambda: limited.dispatch_once() >= 0 and delivery(client, message_id)["status"] == "delivered"
         )
         limited.heartbeat()
         assert receiver.requests[0].json["id"] == message_id
-        assert "webhook-signature" in {k.lower() for k in receiver.requests[0].headers}
+        [request] = receiver.requests
+        assert sub.signing_secret is not None
+        webhook_id = verified_by_both([sub.signing_secret], request.headers, request.body)
+        assert webhook_id == f"dlv_{delivery(client, message_id)['id']}"
+        refused_by_both([sub.signing_secret], request.headers, request.body + b" ")
     finally:
         limited.close()

@@ -14,9 +14,9 @@ from psycopg.rows import dict_row
 
 from pgmsg import Client
 from pgmsg.errors import InvalidInput
-from pgmsg.signing import verify
 from tests.support.dispatching import running
 from tests.support.receiver import Received, Receiver, Reply
+from tests.support.signatures import refused_by_both, verified_by_both
 from tests.support.waiting import wait_until
 
 
@@ -228,7 +228,7 @@ def test_with_in_transaction_push_on_a_redirect_is_followed_as_the_readme_says(
     assert len(redirecting.requests) == 1
     [request] = inside.requests
     headers, body = request.headers, request.body
-    verify([sub.signing_secret], {k.lower(): v for k, v in headers.items()}, body, tolerance_seconds=30)
+    verified_by_both([sub.signing_secret], headers, body, tolerance_seconds=30)
     assert row["status"] == "failed" and row["push_status_code"] == 503
     assert row["last_error"] == "HTTP 503"
 
@@ -292,7 +292,9 @@ def test_in_transaction_push_signs_with_the_send_time(
     [request] = receiver.requests
     headers, body = request.headers, request.body
     assert int(headers["webhook-timestamp"]) >= sent_after
-    verify([sub.signing_secret], {k.lower(): v for k, v in headers.items()}, body, tolerance_seconds=2)
+    verified_by_both([sub.signing_secret], headers, body, tolerance_seconds=2)
+    moved = {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) - 1)}
+    refused_by_both([sub.signing_secret], moved, body)
 
 
 def test_retry_job_stops_at_its_batch(

@@ -93,7 +93,19 @@ def test_no_password_in_service_environment(host, hostvars) -> None:  # type: ig
 def test_publisher_command_is_installed(host) -> None:  # type: ignore[no-untyped-def]
     command = host.file("/usr/local/bin/pgmsg-publisher")
     assert command.exists and command.mode == 0o755
-    assert "publisher" in host.check_output("/usr/local/bin/pgmsg-publisher --help")
+    assert "Usage: pgmsg-publisher" in host.check_output("/usr/local/bin/pgmsg-publisher --help")
+
+
+def test_image_ships_pgmsg_publisher_not_the_old_name(host, hostvars) -> None:  # type: ignore[no-untyped-def]
+    """The console script is pgmsg-publisher, like every other pgmsg command; the seed's bare
+    ``publisher`` is gone from the image (its default command is the new name)."""
+    image = host.docker(enabled(hostvars)[0]).inspect()["Config"]["Image"]
+    found = host.run(
+        "docker run --rm --entrypoint sh %s -c %s", image, "command -v pgmsg-publisher publisher"
+    )
+    assert found.stdout.split() == ["/opt/pgmsg/venv/bin/pgmsg-publisher"], found.stdout
+    config = host.check_output("docker image inspect --format '{{json .Config.Cmd}}' %s", image)
+    assert config == '["pgmsg-publisher","--help"]'
 
 
 @pytest.mark.parametrize("job", [j["name"] for j in HOUSEKEEPING["housekeeping_jobs"]])

@@ -77,13 +77,48 @@ def test_no_clear_text_secret_in_shared_inventories(environment: str) -> None:
 def test_example_vault_is_encrypted_and_covers_every_vault_variable(environment: str) -> None:
     vault_file = ROOT / "inventory" / environment / "group_vars" / "all" / "vault.yml"
     assert vault_file.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
-    used = set()
-    for path in (ROOT / "inventory" / environment).rglob("*.yml"):
-        if path != vault_file:
-            used |= set(re.findall(r"\{\{\s*(vault_\w+)\s*\}\}", path.read_text()))
+    used = referenced_vault_variables(environment)
     secrets = example_vault(environment)
     assert used and used <= set(secrets)
     assert all(v.startswith("REPLACE-ME") for v in secrets.values())
+
+
+def referenced_vault_variables(environment: str) -> set[str]:
+    """Every ``{{ vault_... }}`` the inventory's files use (the vault files themselves aside)."""
+    used: set[str] = set()
+    for path in (ROOT / "inventory" / environment).rglob("*.yml"):
+        if path.name != "vault.yml":
+            used |= set(re.findall(r"\{\{\s*(vault_\w+)\s*\}\}", path.read_text()))
+    return used
+
+
+def vault_example_file(environment: str) -> Path:
+    return ROOT / "inventory" / environment / "group_vars" / "all" / "vault.yml.example"
+
+
+@pytest.mark.parametrize("environment", SHARED)
+def test_vault_example_names_exactly_the_vaulted_variables(environment: str) -> None:
+    """vault.yml.example, which group_vars/all/main.yml points to, lists every vault_* variable the
+    inventory references and nothing else, in clear, each a placeholder the roles refuse."""
+    main = (ROOT / "inventory" / environment / "group_vars" / "all" / "main.yml").read_text()
+    assert "vault.yml.example" in main
+    text = vault_example_file(environment).read_text()
+    assert not text.startswith("$ANSIBLE_VAULT")
+    example = yaml.safe_load(text)
+    used = referenced_vault_variables(environment)
+    assert used, environment
+    assert set(example) - used == set(), "in the example but used nowhere"
+    assert used - set(example) == set(), "used but missing from the example"
+    assert set(example) == set(example_vault(environment)), "the example and the committed vault.yml differ"
+    assert all("REPLACE-ME" in str(v) for v in example.values())
+
+
+@pytest.mark.parametrize("environment", SHARED)
+def test_deploy_with_the_vault_example_values_is_refused(environment: str) -> None:
+    """Copied and encrypted without editing, the example cannot be deployed by accident."""
+    run = validate(environment, "-e", f"@{vault_example_file(environment)}")
+    assert run.returncode != 0
+    assert "needs a strong, vaulted" in run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("environment", SHARED)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from pgmsg.client import _json_text, _jsonb, _payload_text, decode_json, parse_payload
-from pgmsg.config import conninfo_from_env
+from pgmsg.config import conninfo_from_env, operator_conninfo
 from pgmsg.errors import InvalidInput
 
 
@@ -72,6 +73,23 @@ def test_fast_payload_encoding_refuses_what_was_refused(payload: object) -> None
 def test_dsn_comes_from_pgmsg_dsn_first() -> None:
     env = {"PGMSG_DSN": "host=db.example port=6543", "PGDATABASE": "other"}
     assert conninfo_from_env(env) == "host=db.example port=6543"
+
+
+def test_operator_default_is_the_pgmsg_service_only_when_nothing_else_says_where(tmp_path: Path) -> None:
+    (tmp_path / ".pg_service.conf").write_text("[other]\nhost=x\n\n[pgmsg]\nhost=127.0.0.1\n")
+    home = {"HOME": str(tmp_path)}
+    assert operator_conninfo(home) == "service=pgmsg"
+    assert operator_conninfo({**home, "PGMSG_DSN": "host=db"}) == "host=db"
+    for name in ("PGHOST", "PGPORT", "PGUSER", "PGSERVICE", "PGDATABASE"):
+        assert operator_conninfo({**home, name: "x"}) != "service=pgmsg", name
+    # PGSERVICEFILE names the file instead of ~/.pg_service.conf.
+    other = tmp_path / "elsewhere.conf"
+    other.write_text("[pgmsg]\n")
+    assert operator_conninfo({"HOME": "/nonexistent", "PGSERVICEFILE": str(other)}) == "service=pgmsg"
+    # No such section, no file, or one this user cannot read: the old default.
+    (tmp_path / ".pg_service.conf").write_text("[pgmsg-other]\n")
+    assert operator_conninfo(home) == "dbname=messaging"
+    assert operator_conninfo({"HOME": str(tmp_path / "none")}) == "dbname=messaging"
 
 
 def test_without_pgmsg_dsn_libpq_variables_apply_and_database_defaults_to_messaging() -> None:

@@ -6,8 +6,11 @@ import base64
 import hashlib
 import hmac
 import re
+import time
+from datetime import UTC, datetime
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from pgmsg.errors import InvalidInput, PgmsgError
 from pgmsg.signing import (
@@ -18,6 +21,7 @@ from pgmsg.signing import (
     signature_headers,
     verify,
 )
+from tests.support.signatures import oracle_headers, refused_by_both, verified_by_both
 
 NOW = 1_700_000_000
 BODY = b'{"type":"order.created","data":{"order":42}}'
@@ -200,3 +204,60 @@ def test_secret_lists_must_be_lists_and_not_empty() -> None:
 def test_ids_that_would_break_headers_are_refused(msg_id: str) -> None:
     with pytest.raises(InvalidInput, match="webhook id"):
         signature_headers([NEW], msg_id, BODY)
+
+
+# The independent oracle (standardwebhooks): it checks timestamps against the real clock.
+
+
+def test_the_oracle_signs_what_pgmsg_signs() -> None:
+    when = datetime.fromtimestamp(1614265330, tz=UTC)
+    body = b'{"test": 2432232314}'
+    for secret in (OLD, NEW, OLD.removeprefix("whsec_")):
+        assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == Webhook(secret).sign(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek", when, body
+        )
+
+
+@pytest.mark.parametrize("secrets", [[NEW], [OLD, NEW], [OLD.removeprefix("whsec_")]])
+def test_what_pgmsg_signs_the_oracle_verifies(secrets: list[str]) -> None:
+    body = '{"type":"order.created","data":{"name":"Zoë"}}'.encode()
+    headers = signature_headers(secrets, "msg_oracle", body)
+    assert verified_by_both(secrets, headers, body) == "msg_oracle"
+    for secret in secrets:  # every secret of a rotation signs on its own
+        Webhook(secret).verify(body, headers, json_parse=False)
+
+
+def test_what_the_oracle_signs_pgmsg_verifies() -> None:
+    headers = oracle_headers([OLD, NEW], "msg_from_oracle", BODY, int(time.time()))
+    assert verify([NEW], headers, BODY) == verify([OLD], headers, BODY) == "msg_from_oracle"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda h, b: (h, b + b" "), id="body"),
+        pytest.param(lambda h, b: (h, b.replace(b"42", b"43")), id="body-value"),
+        pytest.param(lambda h, b: ({**h, "webhook-id": "msg_2"}, b), id="id"),
+        pytest.param(
+            lambda h, b: ({**h, "webhook-timestamp": str(int(h["webhook-timestamp"]) + 1)}, b), id="timestamp"
+        ),
+        pytest.param(
+            lambda h, b: ({**h, "webhook-timestamp": str(int(h["webhook-timestamp"]) - 301)}, b),
+            id="timestamp-backdated",
+        ),
+    ],
+)
+def test_tampering_is_refused_by_pgmsg_and_the_oracle(change) -> None:  # type: ignore[no-untyped-def]
+    headers, body = change(signature_headers([NEW], "msg_1", BODY), BODY)
+    refused_by_both([NEW], headers, body)
+
+
+@pytest.mark.parametrize("offset", [-301, 301])
+def test_correctly_signed_but_stale_or_future_is_refused_by_both(offset: int) -> None:
+    headers = signature_headers([NEW], "msg_1", BODY, timestamp=int(time.time()) + offset)
+    refused_by_both([NEW], headers, BODY)
+
+
+def test_a_stranger_s_secret_is_refused_by_both() -> None:
+    stranger = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    refused_by_both([NEW, OLD], signature_headers([stranger], "msg_1", BODY), BODY)

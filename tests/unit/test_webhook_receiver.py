@@ -16,6 +16,7 @@ from pgmsg.errors import InvalidInput
 from pgmsg.logs import JsonFormatter
 from pgmsg.signing import signature_headers
 from pgmsg.webhook_receiver import WebhookReceiver
+from tests.support.signatures import oracle_headers, refused_by_both, verified_by_both
 
 OLD = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 NEW = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
@@ -61,17 +62,35 @@ def test_valid_signed_post_is_accepted_and_recorded(
     receiver: WebhookReceiver, events: list[tuple[str, dict]]
 ) -> None:
     body = json.dumps(EVENT).encode()
-    status, answer = _send(receiver.url, body, _signed([NEW], "msg_ok", body))
+    headers = _signed([NEW], "msg_ok", body)
+    assert verified_by_both([NEW], headers, body) == "msg_ok"  # the oracle agrees it is signed
+    status, answer = _send(receiver.url, body, headers)
     assert (status, answer) == (200, {"ok": True})
     assert receiver.accepted == [{"webhook_id": "msg_ok", "body": EVENT}]
     assert events == [("msg_ok", EVENT)]
     assert receiver.counters["accepted"] == 1 and receiver.rejected == []
 
 
+def test_a_post_signed_by_standardwebhooks_is_accepted(
+    receiver: WebhookReceiver, events: list[tuple[str, dict]]
+) -> None:
+    """Another implementation's signature (the reference library's, with either secret of a
+    rotation) passes the sample receiver: it speaks the standard, not only pgmsg's signer."""
+    body = json.dumps(EVENT).encode()
+    for secrets, msg_id in (([NEW], "msg_sw_new"), ([OLD], "msg_sw_old"), ([OLD, NEW], "msg_sw_both")):
+        headers = {
+            "Content-Type": "application/json",
+            **oracle_headers(secrets, msg_id, body, int(time.time())),
+        }
+        assert _send(receiver.url, body, headers) == (200, {"ok": True}), msg_id
+    assert [wid for wid, _ in events] == ["msg_sw_new", "msg_sw_old", "msg_sw_both"]
+
+
 def test_tampered_body_is_refused(receiver: WebhookReceiver, events: list[tuple[str, dict]]) -> None:
     body = json.dumps(EVENT).encode()
     headers = _signed([NEW], "msg_tampered", body)
     forged = json.dumps({**EVENT, "data": {"order": 43}}).encode()
+    refused_by_both([NEW, OLD], headers, forged)
     status, answer = _send(receiver.url, forged, headers)
     assert status == 401 and "no valid signature" in answer["error"]
     assert events == [] and receiver.accepted == []
@@ -93,6 +112,7 @@ def test_missing_signature_is_refused(receiver: WebhookReceiver) -> None:
 def test_stale_timestamp_is_refused(receiver: WebhookReceiver) -> None:
     body = json.dumps(EVENT).encode()
     headers = _signed([NEW], "msg_stale", body, ts=int(time.time()) - 3600)
+    refused_by_both([NEW], headers, body)
     status, answer = _send(receiver.url, body, headers)
     assert status == 401 and "stale" in answer["error"]
     assert receiver.accepted == []
@@ -120,7 +140,18 @@ def test_rotated_secrets_are_accepted(receiver: WebhookReceiver, events: list[tu
 def test_unknown_secret_is_refused(receiver: WebhookReceiver) -> None:
     other = "whsec_" + base64.b64encode(b"z" * 32).decode()
     body = json.dumps(EVENT).encode()
+    refused_by_both([NEW, OLD], _signed([other], "msg_other", body), body)
     assert _send(receiver.url, body, _signed([other], "msg_other", body))[0] == 401
+
+
+def test_tampered_timestamp_is_refused(receiver: WebhookReceiver) -> None:
+    """A replay with a fresh timestamp under the old signature fails both judges and the receiver."""
+    body = json.dumps(EVENT).encode()
+    headers = _signed([NEW], "msg_ts", body, ts=int(time.time()) - 60)
+    moved = {**headers, "webhook-timestamp": str(int(time.time()))}
+    refused_by_both([NEW, OLD], moved, body)
+    status, answer = _send(receiver.url, body, moved)
+    assert status == 401 and "no valid signature" in answer["error"]
 
 
 def test_signed_body_that_is_not_json_is_a_bad_request(

@@ -5,6 +5,7 @@ handling commands share."""
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,20 +15,45 @@ import psycopg
 
 from pgmsg.client import Client, is_connection_error
 from pgmsg.client.connection import CONNECT_FAILED
-from pgmsg.errors import ConnectionFailed, PgmsgError, describe
+from pgmsg.errors import ConnectionFailed, InvalidInput, NotFound, PgmsgError, describe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exit code of ``pgmsg health`` (and nothing else) when the database is unreachable.
-EXIT_UNREACHABLE = 3
+#: What to check when the database cannot be reached, in text and in --json errors.
+CONNECT_HINT = (
+    "check --dsn / PGMSG_DSN (or PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, or the pgmsg "
+    "service in ~/.pg_service.conf) and that PostgreSQL is running"
+)
 
 
 class CommandError(click.ClickException):
-    """A failure shown as ``Error: <message>``, with a chosen exit code (1 unless told)."""
+    """A failure shown as ``Error: <message>[; <hint>]``, with a chosen exit code (1 unless
+    told); ``kind`` names it for programs (``--json`` prints it as an error object)."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(
+        self, message: str, exit_code: int = 1, *, kind: str = "failed", hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.kind = kind
+        self.hint = hint
+
+    def format_message(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+def error_object(exc: click.ClickException | click.Abort) -> dict[str, dict[str, str | None]]:
+    """What ``--json`` prints on stdout for a failure: ``{"error": {kind, message, hint}}``."""
+    if isinstance(exc, CommandError):
+        kind, message, hint = exc.kind, exc.message, exc.hint
+    elif isinstance(exc, click.UsageError):
+        command = exc.ctx.command_path if exc.ctx is not None else "pgmsg"
+        kind, message, hint = "usage", exc.format_message(), f"see {command} --help"
+    elif isinstance(exc, click.ClickException):
+        kind, message, hint = "failed", exc.format_message(), None
+    else:
+        kind, message, hint = "aborted", "declined at the confirmation prompt; nothing was changed", None
+    return {"error": {"kind": kind, "message": message, "hint": hint}}
 
 
 def connection_failed_message(error: object) -> str:
@@ -52,10 +78,8 @@ class AppContext:
             except ConnectionFailed as exc:
                 if not str(exc).startswith(CONNECT_FAILED):
                     raise
-                raise ConnectionFailed(
-                    f"{exc}; check --dsn / PGMSG_DSN (or PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) "
-                    "and that PostgreSQL is running"
-                ) from exc
+                # Shown with CONNECT_HINT by command_errors.
+                raise ConnectionFailed(str(exc)) from exc
         return self._client
 
     def close(self) -> None:
@@ -88,10 +112,20 @@ def yes_option(f: F) -> F:
     return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for scripts).")(f)
 
 
-def confirm(question: str, yes: bool) -> None:
-    """Ask before a destructive step; declining (or no terminal to ask) aborts with exit 1."""
-    if not yes:
-        click.confirm(question, abort=True, err=True)
+def confirm(question: str, yes: bool, *, at_terminal: bool = False) -> None:
+    """Ask before a destructive step; declining (or no answer) aborts with exit 1.
+
+    ``at_terminal``: only a person at a terminal may answer; with stdin not a terminal (cron,
+    a pipe) and no --yes the step is refused at once, without reading an answer."""
+    if yes:
+        return
+    if at_terminal and not (sys.stdin is not None and sys.stdin.isatty()):
+        raise CommandError(
+            f"not confirmed, nothing was done: stdin is not a terminal, so nobody can answer {question!r}",
+            kind="confirmation-needed",
+            hint="run it at a terminal, or pass --yes to skip the question",
+        )
+    click.confirm(question, abort=True, err=True)
 
 
 def one_line(text: str) -> str:
@@ -111,11 +145,25 @@ def command_errors() -> Iterator[None]:
     try:
         yield
     except ConnectionFailed as exc:  # libpq's own text, in lines: joined
-        raise CommandError(one_line(" ".join(connection_failed_message(exc).split()))) from exc
+        raise unreachable(exc) from exc
+    except InvalidInput as exc:
+        raise CommandError(one_line(str(exc)), kind="invalid-input") from exc
+    except NotFound as exc:
+        raise CommandError(one_line(str(exc)), kind="not-found") from exc
     except PgmsgError as exc:
-        raise CommandError(one_line(str(exc))) from exc
+        raise CommandError(one_line(str(exc)), kind="pgmsg") from exc
     except psycopg.Error as exc:
         message = describe(exc)
         if is_connection_error(exc):
-            raise CommandError(one_line(" ".join(connection_failed_message(message).split()))) from exc
-        raise CommandError(one_line(message)) from exc
+            raise unreachable(message) from exc
+        raise CommandError(one_line(message), kind="database") from exc
+
+
+def unreachable(reason: object, exit_code: int = 1) -> CommandError:
+    """The error for a database that cannot be reached (or was lost), libpq's lines joined."""
+    return CommandError(
+        one_line(" ".join(connection_failed_message(reason).split())),
+        exit_code,
+        kind="unreachable",
+        hint=CONNECT_HINT,
+    )

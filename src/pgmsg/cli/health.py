@@ -1,5 +1,7 @@
-"""``pgmsg health``: is the messaging system doing its job? One line per check, and an
-exit code monitoring understands: 0 ok, 1 warning, 2 critical, 3 database unreachable.
+"""``pgmsg health``: is the messaging system doing its job? One line per check, and the exit
+code of the monitoring-plugins convention (Nagios, Icinga, Sensu): 0 ok, 1 warning,
+2 critical, 3 unknown (the database is unreachable, or the check could not judge: a usage
+error, a database error).
 
 The checks themselves are in :mod:`pgmsg.cli.health_checks`; this module takes the
 thresholds from the options and renders the result."""
@@ -11,20 +13,23 @@ from dataclasses import asdict
 import click
 import psycopg
 
-from pgmsg.cli.context import (
-    EXIT_UNREACHABLE,
-    AppContext,
-    CommandError,
-    connection_failed_message,
-    json_option,
-    pass_app,
-)
+from pgmsg.cli.context import AppContext, json_option, pass_app, unreachable
 from pgmsg.cli.health_checks import CHECKS, SEVERITY, Thresholds, overall, run_checks
 from pgmsg.cli.output import emit
 from pgmsg.errors import ConnectionFailed, describe
 
+#: Exit code of ``pgmsg health`` when it cannot tell (monitoring-plugins' UNKNOWN).
+EXIT_UNKNOWN = 3
 
-@click.command()
+
+class MonitoringCommand(click.Command):
+    """A command for monitoring: any failure to judge exits UNKNOWN (the root group applies
+    ``error_exit_code``), never 2, which monitoring reads as CRITICAL."""
+
+    error_exit_code = EXIT_UNKNOWN
+
+
+@click.command(cls=MonitoringCommand)
 @click.option(
     "--max-pending-age",
     type=click.FloatRange(min=0),
@@ -122,7 +127,16 @@ def health(
     client_id: str | None,
     only: tuple[str, ...],
 ) -> None:
-    """Check the messaging system; exit 0 ok, 1 warning, 2 critical, 3 database unreachable.
+    """Check the messaging system; exit 0 ok, 1 warning, 2 critical, 3 unknown.
+
+    \b
+    Exit codes (the monitoring-plugins convention):
+      0  ok        every check passed
+      1  warning   at least one check warns, none is critical or unknown
+      2  critical  at least one check is critical
+      3  unknown   no verdict: the database is unreachable (or was lost), a
+                   check could not run (e.g. no privilege), or a usage error
+                   (bad option or threshold); a critical check still exits 2
 
     \b
     Checks:
@@ -170,7 +184,7 @@ def health(
     except ConnectionFailed as exc:
         # Lost during a check: libpq's reason, as when the first connection fails.
         reason = describe(exc.__cause__) if isinstance(exc.__cause__, psycopg.Error) else exc
-        raise CommandError(connection_failed_message(reason), EXIT_UNREACHABLE) from exc
+        raise unreachable(reason, EXIT_UNKNOWN) from exc
     status = overall(checks)
     if app.json:
         emit({"status": status, "checks": [asdict(c) for c in checks]}, True)

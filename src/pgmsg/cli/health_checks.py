@@ -1,5 +1,5 @@
 """The checks of ``pgmsg health``: the client's readings of the system judged against
-thresholds, one :class:`Check` (ok, warning or critical, and why) per finding."""
+thresholds, one :class:`Check` (ok, warning, critical or unknown, and why) per finding."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from pgmsg.cli.output import format_seconds
 from pgmsg.client import Client, is_connection_error
 from pgmsg.errors import ConnectionFailed, PgmsgError, describe
 
-OK, WARNING, CRITICAL = "ok", "warning", "critical"
-SEVERITY = {OK: 0, WARNING: 1, CRITICAL: 2}
+OK, WARNING, CRITICAL, UNKNOWN = "ok", "warning", "critical", "unknown"
+#: Exit codes (monitoring-plugins); a check that could not run makes the verdict unknown, unless one is critical.
+SEVERITY = {OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3}
+_PRECEDENCE = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
 
 #: Extensions the schema depends on: http (in-transaction push), pg_cron
 #: (housekeeping), pgcrypto (signing secrets and signatures).
@@ -371,7 +373,7 @@ CHECKS: dict[str, Callable[[Client, Thresholds, str | None], list[Check]]] = {
 def run_checks(
     client: Client, limits: Thresholds, *, client_id: str | None = None, only: Sequence[str] = ()
 ) -> list[Check]:
-    """Run the chosen checks (all by default). A check that cannot run is a warning, not a crash;
+    """Run the chosen checks (all by default). A check that cannot run is unknown, not a crash;
     a lost connection propagates (the caller reports the database as unreachable)."""
     results: list[Check] = []
     for name, check in CHECKS.items():
@@ -386,12 +388,12 @@ def run_checks(
             ):
                 raise
             reason = describe(cause) if isinstance(cause, psycopg.Error) else str(exc)
-            results.append(Check(name, WARNING, f"could not check: {reason}"))
+            results.append(Check(name, UNKNOWN, f"could not check: {reason}"))
     return results
 
 
 def overall(checks: Sequence[Check]) -> str:
-    return max((c.status for c in checks), key=SEVERITY.__getitem__, default=OK)
+    return max((c.status for c in checks), key=_PRECEDENCE.__getitem__, default=OK)
 
 
 def _when(value: Any) -> str:

@@ -116,8 +116,16 @@ def format_seconds(value: float | None) -> str:
     return f"{days}d{hours:02d}h"
 
 
+#: Key of the click context's ``meta`` set once a command printed its result: a later failure
+#: then prints no JSON error object, so stdout stays one JSON document.
+EMITTED = "pgmsg.emitted"
+
+
 def emit(data: Any, as_json: bool, *, columns: Sequence[Column] | None = None, empty: str = "") -> None:
     """Print ``data``: JSON when asked, otherwise a table of ``columns`` (or ``empty``)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[EMITTED] = True
     if as_json:
         click.echo(to_json(data))
     elif columns is not None:

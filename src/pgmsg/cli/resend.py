@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import click
 
 from pgmsg.cli.context import AppContext, CommandError, confirm, json_option, pass_app, yes_option
 from pgmsg.cli.durations import DURATION, DURATION_OR_TIMESTAMP
 from pgmsg.cli.lookups import require_client
-from pgmsg.cli.output import Column, emit
+from pgmsg.cli.output import Column, emit, format_seconds
 from pgmsg.client import Client
 from pgmsg.client.operations import DEFAULT_MAX_RETRIES
 from pgmsg.errors import InvalidInput
@@ -41,12 +42,18 @@ RETRY_COLUMNS = (
     show_default=True,
     help="Skip deliveries already retried this many times (not applied to --id).",
 )
+@yes_option
 @json_option
 @pass_app
 def retry(
-    app: AppContext, client_id: str | None, since: timedelta | None, ids: tuple[int, ...], max_retries: int
+    app: AppContext,
+    client_id: str | None,
+    since: timedelta | None,
+    ids: tuple[int, ...],
+    max_retries: int,
+    yes: bool,
 ) -> None:
-    """Re-send failed HTTP pushes now and show each outcome.
+    """Re-send failed HTTP pushes now and show each outcome (asks first).
 
     Failed means the endpoint refused for good (3xx/4xx) or, for
     in-transaction subscriptions, any failure. Each push happens inside the
@@ -55,18 +62,29 @@ def retry(
     This is the database's retry_failed_http_push(), which re-sends at most
     50 per run (run it again for more).
 
+    It says how many it would re-send and asks; only a person at a terminal
+    can answer. Without a terminal (cron, a pipe) it refuses unless --yes.
+
     \b
     Examples:
       pgmsg retry
       pgmsg retry --client webhook-server --since 1h
-      pgmsg retry --id 4711 --id 4712
+      pgmsg retry --id 4711 --id 4712 --yes
     """
     client = app.client()
     if client_id is not None:
         require_client(client, client_id)
-    outcomes = client.retry_failed_http_push(
-        client_id, max_retries=max_retries, since=since, delivery_ids=list(ids) or None
-    )
+    wanted = dict(client_id=client_id, max_retries=max_retries, since=since, delivery_ids=list(ids) or None)
+    count = client.count_failed_http_pushes(**wanted)
+    outcomes: list[dict[str, Any]] = []
+    if count:
+        confirm(
+            f"Re-send {count} failed HTTP push(es) {retry_scope(client_id, since, ids)} now"
+            f"{' (at most 50 in this run)' if count > 50 else ''}?",
+            yes,
+            at_terminal=True,
+        )
+        outcomes = client.retry_failed_http_push(**wanted)
     retried = {o["delivery_id"] for o in outcomes}
     problems = [
         f"delivery {i} is not a failed http delivery (matching the filters); skipped"
@@ -82,6 +100,16 @@ def retry(
             f"{len(still_failing)} of {len(outcomes)} retried deliveries not delivered"
             + (f", {len(problems)} skipped" if problems else "")
         )
+
+
+def retry_scope(client_id: str | None, since: timedelta | None, ids: tuple[int, ...]) -> str:
+    """Which failed pushes a retry takes, in words, for its question."""
+    scope = f"of client {client_id!r}" if client_id else "of every client"
+    if ids:
+        scope += f" among ids {', '.join(map(str, dict.fromkeys(ids)))}"
+    if since is not None:
+        scope += f" created in the last {format_seconds(since.total_seconds())}"
+    return scope
 
 
 @click.command()

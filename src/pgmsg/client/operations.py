@@ -25,6 +25,17 @@ RETRY_FAILED_HTTP_PUSH = (
     "SELECT * FROM retry_failed_http_push(%s::text, %s::integer, %s::interval, %s::bigint[])"
 )
 
+#: What retry_failed_http_push() would take with the same arguments (its selection in
+#: sql/schema/http.sql, without the cap of 50): counted to ask the operator first.
+COUNT_FAILED_HTTP_PUSHES = """
+            SELECT count(*) AS n FROM message_delivery md
+             WHERE md.status = 'failed' AND md.delivery_mode = 'http'
+               AND (%(client)s::text IS NULL OR md.client_id = %(client)s::text)
+               AND (%(since)s::interval IS NULL OR md.created_at >= now() - %(since)s::interval)
+               AND (%(ids)s::bigint[] IS NULL AND md.retry_count < %(max)s::integer
+                    OR md.id = ANY (%(ids)s::bigint[]))
+            """
+
 #: The database's clock an interval ago.
 TIME_AGO = "SELECT now() - %s::interval AS at"
 
@@ -103,6 +114,23 @@ class OperationsMixin(ClientCore):
         ids = None if delivery_ids is None else list(delivery_ids)
         with translated("retrying failed HTTP pushes"), self._connection() as conn:
             return conn.execute(RETRY_FAILED_HTTP_PUSH, (client_id, max_retries, since, ids)).fetchall()
+
+    def count_failed_http_pushes(
+        self,
+        client_id: str | None = None,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        since: timedelta | None = None,
+        delivery_ids: Iterable[int] | None = None,
+    ) -> int:
+        """Failed HTTP pushes :meth:`retry_failed_http_push` with these arguments would re-send
+        now, all of them (one call re-sends at most 50)."""
+        ids = None if delivery_ids is None else list(delivery_ids)
+        params = {"client": client_id, "since": since, "ids": ids, "max": max_retries}
+        with translated("counting failed HTTP pushes"), self._connection() as conn:
+            row = conn.execute(COUNT_FAILED_HTTP_PUSHES, params).fetchone()
+        assert row is not None
+        return int(row["n"])
 
     def database_time_ago(self, interval: timedelta) -> datetime:
         """The database's clock ``interval`` ago (not this host's)."""
