@@ -7,7 +7,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$ROOT/scripts/setup-controller.sh"
+"$ROOT/scripts/setup-controller.sh" test
 cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 LOCAL=inventory/local/hosts.yml

@@ -6,7 +6,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$ROOT/scripts/setup-controller.sh"
+# The test group (pytest, testinfra, selenium...) and Debian's chromium for the browser tests.
+"$ROOT/scripts/setup-controller.sh" test
 cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$PATH"
 # The JUnit report feeds docs/reliability.md (scripts/reliability-report.py).

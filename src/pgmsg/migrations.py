@@ -80,7 +80,7 @@ class Migration:
 
 
 def default_sql_dir() -> Path:
-    """The SQL shipped inside the package (images copy it to pgmsg/_sql), else the
+    """The SQL shipped inside the package (a wheel carries sql/ as pgmsg/_sql), else the
     repository's sql/ directory next to src/ (a development checkout)."""
     packaged = Path(__file__).resolve().parent / "_sql"
     if (packaged / "migrations").is_dir():
