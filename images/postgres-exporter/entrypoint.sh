@@ -18,9 +18,9 @@ case "$EXPORTER_LISTEN_ADDRESS" in
     *) listen="${EXPORTER_LISTEN_ADDRESS}:${EXPORTER_PORT}" ;;
 esac
 
-# --extend.query-path is deprecated in 0.17 but is the only way to add SQL-defined metrics.
+# Built-in collectors only: the pgmsg metrics come from pgmsg-sql-exporter (a second
+# container of this image), not from the deprecated --extend.query-path.
 exec prometheus-postgres-exporter \
     --web.listen-address="$listen" \
     --config.file=/etc/pgmsg/postgres_exporter.yml \
-    --extend.query-path=/etc/pgmsg/queries.yaml \
     "$@"

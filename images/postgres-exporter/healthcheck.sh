@@ -1,6 +1,7 @@
 #!/bin/sh
-# Healthy means: the exporter serves /metrics and reaches PostgreSQL (pg_up 1),
-# so a wrong password or an unreachable database shows up as unhealthy.
+# Healthy means: the exporter serves /metrics and reaches PostgreSQL (the line
+# EXPORTER_HEALTH_METRIC, "pg_up 1" by default, "pgmsg_sql_exporter_up 1" for
+# pgmsg-sql-exporter), so a wrong password or an unreachable database shows up as unhealthy.
 set -eu
 
 case "$EXPORTER_LISTEN_ADDRESS" in
@@ -10,4 +11,4 @@ case "$EXPORTER_LISTEN_ADDRESS" in
     *) host="$EXPORTER_LISTEN_ADDRESS" ;;
 esac
 
-busybox wget -q -Y off -T 5 -O - "http://${host}:${EXPORTER_PORT}/metrics" | grep -qx 'pg_up 1'
+busybox wget -q -Y off -T 5 -O - "http://${host}:${EXPORTER_PORT}/metrics" | grep -qx "${EXPORTER_HEALTH_METRIC:-pg_up 1}"

@@ -94,7 +94,7 @@ def test_health_through_the_replica_port_warns_that_it_is_read_only(dsn: str, cl
 
 def test_exporter_reports_the_cluster(inventory_vars: dict[str, Any], cluster: Cluster) -> None:
     leader = cluster.leader()
-    port = inventory_vars.get("postgres_exporter_port", 9187)
+    port = inventory_vars.get("postgres_exporter_sql_port", 9188)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         samples = [

@@ -114,7 +114,7 @@ def test_leader_killed_under_load_loses_nothing_and_rejoins(
     assert node_name(dsn) == figures["new_leader"]
 
     # The exporter, never restarted, reports the new leader.
-    port = deployment.value("postgres_exporter_port")
+    port = deployment.value("postgres_exporter_sql_port")
     wait_until(
         lambda: leaders_reported(port) == [figures["new_leader"]],
         timeout=60,

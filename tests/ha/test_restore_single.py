@@ -314,7 +314,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_exporter_reports_backup_age_and_check(backup_node: BackupNode) -> None:
-    port = int(backup_node.variables["postgres_exporter_port"])
+    port = int(backup_node.variables["postgres_exporter_sql_port"])
     samples = wait_until(
         lambda: (s := scrape(port)) and ("pgmsg_backup_last_check_ok", ()) in s and s,
         timeout=60,

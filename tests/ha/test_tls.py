@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 PASSWORD = "tls-scratch-local-only-password"
 DB, EXPORTER, CONSUMER = "pgmsg-tls-db", "pgmsg-tls-exporter", "pgmsg-tls-consumer"
+SQL_EXPORTER, SQL_EXPORTER_PORT = "pgmsg-tls-sql-exporter", 25653
 DB_PORT, EXPORTER_PORT, CONSUMER_PORT = 25650, 25651, 25652
 VOLUME = "pgmsg-tls-data"
 # The certificate's names: the inventory host (localhost, which the clients connect to) and
@@ -72,7 +73,7 @@ class Deployment:
         *playbooks: str,
         extra: dict[str, Any] | None = None,
         check: bool = True,
-        args: tuple[str, ...] = ("--skip-tags", "pgadmin"),
+        args: tuple[str, ...] = ("--skip-tags", "pgadmin,prometheus"),
     ) -> subprocess.CompletedProcess[str]:
         run = subprocess.run(
             [
@@ -139,6 +140,8 @@ def scratch_inventory(base: Path) -> dict[str, Any]:
                 "postgres_exporter_network_mode": "host",
                 "postgres_exporter_listen_address": "127.0.0.1",
                 "postgres_exporter_port": EXPORTER_PORT,
+                "postgres_exporter_sql_container_name": SQL_EXPORTER,
+                "postgres_exporter_sql_port": SQL_EXPORTER_PORT,
                 "pgmsg_services_network_mode": "host",
                 "pgmsg_services_bind_address": "127.0.0.1",
                 "pgmsg_services_catalog": {
@@ -162,7 +165,7 @@ def scratch_inventory(base: Path) -> dict[str, Any]:
 
 
 def remove_deployment() -> None:
-    for name in (CONSUMER, EXPORTER, DB):
+    for name in (CONSUMER, SQL_EXPORTER, EXPORTER, DB):
         subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
     subprocess.run(["docker", "volume", "rm", "-f", VOLUME], capture_output=True, check=False)
 
@@ -304,6 +307,8 @@ def test_exporter_and_services_connect_with_verify_full(deployment: Deployment) 
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{EXPORTER_PORT}/metrics", timeout=30).read().decode()
     assert "\npg_up 1\n" in metrics
+    sql_metrics = urllib.request.urlopen(f"http://127.0.0.1:{SQL_EXPORTER_PORT}/metrics", timeout=30).read()
+    assert b"\npgmsg_sql_exporter_up 1.0\n" in sql_metrics
     query = (
         "SELECT DISTINCT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
         "WHERE a.usename IN ('tls_exporter', 'tls_consumer') ORDER BY 1"

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import INVENTORY
 from tests.support.cluster import Cluster
+from tests.support.deployment import Deployment
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +36,9 @@ def running_containers() -> set[str]:
 
 
 @pytest.mark.deploy
-def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_vars: dict) -> None:
+def test_teardown_keeps_data_and_site_restores_the_stack(
+    dsn: str, inventory_vars: dict, deployment: Deployment
+) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         message_id = conn.execute(
             "INSERT INTO messages (message_type, payload) VALUES ('teardown.probe', %s) RETURNING id",
@@ -53,7 +56,13 @@ def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_var
         }
     else:
         database, data_volumes = {"postgres-messaging"}, {"pgmsg-postgres-data"}
-    expected = set(inventory_vars["pgmsg_services_enabled"]) | {"postgres-exporter", "pgadmin"} | database
+    monitoring = {
+        deployment.exporter_container,
+        deployment.sql_exporter_container,
+        deployment.prometheus_container,
+        deployment.pgadmin_container,
+    }
+    expected = set(inventory_vars["pgmsg_services_enabled"]) | monitoring | database
     assert expected <= running_containers()
 
     down = playbook("playbooks/teardown.yml")
@@ -62,7 +71,7 @@ def test_teardown_keeps_data_and_site_restores_the_stack(dsn: str, inventory_var
     volumes = subprocess.run(
         ["docker", "volume", "ls", "--format", "{{.Name}}"], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert data_volumes | {"pgmsg-pgadmin-data"} <= set(volumes)
+    assert data_volumes | {"pgmsg-pgadmin-data", deployment.value("prometheus_data_volume")} <= set(volumes)
 
     up = playbook("site.yml")
     assert up.returncode == 0, up.stdout[-3000:]

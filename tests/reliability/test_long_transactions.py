@@ -43,7 +43,7 @@ def health(dsn: str) -> tuple[int, dict[str, dict[str, str]]]:
 
 def exporter_metrics(inventory_vars: dict[str, Any]) -> dict[str, float]:
     address = inventory_vars.get("postgres_exporter_listen_address", "127.0.0.1")
-    url = f"http://{address}:{inventory_vars.get('postgres_exporter_port', 9187)}/metrics"
+    url = f"http://{address}:{inventory_vars.get('postgres_exporter_sql_port', 9188)}/metrics"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
     with opener.open(url, timeout=10) as response:
         text = response.read().decode()

@@ -43,6 +43,8 @@ def stack_containers(deployment: Deployment) -> list[str]:
     return [
         *deployment.services,
         deployment.exporter_container,
+        deployment.sql_exporter_container,
+        deployment.prometheus_container,
         deployment.pgadmin_container,
         deployment.db_container,
     ]

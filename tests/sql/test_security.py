@@ -409,18 +409,26 @@ def test_a_publisher_gets_delivery_stats_of_its_own_messages_only(
 
 
 def test_the_exporter_queries_run_as_the_monitoring_login(login) -> None:  # type: ignore[no-untyped-def]
-    template = (ROOT / "roles" / "postgres_exporter" / "templates" / "queries.yaml.j2").read_text()
+    """Every query of pgmsg-sql-exporter's collector file, with each metric's columns."""
+    template = (ROOT / "roles" / "postgres_exporter" / "templates" / "pgmsg_metrics.yml.j2").read_text()
     rendered = jinja2.Template(template).render(
         ansible_managed="test", postgres_exporter_scan_cache_seconds=30
     )
-    queries = yaml.safe_load(rendered)
+    queries = yaml.safe_load(rendered)["queries"]
     assert queries
     exporter = login("pgmsg_exporter_local")
-    for name, spec in queries.items():
+    for spec in queries:
         try:
-            exporter.execute(spec["query"]).fetchall()
+            cursor = exporter.execute(spec["query"])
+            cursor.fetchall()
         except psycopg.Error as exc:
-            pytest.fail(f"exporter query {name} fails as pgmsg_exporter_local: {exc}")
+            pytest.fail(f"exporter query {spec['name']} fails as pgmsg_exporter_local: {exc}")
+        columns = {c.name for c in cursor.description or []}
+        for metric in spec["metrics"]:
+            wanted = {metric["value"], *metric.get("key_labels", [])}
+            assert wanted <= columns, (
+                f"{metric['metric_name']}: no column {wanted - columns} in {spec['name']}"
+            )
 
 
 def test_the_dispatcher_can_still_deactivate_a_gone_endpoint(login, probe_a_webhook: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]

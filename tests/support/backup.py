@@ -22,6 +22,7 @@ LOCAL_INVENTORY = ROOT / "inventory" / "local"
 BACKUP_NODE_PREFIX = "pgmsg-bk-test"
 BACKUP_NODE_PG_PORT = 25610
 BACKUP_NODE_EXPORTER_PORT = 25611
+BACKUP_NODE_SQL_EXPORTER_PORT = 25613
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ def backup_node_inventory(directory: Path) -> Path:
             "pgbackrest_config_dir": str(directory / "pgbackrest"),
             "postgres_exporter_container_name": f"{BACKUP_NODE_PREFIX}-exporter",
             "postgres_exporter_port": BACKUP_NODE_EXPORTER_PORT,
+            "postgres_exporter_sql_container_name": f"{BACKUP_NODE_PREFIX}-sql-exporter",
+            "postgres_exporter_sql_port": BACKUP_NODE_SQL_EXPORTER_PORT,
             "postgres_exporter_config_dir": str(directory / "exporter"),
             "postgres_exporter_secrets_dir": str(directory / "secrets"),
             "postgres_exporter_build_dir": str(directory / "build" / "postgres-exporter"),
@@ -126,7 +129,11 @@ def backup_node_inventory(directory: Path) -> Path:
 
 
 def remove_backup_node(variables: dict[str, Any]) -> None:
-    containers = [variables["postgres_container_name"], variables["postgres_exporter_container_name"]]
+    containers = [
+        variables["postgres_container_name"],
+        variables["postgres_exporter_container_name"],
+        variables["postgres_exporter_sql_container_name"],
+    ]
     # One-off containers of playbooks/restore.yml, should a run have been cut short.
     containers += [f"{variables['postgres_container_name']}-{command}" for command in ("info", "restore")]
     subprocess.run(["docker", "rm", "-f", "-v", *containers], capture_output=True, check=False)

@@ -54,6 +54,8 @@ class Deployment:
     db_host: str = field(init=False)
     db_port: int = field(init=False)
     exporter_container: str = field(init=False)
+    sql_exporter_container: str = field(init=False)
+    prometheus_container: str = field(init=False)
     pgadmin_container: str = field(init=False)
     services: list[str] = field(init=False)
 
@@ -85,6 +87,8 @@ class Deployment:
         self.db_host = str(self.value("pgmsg_db_host"))
         self.db_port = int(self.value("pgmsg_db_port"))  # the single node, or HAProxy's leader port
         self.exporter_container = str(self.value("postgres_exporter_container_name"))
+        self.sql_exporter_container = str(self.value("postgres_exporter_sql_container_name"))
+        self.prometheus_container = str(self.value("prometheus_container_name"))
         self.pgadmin_container = str(self.value("pgadmin_container_name"))
         self.services = list(self.value("pgmsg_services_enabled"))  # containers enabled on this host
 
