@@ -9,6 +9,7 @@ import hmac
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.pgmsg_connection import CONNECTION_ARGS, connect
 
 DOCUMENTATION = r"""
 module: pgmsg_login_roles
@@ -83,11 +84,7 @@ def main() -> None:
                     "client_id": {"type": "str", "required": True},
                 },
             },
-            "login_host": {"type": "str", "default": "127.0.0.1"},
-            "login_port": {"type": "int", "default": 5432},
-            "login_user": {"type": "str", "default": "postgres"},
-            "login_password": {"type": "str", "default": "", "no_log": True},
-            "login_db": {"type": "str", "default": "messaging"},
+            **CONNECTION_ARGS,
         },
         supports_check_mode=True,
     )
@@ -102,15 +99,7 @@ def main() -> None:
     apply = not module.check_mode
     changes: list[str] = []
     try:
-        conn = psycopg.connect(
-            host=p["login_host"],
-            port=p["login_port"],
-            user=p["login_user"],
-            password=p["login_password"],
-            dbname=p["login_db"],
-            autocommit=True,
-            connect_timeout=10,
-        )
+        conn = connect(p, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         module.fail_json(
             msg=f"cannot connect to {p['login_db']} at {p['login_host']}:{p['login_port']}: {exc}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.pgmsg_connection import CONNECTION_ARGS, connect
 
 DOCUMENTATION = r"""
 module: pgmsg_migrate
@@ -53,14 +54,7 @@ def recorded_versions(params: dict) -> set[int] | None:
     import psycopg
 
     try:
-        with psycopg.connect(
-            host=params["login_host"],
-            port=params["login_port"],
-            user=params["login_user"],
-            password=params["login_password"],
-            dbname=params["login_db"],
-            connect_timeout=5,
-        ) as conn:
+        with connect(params, connect_timeout=5) as conn:
             if conn.execute("SELECT to_regclass('pgmsg_migrations') IS NULL").fetchone()[0]:
                 return set()
             return {row[0] for row in conn.execute("SELECT version FROM pgmsg_migrations")}
@@ -87,11 +81,7 @@ def main() -> None:
         argument_spec={
             "image": {"type": "str", "required": True},
             "migrations": {"type": "list", "elements": "str", "default": []},
-            "login_host": {"type": "str", "default": "127.0.0.1"},
-            "login_port": {"type": "int", "default": 5432},
-            "login_user": {"type": "str", "default": "postgres"},
-            "login_password": {"type": "str", "default": "", "no_log": True},
-            "login_db": {"type": "str", "default": "messaging"},
+            **CONNECTION_ARGS,
         },
         supports_check_mode=True,
     )
