@@ -40,6 +40,11 @@ def check_mode(root: Path, inventory: Path) -> subprocess.CompletedProcess[str]:
     return run
 
 
+def said(run: subprocess.CompletedProcess[str]) -> str:
+    """The output with every run of white space as one space (the callback wraps long messages)."""
+    return " ".join(run.stdout.split())
+
+
 def changed_count(run: subprocess.CompletedProcess[str]) -> int:
     return sum(int(changed) for _, changed, _, _ in RECAP.findall(run.stdout))
 
@@ -84,14 +89,14 @@ def test_check_mode_names_a_pending_migration_and_does_not_run_it(
 
     run = check_mode(copy, copy / INVENTORY.relative_to(ROOT))
 
-    assert f"would apply migrations {version:03d} ({name})" in run.stdout, run.stdout[-6000:]
+    assert f"would apply migrations {version:03d} ({name})" in said(run), run.stdout[-6000:]
     assert psql(f"SELECT to_regclass('{table}') IS NULL") == "t"
     assert psql(f"SELECT count(*) FROM pgmsg_migrations WHERE version = {version}") == "0"
     assert receiver.requests == []
 
 
 @pytest.mark.deploy
-def test_check_mode_on_a_fresh_host_says_what_it_would_do(tmp_path: Path, deployment: Deployment) -> None:
+def test_check_mode_on_a_fresh_host_says_what_it_would_do(tmp_path: Path) -> None:
     """A second inventory host on this machine with names and ports of its own: no images,
     containers, volumes or database of its names exist, and check mode must say it would make
     them, not wait for them."""
@@ -142,6 +147,6 @@ def test_check_mode_on_a_fresh_host_says_what_it_would_do(tmp_path: Path, deploy
 
     for image in ("postgres", "services", "postgres-exporter", "pgadmin"):
         assert re.search(rf"Would build {prefix}/{image}:[0-9a-f]{{12}}", run.stdout), image
-    assert "The database does not answer" in run.stdout
-    assert re.search(r"would apply migrations 001, 002, .*\(001_", run.stdout), run.stdout[-6000:]
+    assert "The database does not answer" in said(run)
+    assert re.search(r"would apply migrations 001, 002, .*\(001_", said(run)), run.stdout[-6000:]
     assert all(prefix not in listed for listed in present().values()), present()
