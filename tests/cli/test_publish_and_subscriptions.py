@@ -55,6 +55,23 @@ def test_bad_json_payload_is_refused_and_publishes_nothing(
     assert both.exit_code == 2 and "not both" in both.output
 
 
+def test_json_null_payload_is_refused_not_replaced_by_an_empty_object(
+    run: Run, db: psycopg.Connection[Any], run_id: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "null.json"
+    source.write_text("null\n")
+    for args in (("null",), ("--file", str(source))):
+        result = run("publish", run_id + ".nothing", *args)
+        assert result.exit_code == 2, result.output
+        assert "payload is JSON null" in result.output
+    assert (
+        db.execute(
+            "SELECT count(*) AS n FROM messages WHERE message_type = %s", (run_id + ".nothing",)
+        ).fetchone()["n"]
+        == 0
+    )
+
+
 def test_invalid_message_type_is_the_database_message(run: Run) -> None:
     result = run("publish", "", "{}")
     assert result.exit_code == 1

@@ -4,6 +4,7 @@ against a host where nothing is deployed yet."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ def check_mode(root: Path, inventory: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=600,
+        # A copy has no ./collections (installed, not tracked): the repository's serve it.
+        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collections")},
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     recap = RECAP.findall(run.stdout)

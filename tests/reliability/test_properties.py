@@ -870,7 +870,8 @@ def invoke(dsn: str) -> Iterator[Any]:
 
 
 def assert_clean_exit(result: Result, allowed: tuple[int, ...] = (0, 1, 2)) -> None:
-    """Exit 0; or 1 (refused) or 2 (usage) with one 'Error: ...' line. No exception, no traceback."""
+    """Exit 0; or 1 (refused) or 2 (usage) with one 'Error: ...' line on stderr and, on stdout,
+    nothing or (--json) one JSON error object. No exception, no traceback."""
     assert result.exception is None or isinstance(result.exception, SystemExit), (
         f"uncaught {type(result.exception).__name__}: {result.exception!r}"[:2000]
     )
@@ -878,16 +879,20 @@ def assert_clean_exit(result: Result, allowed: tuple[int, ...] = (0, 1, 2)) -> N
     assert result.exit_code in allowed, (result.exit_code, result.output[:2000])
     tally(f"exit {result.exit_code}")
     if result.exit_code != 0:
-        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1, f"no single Error: line in {result.output[:2000]!r}"
         if result.exit_code == 1:  # pgmsg's refusal (usage errors quote the argument back as typed)
             assert len(errors[0]) <= MAX_CLI_ERROR_LENGTH, f"unreadable error of {len(errors[0])} characters"
         others = [
             line
-            for line in result.output.splitlines()
+            for line in result.stderr.splitlines()
             if line and not line.startswith(("Error:", "Usage:", "Try '"))
         ]
         assert not others, f"more than the error line: {result.output[:2000]!r}"
+        if result.stdout.strip():
+            document = json.loads(result.stdout)
+            assert set(document) == {"error"}, f"stdout is not one JSON error: {result.stdout[:2000]!r}"
+            assert document["error"]["message"] in errors[0], (document, errors[0])
 
 
 cli_text = st.one_of(

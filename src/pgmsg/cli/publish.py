@@ -34,9 +34,17 @@ def read_payload(payload: str | None, file: str | None) -> Any:
             param_hint="--file" if file is not None else "stdin",
         ) from exc
     try:
-        return parse_payload(source)
+        value = parse_payload(source)
     except InvalidInput as exc:
         raise click.BadParameter(str(exc), param_hint=where) from exc
+    # The library reads a None payload as "none given" and stores {}: a null that was written
+    # on purpose would be silently replaced, so it is refused instead.
+    if value is None:
+        raise click.BadParameter(
+            "the payload is JSON null; give an object or another JSON value (no payload at all publishes {})",
+            param_hint=where,
+        )
+    return value
 
 
 @click.command()
