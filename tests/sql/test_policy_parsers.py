@@ -37,6 +37,12 @@ ALLOWLIST_CORPUS = [
     "2001:DB8::/32",
     "fe80::/10",
     "::1.2.3.4",
+    # dots that are not one whole IPv4 address at the end: PostgreSQL's inet alone took them
+    "::.0",
+    "1::.0",
+    "::1.2.3",
+    "::1.2.3.4.5",
+    "1.2.3.4::",
     " 10.0.0.0/8 ",
     "\t127.0.0.1\n",
     # networks, invalid: host bits, short forms, leading zeros, odd prefixes, mapped IPv6
