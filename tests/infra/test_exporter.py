@@ -210,14 +210,15 @@ def test_builtin_and_pgmsg_metrics_are_served_apart(builtin_url: str, metrics_ur
     assert not {n for n in pgmsg if n.startswith("pg_") and n != "pg_message_delivery_status_count"}
 
 
-def test_the_sql_exporter_logs_in_as_the_monitoring_role(psql, hostvars) -> None:  # type: ignore[no-untyped-def]
-    """Least privilege: the monitoring login (a member of pgmsg_monitor), nothing else."""
+def test_the_sql_exporter_logs_in_as_the_monitoring_role(db, hostvars) -> None:  # type: ignore[no-untyped-def]
+    """Least privilege: the monitoring login (a member of pgmsg_monitor), nothing else. Asked
+    through the inventory's connection (the leader behind HAProxy in a cluster)."""
     monitor = hostvars["messaging_schema_monitors"][0]["name"]
     logins = wait_until(
-        lambda: psql(
-            "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity "
+        lambda: db.execute(
+            "SELECT string_agg(DISTINCT usename, ',') AS logins FROM pg_stat_activity "
             "WHERE application_name = 'pgmsg-sql-exporter'"
-        ),
+        ).fetchone()["logins"],
         timeout=30,
         interval=0.5,
         message="a pgmsg-sql-exporter session",
