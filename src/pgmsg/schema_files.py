@@ -72,6 +72,7 @@ AREAS: dict[str, tuple[str, tuple[str, ...]]] = {
             "pgmsg_reject",
             "pgmsg_validate_message",
             "pgmsg_matches",
+            "pgmsg_prefixes",
             "pgmsg_fan_out",
             "pgmsg_envelope",
             "pgmsg_delivery_stats",

@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -64,6 +68,25 @@ def wait(driver: WebDriver, timeout: float = PAGE_TIMEOUT) -> WebDriverWait[WebD
     return WebDriverWait(
         driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
     )
+
+
+def shown_text(driver: WebDriver, selector: str) -> str | bool:
+    """The text of the first visible element matching ``selector``, or False while there is none.
+
+    pgAdmin re-renders its notifier as it appears; chromedriver reports an element replaced
+    between finding and reading it either as stale or as "does not belong to the document".
+    """
+    try:
+        for element in driver.find_elements(By.CSS_SELECTOR, selector):
+            if element.is_displayed():
+                return element.text
+    except StaleElementReferenceException:
+        return False
+    except WebDriverException as error:
+        if "does not belong to the document" not in str(error):
+            raise
+        return False
+    return False
 
 
 def log_in(driver: WebDriver, url: str, email: str, password: str) -> None:
@@ -149,10 +172,8 @@ def test_wrong_password_is_refused(
 ) -> None:
     email, password = inventory_vars["pgadmin_email"], inventory_vars["pgadmin_password"]
     log_in(browser, pgadmin_url, email, password + "-wrong")
-    message = wait(browser).until(
-        ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-test=notifier-message]"))
-    )
-    assert "Incorrect username or password" in message.text
+    message = wait(browser).until(lambda d: shown_text(d, "[data-test=notifier-message]"))
+    assert "Incorrect username or password" in str(message)
     assert "/login" in browser.current_url
     assert not browser.find_elements(By.ID, "id-object-explorer")
 

@@ -220,6 +220,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_deferred_status()": {DIS: "EXECUTE", ADM: "EXECUTE", MON: "EXECUTE"},
     # Operating.
     "function pgmsg_matches(text,text)": {ADM: "EXECUTE"},
+    "function pgmsg_prefixes(text)": {ADM: "EXECUTE"},
     "function pgmsg_notify_payload(messages,bigint)": {ADM: "EXECUTE"},
     "function pgmsg_webhook_signature(subscriptions,text,bigint,text)": {DIS: "EXECUTE", ADM: "EXECUTE"},
     # One webhook contract (028): the headers every sender sends, signed in the dispatcher's claim.
