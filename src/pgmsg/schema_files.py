@@ -321,6 +321,11 @@ def assign(entries: list[Entry]) -> None:
     for e in entries:
         if e.kind == "SEQUENCE" and (table := re.search(r"ALTER TABLE public\.([a-z_0-9]+)", e.sql)):
             sequence_table[e.name] = table.group(1)
+    index_table = {  # index -> its table: a comment on an index goes where the index does
+        e.name: table.group(1)
+        for e in entries
+        if e.kind == "INDEX" and (table := re.search(r"\bON (?:ONLY )?public\.([a-z_0-9]+)", e.sql))
+    }
     defined = {
         ("schema " + e.name) if e.kind == "SCHEMA" else _base(e.name)
         for e in entries
@@ -344,6 +349,8 @@ def assign(entries: list[Entry]) -> None:
                 e.owner = table.group(1) if table else e.name
             elif e.kind in ("SEQUENCE", "SEQUENCE OWNED BY") or e.name.startswith("SEQUENCE "):
                 e.owner = sequence_table.get(_base(e.name), _base(e.name))
+            elif e.kind == "COMMENT" and e.name.startswith("INDEX "):
+                e.owner = index_table.get(e.name.removeprefix("INDEX "), e.name)
             elif e.kind == "SCHEMA" or e.name.startswith("SCHEMA "):
                 e.owner = "schema " + e.name.removeprefix("SCHEMA ")
             else:

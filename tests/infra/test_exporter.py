@@ -159,7 +159,13 @@ def test_exporter_container_running_and_healthy(host, any_container, hostvars, d
     container = host.docker(any_container)
     assert container.is_running
     info = container.inspect()
-    assert info["State"]["Health"]["Status"] == "healthy"
+    health = info["State"]["Health"]
+    assert health["Status"] == "healthy", (
+        health["Status"],
+        health["FailingStreak"],
+        [(probe["ExitCode"], probe["Output"][-300:]) for probe in health["Log"]],
+        host.check_output(f"docker logs --tail 30 {any_container} 2>&1")[-3000:],
+    )
     assert info["HostConfig"]["RestartPolicy"]["Name"] == hostvars.get(
         "postgres_exporter_restart_policy", "unless-stopped"
     )

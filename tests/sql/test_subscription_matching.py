@@ -119,8 +119,8 @@ def many_others(conn: psycopg.Connection[Any], count: int) -> None:
     conn.execute(
         "INSERT INTO subscriptions (client_id, delivery_mode, message_type, namespace) "
         "SELECT 'cust-' || g, 'async', "
-        "       CASE WHEN g % 2 = 0 THEN 'cust' || g || '.order.created' ELSE 'cust' || g || '.*' END, "
-        "       CASE WHEN g % 10 = 0 THEN 'tenant-' || g ELSE '*' END "
+        "       CASE WHEN g %% 2 = 0 THEN 'cust' || g || '.order.created' ELSE 'cust' || g || '.*' END, "
+        "       CASE WHEN g %% 10 = 0 THEN 'tenant-' || g ELSE '*' END "
         "  FROM generate_series(1, %s) AS g",
         (count,),
     )

@@ -120,6 +120,10 @@ def backup_node_inventory(directory: Path) -> Path:
             "postgres_exporter_config_dir": str(directory / "exporter"),
             "postgres_exporter_secrets_dir": str(directory / "secrets"),
             "postgres_exporter_build_dir": str(directory / "build" / "postgres-exporter"),
+            # The operator's libpq service and password files of its own: root's name the
+            # deployed stack's database (a second site.yml found them rewritten to this node).
+            "operator_access_service_file": str(directory / "pg_service.conf"),
+            "operator_access_pgpass_file": str(directory / "pgpass"),
         }
     )
     (directory / "group_vars" / "all").mkdir(parents=True)
