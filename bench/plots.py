@@ -102,7 +102,6 @@ def latency_under_load(by_key: dict[str, Figure], canvas: Canvas) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("percentile")
     ax.set_ylabel("ms from commit to the consumer's claim")
-    ax.set_title("End-to-end latency, idle and under load")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
 
