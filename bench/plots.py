@@ -121,13 +121,15 @@ def subscriptions(by_key: dict[str, Figure], canvas: Canvas) -> None:
     relative.axhline(0.85, color="grey", linestyle="--", linewidth=1, label="target at 10,000 (0.85)")
     for ax, unit in ((rates, "msg/s"), (relative, "x the rate with none")):
         ax.set_xscale("symlog", linthresh=100)
+        # Not the autoscaled margin, which reaches into negative counts on a symlog axis.
+        ax.set_xlim(-20, 2 * forms[0][0][-1][0])
         ax.set_xlabel("subscriptions that do not match (3 that do)")
         ax.set_ylabel(unit)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     rates.set_yscale("log")
     rates.set_title("Publish rate")
-    relative.set_ylim(bottom=0)
+    relative.set_ylim(0, 1.3)  # room for the legend above the lines
     relative.set_title("Relative to none")
 
 
