@@ -206,8 +206,9 @@ def markdown(
         "",
         "Every rate is also given as a ratio to the **reference** measured in the same run on the same",
         "server: a raw single-row `INSERT` of the same JSON payload into a plain table, one client, one",
-        "transaction per row. Latencies are given as a multiple of that INSERT's round trip. Each figure is",
-        f"the median of {cfg.repeat} round{'s' if cfg.repeat > 1 else ''}; the spread is the lowest and highest round.",
+        "transaction per row. Latencies are given as a multiple of that INSERT's round trip; levels (the",
+        "sustained backlog) as they are. Each figure is the median of "
+        f"{cfg.repeat} round{'s' if cfg.repeat > 1 else ''}; the spread is the lowest and highest round.",
         "",
         f"Reference: **{_fmt(ref[0])} rows/s**, round trip **{ref[1]:.3f} ms**.",
         "",
