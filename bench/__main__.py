@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import peers, report, scenarios, server
+from bench import peers, report, scale, scenarios, server
 from bench.core import Config, Figure
 
 #: Scenario groups in report order; each takes (dsn, cfg) and returns figures.
@@ -17,6 +17,9 @@ GROUPS = {
     "latency": scenarios.latency,
     "http": scenarios.http_push,
     "growth": scenarios.growth,
+    "client": scenarios.client,
+    "subscriptions": scale.subscriptions,
+    "sustained": scale.sustained,
     "peers": peers.run,
 }
 
@@ -44,20 +47,29 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="directory for benchmarks.md and benchmarks.json (default docs/, or artifacts/bench-smoke/ with --smoke)",
     )
+    parser.add_argument(
+        "--growth-max",
+        type=int,
+        default=Config.growth_max,
+        help="largest backlog the growth group builds, in rows (default 10,000,000; ignored with --smoke)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the bench server running afterwards")
     parser.add_argument(
         "--render",
         action="store_true",
-        help="measure nothing: rewrite benchmarks.md from the benchmarks.json in --out",
+        help="measure nothing: rewrite benchmarks.md and the plots from the benchmarks.json in --out",
     )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.growth_max < 10_000:
+        parser.error("--growth-max must be at least 10,000 (the smallest growth size)")
 
-    cfg = Config(smoke=args.smoke, rounds=args.rounds)
+    cfg = Config(smoke=args.smoke, rounds=args.rounds, growth_max=args.growth_max)
     out = args.out or (server.ROOT / ("artifacts/bench-smoke" if args.smoke else "docs"))
     if args.render:
-        print(f"bench: wrote {report.rerender(out)}", file=sys.stderr)
+        for path in report.rerender(out):
+            print(f"bench: wrote {path}", file=sys.stderr)
         return 0
     started = time.monotonic()
     srv = server.start(args.image, args.port)

@@ -27,6 +27,8 @@ class Config:
 
     smoke: bool = False
     rounds: int = 5
+    #: The largest backlog the growth group builds (rows of messages and of deliveries).
+    growth_max: int = 10_000_000
 
     def n(self, full: int, smoke: int) -> int:
         return smoke if self.smoke else full
@@ -40,8 +42,10 @@ class Config:
 class Figure:
     """One measured figure: a value per round; the report gives the median and the spread.
 
-    ``kind`` is "rate" (higher is better, per second) or "latency" (milliseconds,
-    lower is better). ``ratio`` is filled in by the report against the reference.
+    ``kind`` is "rate" (higher is better, per second), "latency" (milliseconds,
+    lower is better) or "count" (a level such as a backlog, no ratio). ``ratio``
+    is filled in by the report against the reference. ``series`` is an optional
+    time series of one round, (seconds, value) pairs, for the plots.
     """
 
     key: str
@@ -52,6 +56,7 @@ class Figure:
     rounds: list[float] = field(default_factory=list)
     note: str = ""
     ratio: float | None = None
+    series: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def median(self) -> float:

@@ -284,6 +284,55 @@ def _publish_deferred(dsn: str, cfg: Config) -> list[Figure]:
     return figures
 
 
+# -- Client.publish against the same INSERT in plain SQL ---------------------------------
+
+#: What Client.publish sends, written out: the bench states the SQL it compares with.
+PLAIN_PUBLISH = (
+    "INSERT INTO messages (message_type, namespace, payload, message_key) "
+    "VALUES (%s, %s, %s::jsonb, %s) RETURNING id"
+)
+
+
+def _w_plain_publish(dsn: str, count: int, message_type: str) -> list[float]:
+    """The publish as a psycopg user would write it: autocommit, one statement per message,
+    the payload encoded per message as the client encodes it; seconds per message."""
+    latencies = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(count):
+            start = time.perf_counter()
+            conn.execute(PLAIN_PUBLISH, (message_type, "default", json.dumps(PAYLOAD), None)).fetchone()
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def client(dsn: str, cfg: Config) -> list[Figure]:
+    """Client.publish and plain SQL, rounds alternating so drift hits both alike."""
+    server.reset(dsn)
+    subscribe_async(dsn)
+    ours = Figure(
+        "client.publish",
+        "9. Client overhead",
+        "Client.publish, 1 message per transaction, 1 client, 3 async subscribers",
+        "msg/s",
+        "rate",
+    )
+    plain = Figure(
+        "client.plain_sql",
+        "9. Client overhead",
+        "The same INSERT through psycopg (autocommit, RETURNING id), 1 client, 3 async subscribers",
+        "msg/s",
+        "rate",
+        note="the statement Client.publish sends, the payload JSON-encoded per message; "
+        "rounds alternate with client.publish; both timed per publish call, connecting not counted",
+    )
+    count = cfg.n(3000, 200)
+    for _ in range(cfg.repeat):
+        for fig, target in ((ours, _w_publish), (plain, _w_plain_publish)):
+            _, (latencies,) = parallel(target, [(dsn, count, PUBLISH_TYPE)])
+            fig.rounds.append(rate(count, sum(latencies)))
+    return [ours, plain]
+
+
 # -- 3. consume ----------------------------------------------------------------------
 
 
@@ -353,23 +402,67 @@ def _w_notify_listener(dsn: str, channel: str, expected: int, ready: Any, done: 
     out.put(seen)
 
 
-def _w_paced_publisher(dsn: str, per_second: float, batch: int, stop: Any, out: Any) -> None:
-    """Publish ``batch`` messages per transaction at a steady ``per_second`` messages until
-    stopped; put the count sent and the seconds it took."""
+def _w_paced_publisher(
+    dsn: str,
+    per_second: float,
+    batch: int,
+    stop: Any,
+    out: Any,
+    message_type: str = "bench.load",
+    deferred: bool = False,
+    ready: Any = None,
+) -> None:
+    """Publish ``batch`` messages per transaction at a steady ``per_second`` messages (as fast
+    as it can with ``math.inf``) until stopped; put the count sent and the seconds it took.
+    ``ready`` is set once connected, just before the first publish."""
     sent = 0
-    rows = [("bench.load", PAYLOAD, "default")] * batch
+    rows = [(message_type, PAYLOAD, "default")] * batch
     with Client(dsn, max_size=1) as c:
+        if ready is not None:  # the pool opened connected
+            ready.set()
         start = time.monotonic()
         while not stop.is_set():
             if batch == 1:
-                c.publish("bench.load", PAYLOAD)
+                c.publish(message_type, PAYLOAD, deferred=deferred)
             else:
-                c.publish_many(rows)
+                c.publish_many(rows, deferred=deferred)
             sent += batch
             ahead = start + sent / per_second - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
         out.put((sent, time.monotonic() - start))
+
+
+class Publisher:
+    """A publisher (_w_paced_publisher) in its own process while the block runs, entered once it
+    is connected; ``sent`` and ``seconds`` hold what it did once the block is left."""
+
+    def __init__(self, dsn: str, per_second: float, batch: int, **options: Any) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.stop, self.out, self.ready = ctx.Event(), ctx.Queue(), ctx.Event()
+        self.proc = ctx.Process(
+            target=_w_paced_publisher,
+            args=(dsn, per_second, batch, self.stop, self.out),
+            kwargs={**options, "ready": self.ready},
+            daemon=True,
+        )
+        self.sent, self.seconds = 0, 0.0
+
+    def __enter__(self) -> Publisher:
+        self.proc.start()
+        if not self.ready.wait(60):
+            self.proc.kill()
+            raise RuntimeError("the publisher did not start")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self.sent, self.seconds = self.out.get(timeout=120)
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
 
 
 @dataclass
@@ -425,100 +518,121 @@ def _latency_run(
     return run
 
 
-def _latency_figures(key: str, group: str, title: str, rounds: list[LatencyRun]) -> list[Figure]:
+def _latency_figures(
+    key: str, group: str, title: str, rounds: list[LatencyRun], percentiles: tuple[float, ...] = (50, 99)
+) -> list[Figure]:
+    """Per percentile a figure from the publish call (``key.pNN``) and one from its return
+    (``key.commit.pNN``); p99.9 is keyed ``p99.9``."""
     figures = []
     for suffix, label, pick in (
-        (".p50", "from the publish call, p50", lambda r: r.from_call),
-        (".p99", "from the publish call, p99", lambda r: r.from_call),
-        (".commit.p50", "from the publish's return (commit), p50", lambda r: r.from_commit),
-        (".commit.p99", "from the publish's return (commit), p99", lambda r: r.from_commit),
+        ("", "from the publish call", lambda r: r.from_call),
+        (".commit", "from the publish's return (commit)", lambda r: r.from_commit),
     ):
-        fig = Figure(f"{key}{suffix}", group, f"{title}, {label}", "ms", "latency")
-        fig.rounds = [percentile(pick(r), 99 if suffix.endswith("99") else 50) for r in rounds]
-        figures.append(fig)
+        for p in percentiles:
+            name = f"p{p:g}"
+            fig = Figure(f"{key}{suffix}.{name}", group, f"{title}, {label}, {name}", "ms", "latency")
+            fig.rounds = [percentile(pick(r), p) for r in rounds]
+            figures.append(fig)
     lost = sum(r.lost for r in rounds)
     if lost:
         figures[0].note = f"{lost} message(s) never reached the listener within 10 s"
     return figures
 
 
-#: The publish load of the loaded NOTIFY run: messages per second, messages per transaction.
+#: The publish load of the loaded runs: messages per second, messages per transaction.
 LOAD_PER_SECOND, LOAD_BATCH = 1000, 10
+#: The percentiles of the end-to-end figures the plots compare, idle and loaded.
+E2E_PERCENTILES = (50, 90, 99, 99.9)
+
+
+def _under_load(
+    dsn: str, cfg: Config, achieved: Figure, one_round: Callable[[], LatencyRun]
+) -> list[LatencyRun]:
+    """Rounds of ``one_round`` while a paced publisher sends LOAD_PER_SECOND messages/s to an
+    async subscriber nobody consumes; the rate it reached goes into ``achieved``."""
+    # The load is 1,000 messages/s in transactions of 10: one message per transaction
+    # tops out below 1,000/s on a small machine (see 1. Publish), and the load must be
+    # the rate the issue names, or the figure would say less than its title.
+    runs = []
+    for _ in range(cfg.repeat):
+        with Publisher(dsn, float(LOAD_PER_SECOND), LOAD_BATCH) as load:
+            time.sleep(1.0)
+            runs.append(one_round())
+        achieved.rounds.append(load.sent / load.seconds)
+    return runs
+
+
+def _load_rate_figure(key: str, group: str, title: str) -> Figure:
+    return Figure(
+        key,
+        group,
+        title,
+        "msg/s",
+        "rate",
+        note=f"target load {LOAD_PER_SECOND:,} msg/s in transactions of {LOAD_BATCH} "
+        f"({LOAD_PER_SECOND // LOAD_BATCH} commits/s), one client, to an async subscriber",
+    )
 
 
 def latency(dsn: str, cfg: Config) -> list[Figure]:
-    import multiprocessing
-
     server.reset(dsn)
     subscribe_async(dsn, ("bench-e2e",), "bench.e2e")
     with Client(dsn, max_size=1) as c:
         c.subscribe("bench-notify", "notify", message_type="bench.notify", notify_channel="bench_notify")
         c.subscribe("bench-load", "async", message_type="bench.load")
     samples = cfg.n(400, 20)
+    # p99.9 needs a thousand samples to be more than the largest one.
+    e2e_samples = cfg.n(1000, 20)
+
+    def e2e_round() -> LatencyRun:
+        return _latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", e2e_samples, 0.01)
+
+    group = "4. End-to-end latency"
+    title = "Publish to idle consumer woken by LISTEN (claim returned)"
     figures = _latency_figures(
-        "latency.e2e",
-        "4. End-to-end latency",
-        "Publish to idle consumer woken by LISTEN (claim returned)",
-        [
-            _latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01)
-            for _ in range(cfg.repeat)
-        ],
+        "latency.e2e", group, title, [e2e_round() for _ in range(cfg.repeat)], E2E_PERCENTILES
     )
+    e2e_load = _load_rate_figure(
+        "latency.e2e.loaded_1000.rate", group, "Background publish rate during the loaded end-to-end run"
+    )
+    figures += _latency_figures(
+        "latency.e2e.loaded_1000",
+        group,
+        f"{title}, under a 1,000 msg/s publish load",
+        _under_load(dsn, cfg, e2e_load, e2e_round),
+        E2E_PERCENTILES,
+    )
+    figures.append(e2e_load)
     with FanOut(dsn):
         figures += _latency_figures(
             "latency.e2e_deferred",
-            "4. End-to-end latency",
+            group,
             "Deferred publish to idle consumer woken by LISTEN (fan-out worker polling every 10 ms)",
             [
                 _latency_run(dsn, _w_idle_consumer, ("bench-e2e",), "bench.e2e", samples, 0.01, deferred=True)
                 for _ in range(cfg.repeat)
             ],
         )
+
+    def notify_round() -> LatencyRun:
+        return _latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
+
     figures += _latency_figures(
         "latency.notify_idle",
         "5. NOTIFY latency",
         "NOTIFY subscription, idle server",
-        [
-            _latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
-            for _ in range(cfg.repeat)
-        ],
+        [notify_round() for _ in range(cfg.repeat)],
     )
-
-    # The load is 1,000 messages/s in transactions of 10: one message per transaction
-    # tops out below 1,000/s on a small machine (see 1. Publish), and the load must be
-    # the rate the issue names, or the figure would say less than its title.
-    loaded: list[LatencyRun] = []
-    achieved = Figure(
+    achieved = _load_rate_figure(
         "latency.notify_load.rate",
         "5. NOTIFY latency",
         "Background publish rate during the loaded NOTIFY run",
-        "msg/s",
-        "rate",
-        note=f"target load {LOAD_PER_SECOND:,} msg/s in transactions of {LOAD_BATCH} "
-        f"({LOAD_PER_SECOND // LOAD_BATCH} commits/s), one client, to an async subscriber",
     )
-    ctx = multiprocessing.get_context("spawn")
-    for _ in range(cfg.repeat):
-        stop, sent = ctx.Event(), ctx.Queue()
-        load = ctx.Process(
-            target=_w_paced_publisher, args=(dsn, float(LOAD_PER_SECOND), LOAD_BATCH, stop, sent), daemon=True
-        )
-        load.start()
-        time.sleep(1.0)
-        try:
-            loaded.append(
-                _latency_run(dsn, _w_notify_listener, ("bench_notify",), "bench.notify", samples, 0.01)
-            )
-        finally:
-            stop.set()
-            total, seconds = sent.get(timeout=60)
-            load.join(timeout=10)
-        achieved.rounds.append(total / seconds)
     figures += _latency_figures(
         "latency.notify_load",
         "5. NOTIFY latency",
         "NOTIFY subscription, under a 1,000 msg/s publish load",
-        loaded,
+        _under_load(dsn, cfg, achieved, notify_round),
     )
     figures.append(achieved)
     return figures
@@ -720,25 +834,62 @@ def http_push(dsn: str, cfg: Config) -> list[Figure]:
 
 
 def _grow_to(dsn: str, total: int) -> None:
-    """Add history until ``total`` messages (each with one delivery, delivered) exist."""
+    """Add history until ``total`` messages exist, each with one delivered delivery.
+
+    One statement per million rows writes the messages and their deliveries together: the
+    fan-out is bypassed by making the subscription inactive meanwhile (a delivery is then
+    written as delivered, not written pending and updated, which left as many dead rows)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         have = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        if have >= total:
+            return
+        (sub,) = conn.execute(
+            "UPDATE subscriptions SET active = false WHERE client_id = 'bench-growth' RETURNING id"
+        ).fetchone()
         body = json.dumps(PAYLOAD)
-        while have < total:
-            step = min(100_000, total - have)
-            conn.execute(
-                "INSERT INTO messages (message_type, namespace, payload) "
-                "SELECT %s, 'default', %s::jsonb FROM generate_series(1, %s)",
-                (PUBLISH_TYPE, body, step),
-            )
-            conn.execute(
-                "UPDATE message_delivery SET status = 'delivered', delivered_at = now(), attempts = 1 "
-                "WHERE status = 'pending'"
-            )
-            have += step
+        try:
+            while have < total:
+                step = min(1_000_000, total - have)
+                conn.execute(
+                    "WITH m AS (INSERT INTO messages (message_type, namespace, payload) "
+                    "SELECT %s, 'default', %s::jsonb FROM generate_series(1, %s) RETURNING id, created_at) "
+                    "INSERT INTO message_delivery (message_id, subscription_id, client_id, delivery_mode, "
+                    "status, created_at, claimed_at, delivered_at, attempts) "
+                    "SELECT id, %s, 'bench-growth', 'async', 'delivered', created_at, now(), now(), 1 FROM m",
+                    (PUBLISH_TYPE, body, step, sub),
+                )
+                have += step
+        finally:
+            conn.execute("UPDATE subscriptions SET active = true WHERE id = %s", (sub,))
         conn.execute("VACUUM ANALYZE messages")
         conn.execute("VACUUM ANALYZE message_delivery")
         conn.execute("CHECKPOINT")
+
+
+def size_label(size: int) -> str:
+    """10_000 -> "10k", 10_000_000 -> "10m": the key suffix of a size."""
+    for unit, letter in ((1_000_000, "m"), (1_000, "k")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit}{letter}"
+    return str(size)
+
+
+def size_of_label(label: str) -> int:
+    """The inverse of size_label, for the plots."""
+    scale = {"m": 1_000_000, "k": 1_000}.get(label[-1:], 1)
+    return int(label[:-1] if scale > 1 else label) * scale
+
+
+#: The growth sizes, full and smoke (the smoke sizes stand in for the full ones' keys).
+GROWTH_SIZES = ((10_000, 1_000), (100_000, 2_000), (1_000_000, 5_000), (10_000_000, 8_000))
+
+
+def growth_sizes(cfg: Config) -> list[tuple[int, str]]:
+    """(rows, key label) per size measured: up to and including cfg.growth_max."""
+    if cfg.smoke:
+        return [(smoke, size_label(full)) for full, smoke in GROWTH_SIZES]
+    sizes = [full for full, _ in GROWTH_SIZES if full < cfg.growth_max] + [cfg.growth_max]
+    return [(size, size_label(size)) for size in sizes]
 
 
 def _publish_and_claim(dsn: str, count: int, backlog: int, publish_fig: Figure, claim_fig: Figure) -> None:
@@ -755,12 +906,12 @@ def _publish_and_claim(dsn: str, count: int, backlog: int, publish_fig: Figure, 
 
 
 def growth(dsn: str, cfg: Config) -> list[Figure]:
-    small, large = cfg.n(10_000, 1_000), cfg.n(1_000_000, 5_000)
     count, backlog = cfg.n(3000, 100), cfg.n(10_000, 200)
     server.reset(dsn)
     subscribe_async(dsn, ("bench-growth",))
     figures = []
-    for size, label in ((small, "10k"), (large, "1m")):
+    sizes = growth_sizes(cfg)
+    for size, label in sizes:
         _grow_to(dsn, size)
         pub = Figure(
             f"growth.publish.{label}",
@@ -779,6 +930,7 @@ def growth(dsn: str, cfg: Config) -> list[Figure]:
         for _ in range(cfg.repeat):
             _publish_and_claim(dsn, count, backlog, pub, claim)
         figures += [pub, claim]
+    large = sizes[-1][0]
 
     pub = Figure(
         "growth.publish.rr_held",
