@@ -114,10 +114,13 @@ def subscriptions(by_key: dict[str, Figure], canvas: Canvas) -> None:
     if any(len(series) < 2 or series[0][0] != 0 for series, _ in forms):
         raise Missing("needs subscriptions.publish.* and subscriptions.batch.*, with none (.0) and more")
     rates, relative = canvas.subplots(1, 2)
+    highest = 1.0
     for (series, label), marker in zip(forms, "os", strict=True):
         counts, figures = [c for c, _ in series], [f for _, f in series]
         _spread(rates, counts, figures, label, marker)
-        relative.plot(counts, [f.median / figures[0].median for f in figures], marker=marker, label=label)
+        ratios = [f.median / figures[0].median for f in figures]
+        highest = max(highest, *ratios)
+        relative.plot(counts, ratios, marker=marker, label=label)
     relative.axhline(0.85, color="grey", linestyle="--", linewidth=1, label="target at 10,000 (0.85)")
     for ax, unit in ((rates, "msg/s"), (relative, "x the rate with none")):
         ax.set_xscale("symlog", linthresh=100)
@@ -129,7 +132,7 @@ def subscriptions(by_key: dict[str, Figure], canvas: Canvas) -> None:
         ax.legend()
     rates.set_yscale("log")
     rates.set_title("Publish rate")
-    relative.set_ylim(0, 1.3)  # room for the legend above the lines
+    relative.set_ylim(0, max(1.3, 1.15 * highest))  # every point, and room for the legend
     relative.set_title("Relative to none")
 
 
