@@ -3,14 +3,15 @@
 Unlike the suite (bench/__main__.py, a throwaway server and a dispatcher of its own), this
 talks to the local deployment (inventory/local): it starts receivers on 127.0.0.1 in a
 process of their own, creates http subscriptions pointing at them as the inventory's
-administrator, publishes a backlog in batches and times from the first publish to the last
+administrator, publishes a backlog in batches (every message goes to every endpoint: --webhooks
+divided by the endpoints, 20,000 messages for one endpoint, 2,500 for eight) and times from the first publish to the last
 delivery the database records as delivered (message_delivery.delivered_at), so the figure
 is what the deployed dispatcher, with whatever settings it runs with, pushes and records.
 Its subscriptions (client ids ``bench-webhooks-*``) are removed at the end, also after a
 failure.
 
-    .venv/bin/python bench/webhooks_deployed.py                    # 20,000 webhooks, 1 then 8 endpoints
-    .venv/bin/python bench/webhooks_deployed.py --endpoints 8 --messages 5000 --no-verify
+    .venv/bin/python bench/webhooks_deployed.py                     # 20,000 webhooks, 1 then 8 endpoints
+    .venv/bin/python bench/webhooks_deployed.py --endpoints 8 --webhooks 80000 --no-verify
 
 The receivers answer 200 to every POST on kept-alive HTTP/1.1 connections; by default
 each verifies the Standard Webhooks signature (pgmsg.signing.verify, about 10 us of CPU
@@ -231,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=os.environ.get("PGMSG_BENCH_DSN") or None, help="default: inventory")
     parser.add_argument("--endpoints", type=int, nargs="+", default=[1, 8], help="runs, by endpoint count")
-    parser.add_argument("--messages", type=int, default=20_000, help="messages published per run")
+    parser.add_argument(
+        "--webhooks", type=int, default=20_000, help="webhooks per run (messages: this / endpoints)"
+    )
     parser.add_argument("--batch", type=int, default=500, help="messages per publish transaction")
     parser.add_argument("--no-verify", action="store_true", help="receivers skip the signature check")
     parser.add_argument("--max-in-flight", type=int, default=None, help="the subscriptions' own limit")
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 client,
                 dsn,
                 endpoints=endpoints,
-                messages=args.messages,
+                messages=max(1, args.webhooks // endpoints),
                 batch=args.batch,
                 verify=not args.no_verify,
                 timeout=args.timeout,

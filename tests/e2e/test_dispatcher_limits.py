@@ -60,7 +60,7 @@ def test_the_deployed_dispatcher_keeps_each_subscription_to_its_limit(
         webhook_url=receiver.url,
         max_in_flight=max_in_flight,
     )
-    ids = client.publish_many([(run_id + ".x", {"n": n}, "default") for n in range(limit * 4)])
+    ids = client.publish_many([(run_id + ".x", {"n": n}, "default") for n in range(limit * 6)])
     wait_until(lambda: delivered(client, ids), timeout=60, message="every webhook delivered")
     assert seen.most == limit
     assert len({r.headers["webhook-id"] for r in receiver.requests}) == len(ids)
