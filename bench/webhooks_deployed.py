@@ -12,6 +12,12 @@ failure.
 
     .venv/bin/python bench/webhooks_deployed.py                     # 20,000 webhooks, 1 then 8 endpoints
     .venv/bin/python bench/webhooks_deployed.py --endpoints 8 --webhooks 80000 --no-verify
+    .venv/bin/python bench/webhooks_deployed.py --sizes 4/16/100 16/128/100 32/256/200
+
+``--sizes`` (per_subscription/workers/batch) measures other dispatcher sizes: for each, the
+deployed container is stopped and its image run by hand with its environment and mounts and
+those PGMSG_DISPATCHER_* values, then the deployed container is started again (also after a
+failure). Hold the deploy lock while it runs: nothing else may redeploy meanwhile.
 
 The receivers answer 200 to every POST on kept-alive HTTP/1.1 connections; by default
 each verifies the Standard Webhooks signature (pgmsg.signing.verify, about 10 us of CPU
@@ -25,12 +31,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,9 @@ from pgmsg.errors import PgmsgError
 ROOT = Path(__file__).resolve().parents[1]
 INVENTORY_VARS = ROOT / "inventory" / "local" / "group_vars" / "all" / "main.yml"
 CLIENT_PREFIX = "bench-webhooks-"
+DEPLOYED = "http-dispatcher"
+BY_HAND = "pgmsg-bench-dispatcher"
+SIZES = ("PGMSG_DISPATCHER_PER_SUBSCRIPTION", "PGMSG_DISPATCHER_WORKERS", "PGMSG_DISPATCHER_BATCH")
 
 
 def admin_dsn(inventory_vars: Path = INVENTORY_VARS) -> str:
@@ -154,6 +166,45 @@ class Receivers:
         self._process.join(timeout=10)
 
 
+# -- other sizes, by hand ------------------------------------------------------------------
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+@contextlib.contextmanager
+def dispatcher_sized(sizes: str) -> Iterator[None]:
+    """The deployed dispatcher replaced, meanwhile, by its image run with ``sizes``
+    ("per_subscription/workers/batch") and otherwise its own environment and mounts."""
+    [found] = json.loads(_docker("inspect", DEPLOYED))
+    config, host = found["Config"], found["HostConfig"]
+    env = [e for e in config["Env"] if e.partition("=")[0] not in SIZES]
+    env += [f"{name}={value}" for name, value in zip(SIZES, sizes.split("/"), strict=True)]
+    command = ["run", "-d", "--name", BY_HAND, "--network", host["NetworkMode"]]
+    command += ["--user", config["User"]] if config.get("User") else []
+    for e in env:
+        command += ["-e", e]
+    for mount in found["Mounts"]:
+        command += ["-v", f"{mount['Source']}:{mount['Destination']}:ro"]
+    _docker("stop", DEPLOYED)
+    try:
+        _docker(*command, config["Image"], *config["Cmd"])
+        deadline = time.monotonic() + 60
+        while "dispatcher started" not in _docker("logs", BY_HAND) + _stderr_of(BY_HAND):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{BY_HAND} did not start: {_stderr_of(BY_HAND)[-2000:]}")
+            time.sleep(0.2)
+        yield
+    finally:
+        subprocess.run(["docker", "rm", "-f", BY_HAND], capture_output=True)
+        _docker("start", DEPLOYED)
+
+
+def _stderr_of(container: str) -> str:
+    return subprocess.run(["docker", "logs", container], capture_output=True, text=True).stderr
+
+
 # -- one run --------------------------------------------------------------------------------
 
 
@@ -240,8 +291,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=None, help="the subscriptions' own limit")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the deliveries")
     parser.add_argument("--json", action="store_true", help="one JSON object per run instead of a line")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=[None],
+        help="per_subscription/workers/batch of a dispatcher run by hand in place of the deployed one",
+    )
     args = parser.parse_args(argv)
     dsn = args.dsn or admin_dsn()
+    failed = False
+    for sizes in args.sizes:
+        if sizes is not None:
+            print(f"per_subscription/workers/batch {sizes} (by hand, the deployed container stopped)")
+        with dispatcher_sized(sizes) if sizes else contextlib.nullcontext():
+            failed |= measure(args, dsn)
+    return 1 if failed else 0
+
+
+def measure(args: argparse.Namespace, dsn: str) -> bool:
+    """The runs of ``args.endpoints``, printed; whether one failed."""
     failed = False
     with Client(dsn) as client:
         for endpoints in args.endpoints:
@@ -266,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result['most_connections']}, refused {result['refused']})",
                     flush=True,
                 )
-    return 1 if failed else 0
+    return failed
 
 
 if __name__ == "__main__":
