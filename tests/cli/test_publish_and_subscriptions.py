@@ -163,6 +163,33 @@ def test_notify_payload_is_an_opt_in_of_notify_subscriptions(run: Run, client: C
     assert client.subscriptions(run_id + "-q") == []
 
 
+def test_max_in_flight_is_set_shown_updated_and_checked(run: Run, client: Client, run_id: str) -> None:
+    hook = ("subscriptions", "add", run_id + "-hook", "--mode", "http", "--url", "http://127.0.0.1:9/hook")
+    added = run(*hook, "--max-in-flight", "16")
+    assert added.exit_code == 0, added.output
+    assert "max_in_flight=16" in added.output  # shown among the options
+    listed = run("subscriptions", "list", "--client", run_id + "-hook")
+    assert "max_in_flight=16" in listed.output
+    [shown] = json.loads(run("--json", "subscriptions", "list", "--client", run_id + "-hook").stdout)
+    assert shown["max_in_flight"] == 16
+    # Adding it again updates it: a new limit, then none (the dispatcher's default).
+    assert run(*hook, "--max-in-flight", "2").exit_code == 0
+    assert [s.max_in_flight for s in client.subscriptions(run_id + "-hook")] == [2]
+    assert run(*hook).exit_code == 0
+    assert [s.max_in_flight for s in client.subscriptions(run_id + "-hook")] == [None]
+    assert "max_in_flight" not in run("subscriptions", "list", "--client", run_id + "-hook").output
+    for bad in ("0", "1001", "abc", "2.5"):
+        refused = run(*hook, "--max-in-flight", bad)
+        assert refused.exit_code == 2, refused.output
+        assert "--max-in-flight" in refused.output
+    assert [s.max_in_flight for s in client.subscriptions(run_id + "-hook")] == [None]
+    # The database's own check, for an async subscription click cannot know about.
+    not_http = run("subscriptions", "add", run_id + "-q", "--mode", "async", "--max-in-flight", "4")
+    assert not_http.exit_code == 1
+    assert "max_in_flight applies to http subscriptions only" in not_http.output
+    assert client.subscriptions(run_id + "-q") == []
+
+
 def test_pause_and_resume(run: Run, client: Client, db: psycopg.Connection[Any], run_id: str) -> None:
     first = client.subscribe(run_id + "-pr", "async", message_type=run_id + ".a")
     second = client.subscribe(run_id + "-pr", "async", message_type=run_id + ".b")

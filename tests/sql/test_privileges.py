@@ -41,7 +41,7 @@ ADMIN_TABLE = "SELECT INSERT UPDATE DELETE"
 SUBSCRIPTION_COLUMNS_BUT_SECRETS = (
     "id, client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel, http_timeout_ms, active, "
     "created_at, updated_at, max_attempts, lease_seconds, push_mode, retry_base_ms, retry_max_ms, "
-    "previous_secret_expires_at, payload_filter, ordered, durable, deactivated_reason, notify_payload"
+    "previous_secret_expires_at, payload_filter, ordered, durable, deactivated_reason, notify_payload, max_in_flight"
 )
 DELIVERY_STATE = (
     "status, updated_at, claimed_at, delivered_at, retry_count, last_error, attempts, "
@@ -200,7 +200,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "function pgmsg_ack(bigint[],uuid[])": {CLI: "EXECUTE", ADM: "EXECUTE"},
     "function pgmsg_nack(bigint,uuid,double precision,text)": {CLI: "EXECUTE", ADM: "EXECUTE"},
     # Dispatching; its writes to subscriptions (410 Gone) run the URL check.
-    "function pgmsg_claim_http_slots(integer,integer,text,integer,bigint[],integer[])": {
+    "function pgmsg_claim_http_slots(integer,integer,text,integer,bigint[],integer[],integer)": {
         DIS: "EXECUTE",
         ADM: "EXECUTE",
     },

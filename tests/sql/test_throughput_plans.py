@@ -9,6 +9,7 @@ deployed database other tests' history would decide the plan)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -25,7 +26,7 @@ def scratch(scratch_server: ScratchServer) -> str:
     return scratch_server.dsn
 
 
-def nested_plans(conn: psycopg.Connection[Any], statement: str) -> str:
+def nested_plans(conn: psycopg.Connection[Any], statement: str, params: Any = None) -> str:
     """The plans of every statement ``statement`` runs, functions included (auto_explain)."""
     plans: list[str] = []
     conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
@@ -37,7 +38,7 @@ def nested_plans(conn: psycopg.Connection[Any], statement: str) -> str:
         "log_level = notice",
     ):
         conn.execute(f"SET auto_explain.{setting}")
-    conn.execute(statement).fetchall()
+    conn.execute(statement, params).fetchall()
     conn.execute("SET auto_explain.log_min_duration = -1")
     return "\n".join(plans)
 
@@ -294,3 +295,36 @@ def test_retention_reads_deliveries_through_the_message_index(scratch: str, reti
         conn.execute("DELETE FROM subscriptions WHERE client_id LIKE 'plan-retire-%'")
     assert "message_delivery" in plans, plans
     assert "Seq Scan on message_delivery" not in plans, plans
+
+
+def test_recording_a_large_batch_of_pushes_is_linear(scratch: str) -> None:
+    """The recorder writes whatever finished meanwhile in one call (up to 500 pushes). The
+    generic plan guessed one row per array and joined by nested loops, comparing every push
+    with every other twice (032): the plans may not filter joined rows by the batch squared."""
+    with Client(scratch, max_size=1) as client, psycopg.connect(scratch, autocommit=True) as conn:
+        client.subscribe(
+            "batch-hook", "http", message_type="batch.hook", webhook_url="http://127.0.0.1:9/hook"
+        )
+        client.publish_many([("batch.hook", {"n": i}, "default") for i in range(400)])
+        conn.execute(
+            "UPDATE subscriptions SET active = false WHERE delivery_mode = 'http' AND client_id <> 'batch-hook'"
+        )  # other tests' webhooks: not claimed here
+        rows = conn.execute(
+            "SELECT delivery_id, lease_token FROM pgmsg_claim_http_slots(400, 400, 'batch', 60, '{}', '{}')"
+        ).fetchall()
+        assert len(rows) == 400
+        ids, tokens = [r[0] for r in rows], [r[1] for r in rows]
+        codes = [200] * 300 + [503] * 100
+        plans = nested_plans(
+            conn,
+            "SELECT * FROM pgmsg_record_http_attempts(%s::bigint[], %s::uuid[], %s::integer[], %s::text[],"
+            " %s::numeric[], %s::float8[])",
+            (ids, tokens, codes, [None] * 400, [1.0] * 400, [None] * 400),
+        )
+        statuses = conn.execute(
+            "SELECT status, count(*) FROM message_delivery WHERE id = ANY(%s) GROUP BY status ORDER BY status",
+            (ids,),
+        ).fetchall()
+        assert statuses == [("delivered", 300), ("pending", 100)]
+    removed = [int(n) for n in re.findall(r"Rows Removed by Join Filter: (\d+)", plans)]
+    assert max(removed, default=0) < 400, plans

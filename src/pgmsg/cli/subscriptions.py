@@ -52,6 +52,8 @@ def table_row(sub: Subscription) -> dict[str, Any]:
     ]
     if sub.payload_filter:
         options.append("filter=" + json.dumps(sub.payload_filter, separators=(",", ":")))
+    if sub.max_in_flight is not None:
+        options.append(f"max_in_flight={sub.max_in_flight}")
     return {
         **public_view(sub),
         "target": sub.webhook_url or sub.notify_channel,
@@ -156,6 +158,12 @@ def subscriptions() -> None:
     callback=parse_filter,
     help='Only messages whose payload contains this JSON object, e.g. \'{"country": "DE"}\'.',
 )
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(1, 1000),
+    help="http: most webhooks the dispatcher has in flight at once for this subscription "
+    "(default: the dispatcher's --per-subscription).",
+)
 @click.option("--ordered", is_flag=True, help="Deliver messages with the same key one at a time, in order.")
 @click.option("--durable", is_flag=True, help="notify: keep a claimable copy until the listener acks it.")
 @click.option(
@@ -179,7 +187,7 @@ def add(app: AppContext, client_id: str, show_secrets: bool, **settings: Any) ->
     Examples:
       pgmsg subscriptions add analytics-service --mode async --type 'order.*'
       pgmsg subscriptions add webhook-server --mode http --url http://127.0.0.1:8080/webhook \\
-            --type 'order.*' --max-attempts 5
+            --type 'order.*' --max-attempts 5 --max-in-flight 16
       pgmsg subscriptions add dashboard --mode notify --namespace shop --channel dashboard --durable
       pgmsg --json subscriptions add eu-orders --mode async --payload-filter '{"country": "DE"}'
     """

@@ -24,9 +24,14 @@ from pgmsg.errors import ConnectionFailed, translated
 #: Pause between attempts to reach the database again (see DispatchStore.fetch).
 RECONNECT_PAUSE_SECONDS = 0.5
 
-# Claims up to p_batch due deliveries, at most p_cap per subscription counting the
-# ones this dispatcher still holds (busy ids and counts), under leases of lease_seconds.
-CLAIM = "SELECT * FROM pgmsg_claim_http_slots(%s, %s, %s, %s, %s::bigint[], %s::integer[])"
+# Claims up to p_batch due deliveries under leases of lease_seconds, per subscription at
+# most its limit (max_in_flight, else per_subscription) plus claim_ahead (at most the limit
+# again), counting the ones this dispatcher still holds (busy ids and counts); each row
+# carries its subscription's limit (migration 032).
+CLAIM = (
+    "SELECT * FROM pgmsg_claim_http_slots(%(batch)s, %(per_subscription)s, %(name)s, %(lease)s,"
+    " %(busy)s::bigint[], %(counts)s::integer[], %(claim_ahead)s)"
+)
 
 # Records finished pushes, each under the lease token its claim returned: a push
 # whose lease lapsed and passed on (another push, a dead letter) is not recorded
@@ -112,15 +117,26 @@ class DispatchStore:
                     time.sleep(RECONNECT_PAUSE_SECONDS)
 
     def claim(
-        self, name: str, batch: int, cap: int, lease_seconds: int, busy: dict[int, int]
+        self,
+        name: str,
+        batch: int,
+        per_subscription: int,
+        claim_ahead: int,
+        lease_seconds: int,
+        busy: dict[int, int],
     ) -> list[dict[str, Any]]:
         """Claim due deliveries for dispatcher ``name``; ``busy``: subscription -> claims it holds."""
+        params = {
+            "batch": batch,
+            "per_subscription": per_subscription,
+            "name": name,
+            "lease": lease_seconds,
+            "busy": list(busy),
+            "counts": list(busy.values()),
+            "claim_ahead": claim_ahead,
+        }
         with translated("claiming HTTP deliveries"):
-            return (
-                self.connection()
-                .execute(CLAIM, (batch, cap, name, lease_seconds, list(busy), list(busy.values())))
-                .fetchall()
-            )
+            return self.connection().execute(CLAIM, params).fetchall()
 
     def record(
         self,

@@ -40,6 +40,8 @@ class Subscription:
     signing_secret: str | None = None
     deactivated_reason: str | None = None
     notify_payload: bool = False
+    #: http: most webhooks in flight at once; None: the dispatcher's per_subscription.
+    max_in_flight: int | None = None
 
 
 @dataclass(frozen=True)

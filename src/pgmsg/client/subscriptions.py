@@ -14,7 +14,7 @@ from pgmsg.errors import InvalidInput, NotFound, shown, translated
 _SUBSCRIPTION_SETTINGS = (
     "id, client_id, delivery_mode, message_type, namespace, webhook_url, notify_channel, "
     "http_timeout_ms, active, push_mode, max_attempts, lease_seconds, payload_filter, ordered, "
-    "durable, deactivated_reason, notify_payload"
+    "durable, deactivated_reason, notify_payload, max_in_flight"
 )
 SUBSCRIPTION_COLUMNS = _SUBSCRIPTION_SETTINGS + ", signing_secret"
 
@@ -28,10 +28,12 @@ SUBSCRIBE_NEW = f"""
                     INSERT INTO subscriptions (client_id, delivery_mode, message_type, namespace,
                                                webhook_url, notify_channel, http_timeout_ms, push_mode,
                                                max_attempts, lease_seconds, retry_base_ms, retry_max_ms,
-                                               payload_filter, ordered, durable, notify_payload, signing_secret)
+                                               payload_filter, ordered, durable, notify_payload, signing_secret,
+                                               max_in_flight)
                     SELECT %(client)s, %(mode)s, %(type)s, %(namespace)s, %(url)s, %(channel)s, %(timeout)s,
                            %(push_mode)s, %(max_attempts)s, %(lease)s, %(retry_base)s, %(retry_max)s,
-                           %(filter)s::jsonb, %(ordered)s, %(durable)s, %(notify_payload)s, secret.value
+                           %(filter)s::jsonb, %(ordered)s, %(durable)s, %(notify_payload)s, secret.value,
+                           %(max_in_flight)s
                       FROM secret
                     ON CONFLICT (client_id, delivery_mode, message_type, namespace) DO NOTHING
                     RETURNING {_SUBSCRIPTION_SETTINGS}
@@ -47,7 +49,7 @@ _SUBSCRIBE_AGAIN = f"""
                            push_mode = %(push_mode)s, max_attempts = %(max_attempts)s, lease_seconds = %(lease)s,
                            retry_base_ms = %(retry_base)s, retry_max_ms = %(retry_max)s,
                            payload_filter = %(filter)s::jsonb, ordered = %(ordered)s, durable = %(durable)s,
-                           notify_payload = %(notify_payload)s,
+                           notify_payload = %(notify_payload)s, max_in_flight = %(max_in_flight)s,
                            {{secret}}
                            active = true
                      WHERE client_id = %(client)s AND delivery_mode = %(mode)s
@@ -120,6 +122,7 @@ class SubscriptionsMixin(ClientCore):
         durable: bool = False,
         signing_secret: str | None = None,
         notify_payload: bool = False,
+        max_in_flight: int | None = None,
     ) -> Subscription:
         """Create (or re-activate and update) a subscription and return it.
 
@@ -128,6 +131,9 @@ class SubscriptionsMixin(ClientCore):
         ``notify_payload`` (notify only) sends the message in the notification,
         where every role that can connect may LISTEN; by default a notification
         carries only ids and the listener reads the message through row-level security.
+        ``max_in_flight`` (http only, 1 to 1000) is how many of its webhooks the dispatcher
+        has in flight at once; None leaves it to the dispatcher's per_subscription setting.
+        Subscribing again sets every setting given here, this one too.
         """
         for name, value in (
             ("client_id", client_id),
@@ -157,6 +163,8 @@ class SubscriptionsMixin(ClientCore):
             ("retry_max_ms", retry_max_ms),
         ):
             _check_int(name, value)
+        if max_in_flight is not None:
+            _check_int("max_in_flight", max_in_flight)
         _check_bool("ordered", ordered)
         _check_bool("durable", durable)
         _check_bool("notify_payload", notify_payload)
@@ -179,6 +187,7 @@ class SubscriptionsMixin(ClientCore):
             "durable": durable,
             "notify_payload": notify_payload,
             "secret": signing_secret,
+            "max_in_flight": max_in_flight,
         }
         # Administrators may not read signing secrets (only the dispatcher and the
         # owning client may), so the secret shown is the one this call generated or

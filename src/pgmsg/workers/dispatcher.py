@@ -5,8 +5,9 @@ once a second and serially inside the database, so every webhook would wait up
 to a second and one slow endpoint would hold up the job. The dispatcher wakes
 on NOTIFY pgmsg_http within milliseconds of the commit, pushes concurrently
 (on one asyncio event loop, see pgmsg.webhook_http), and caps the requests in
-flight per subscription, so a slow or dead endpoint occupies at most that many
-request slots while the others go on. Retries, backoff, dead letters and 410
+flight per subscription (its own max_in_flight, else per_subscription), so a
+slow or dead endpoint occupies at most that many request slots while the others
+go on. Retries, backoff, dead letters and 410
 handling are decided in SQL (pgmsg_record_http_attempt), the same rules for
 every dispatcher. Claims are leases: a dispatcher that dies mid-request loses
 nothing, its deliveries are claimable again when the lease lapses. A push is
@@ -45,6 +46,15 @@ from pgmsg.workers.recording import Finished, Recorder
 
 log = logging.getLogger("pgmsg.dispatcher")
 
+# The defaults, chosen from measurements of the deployed dispatcher (docs/operations.md,
+# "Dispatcher settings"); the deployment passes its own through the environment.
+#: Requests in flight in all: eight endpoints at their per-subscription limit before others wait.
+DEFAULT_WORKERS = 128
+#: Requests in flight per subscription without a max_in_flight of its own.
+DEFAULT_PER_SUBSCRIPTION = 16
+#: Most deliveries claimed per claim transaction (200 measured no faster).
+DEFAULT_BATCH = 100
+
 
 class Dispatcher:
     """Pushes due HTTP deliveries; run() until stopped, or dispatch_once() for one round."""
@@ -54,9 +64,9 @@ class Dispatcher:
         conninfo: str,
         *,
         name: str | None = None,
-        workers: int = 16,
-        per_subscription: int = 4,
-        batch: int = 100,
+        workers: int = DEFAULT_WORKERS,
+        per_subscription: int = DEFAULT_PER_SUBSCRIPTION,
+        batch: int = DEFAULT_BATCH,
         lease_seconds: int = 120,
         idle_poll_seconds: float = 1.0,
         resolve: Callable[[str, int], list[str]] | None = None,
@@ -84,12 +94,16 @@ class Dispatcher:
         self.conninfo = self.store.conninfo
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.per_subscription = per_subscription
-        #: Deliveries claimed per subscription beyond its request slots: they wait in the
-        #: dispatcher, so a finished request is followed at once by the next instead of by a
-        #: claim's round trip (which, under load, took longer than a request).
+        #: Deliveries claimed per subscription beyond its request slots (at most as many
+        #: again as it has slots): they wait in the dispatcher, so a finished request is
+        #: followed at once by the next instead of by a claim's round trip (which, under
+        #: load, took longer than a request).
         self.claim_ahead = per_subscription
-        # Per subscription, its request slots (used on the event loop only).
-        self._slots: dict[int, asyncio.Semaphore] = {}
+        # Per subscription, its limit and request slots (used on the event loop only).
+        self._slots: dict[int, tuple[int, asyncio.Semaphore]] = {}
+        # Per subscription with claims held, its limit as the last claim returned it (the
+        # subscription's max_in_flight, else per_subscription).
+        self._limits: dict[int, int] = {}
         self.batch = batch
         self.lease_seconds = lease_seconds
         self.idle_poll_seconds = idle_poll_seconds
@@ -152,14 +166,15 @@ class Dispatcher:
     def dispatch_once(self) -> int:
         """Claim due deliveries and hand them to the workers; returns how many were claimed.
 
-        A subscription gets at most per_subscription + claim_ahead deliveries
-        claimed by this dispatcher and not finished; at most per_subscription of
-        them are being requested at a time.
+        A subscription's limit is its max_in_flight, else per_subscription: it
+        gets at most that many deliveries requested at a time, and up to
+        claim_ahead more (at most the limit again) claimed by this dispatcher,
+        waiting for a slot.
         """
         with self._lock:
             busy = {sub: n for sub, n in self._inflight.items() if n > 0}
         rows = self.store.claim(
-            self.name, self.batch, self.per_subscription + self.claim_ahead, self.lease_seconds, busy
+            self.name, self.batch, self.per_subscription, self.claim_ahead, self.lease_seconds, busy
         )
         # The outcome of a push must be recorded while the claim holds: a push
         # recorded after its lease lapsed could collide with another dispatcher's.
@@ -171,6 +186,7 @@ class Dispatcher:
             with self._lock:
                 self._inflight[row["subscription_id"]] += 1
                 self._inflight_ids.add(row["delivery_id"])
+                self._limits[row["subscription_id"]] = self._limit(row)
             pushing = asyncio.run_coroutine_threadsafe(
                 self._push_and_record(row, record_until, allowlist), self._loop
             )
@@ -192,9 +208,13 @@ class Dispatcher:
         finished = None
         unsent = False
         subscription = row["subscription_id"]
-        slots = self._slots.get(subscription)
-        if slots is None:
-            slots = self._slots[subscription] = asyncio.Semaphore(self.per_subscription)
+        limit = self._limit(row)
+        found = self._slots.get(subscription)
+        if found is None or found[0] != limit:
+            # A changed max_in_flight applies to the requests started from now on; those
+            # under way finish on the slots they hold.
+            found = self._slots[subscription] = (limit, asyncio.Semaphore(limit))
+        slots = found[1]
         try:
             # The subscription's slot first: a delivery waiting for a slow endpoint
             # must not hold one of the workers other endpoints need.
@@ -215,6 +235,7 @@ class Dispatcher:
                 self._inflight[subscription] -= 1
                 if self._inflight[subscription] <= 0:
                     del self._inflight[subscription]
+                    self._limits.pop(subscription, None)
                     self._slots.pop(subscription, None)  # nothing of it left waiting
                 if not unsent and finished is None:
                     self._inflight_ids.discard(row["delivery_id"])
@@ -320,10 +341,17 @@ class Dispatcher:
             if announced or time.monotonic() >= deadline or not self._all_at_cap():
                 return
 
+    def _limit(self, row: dict[str, Any]) -> int:
+        """The in-flight limit of a claimed row's subscription, as the claim returned it."""
+        return int(row.get("max_in_flight") or self.per_subscription)
+
     def _all_at_cap(self) -> bool:
         """Whether every subscription with requests in flight has all it may have claimed."""
         with self._lock:
-            return all(n >= self.per_subscription + self.claim_ahead for n in self._inflight.values())
+            return all(
+                n >= (limit := self._limits.get(sub, self.per_subscription)) + min(self.claim_ahead, limit)
+                for sub, n in self._inflight.items()
+            )
 
     def close(self) -> None:
         """Finish the pushes already claimed, record them, and release the connections."""
@@ -348,17 +376,29 @@ def _positive(text: str) -> int:
     return value
 
 
+def _text(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """pgmsg-dispatcher: push webhooks until SIGTERM/SIGINT. Connection from PGMSG_DSN or PG*."""
     parser = runtime.parser("pgmsg-dispatcher", main.__doc__)
     parser.add_argument(
-        "--workers", type=_positive, default=16, help="concurrent requests in all (default 16)"
+        "--workers",
+        type=_positive,
+        help=f"concurrent requests in all (default PGMSG_DISPATCHER_WORKERS, else {DEFAULT_WORKERS})",
     )
     parser.add_argument(
         "--per-subscription",
         type=_positive,
-        default=4,
-        help="concurrent requests per subscription, so one slow endpoint cannot take every worker",
+        help="concurrent requests per subscription without a max_in_flight of its own, so one slow "
+        "endpoint cannot take every worker (default PGMSG_DISPATCHER_PER_SUBSCRIPTION, else "
+        f"{DEFAULT_PER_SUBSCRIPTION})",
+    )
+    parser.add_argument(
+        "--batch",
+        type=_positive,
+        help=f"most deliveries per claim (default PGMSG_DISPATCHER_BATCH, else {DEFAULT_BATCH})",
     )
     parser.add_argument(
         "--name",
@@ -373,25 +413,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        sizes = {
+            name: int(runtime.setting(_text(getattr(args, name)), option, env, str(default), int))
+            for name, option, env, default in (
+                ("workers", "--workers", "PGMSG_DISPATCHER_WORKERS", DEFAULT_WORKERS),
+                (
+                    "per_subscription",
+                    "--per-subscription",
+                    "PGMSG_DISPATCHER_PER_SUBSCRIPTION",
+                    DEFAULT_PER_SUBSCRIPTION,
+                ),
+                ("batch", "--batch", "PGMSG_DISPATCHER_BATCH", DEFAULT_BATCH),
+            )
+        }
         config = runtime.settings(
             needs_client=False, metrics_port=args.metrics_port, metrics_flag="--metrics-port"
         )
-        dispatcher = Dispatcher(
-            config.conninfo,
-            name=args.name,
-            workers=args.workers,
-            per_subscription=args.per_subscription,
-            ca_file=args.ca_file,
-        )
+        dispatcher = Dispatcher(config.conninfo, name=args.name, ca_file=args.ca_file, **sizes)
     except InvalidInput as exc:
         parser.error(str(exc))
-    stop = runtime.start(
-        "dispatcher",
-        config,
-        name=dispatcher.name,
-        workers=args.workers,
-        per_subscription=args.per_subscription,
-    )
+    stop = runtime.start("dispatcher", config, name=dispatcher.name, **sizes)
     try:
         dispatcher.run(stop)
     finally:
