@@ -166,8 +166,6 @@ CREATE UNIQUE INDEX subscriptions_identity_idx ON public.subscriptions USING btr
 
 CREATE INDEX subscriptions_match_idx ON public.subscriptions USING btree (split_part(message_type, '*'::text, 1), split_part(namespace, '*'::text, 1)) WHERE active;
 
-COMMENT ON INDEX public.subscriptions_match_idx IS 'The literal prefixes of the type and namespace filters of active subscriptions: the fan-out''s lookup.';
-
 GRANT SELECT ON TABLE public.subscriptions TO pgmsg_client;
 GRANT SELECT ON TABLE public.subscriptions TO pgmsg_dispatcher;
 GRANT INSERT,DELETE,UPDATE ON TABLE public.subscriptions TO pgmsg_admin;
