@@ -345,8 +345,7 @@ def assign(entries: list[Entry]) -> None:
             if e.kind in ("CONSTRAINT", "FK CONSTRAINT", "DEFAULT"):
                 e.owner = e.name.split(" ", 1)[0]
             elif e.kind == "INDEX":
-                table = re.search(r"\bON (?:ONLY )?public\.([a-z_0-9]+)", e.sql)
-                e.owner = table.group(1) if table else e.name
+                e.owner = index_table.get(e.name, e.name)
             elif e.kind in ("SEQUENCE", "SEQUENCE OWNED BY") or e.name.startswith("SEQUENCE "):
                 e.owner = sequence_table.get(_base(e.name), _base(e.name))
             elif e.kind == "COMMENT" and e.name.startswith("INDEX "):
