@@ -173,6 +173,7 @@ def test_exporter_container_running_and_healthy(host, any_container, hostvars, d
             f"{any_container} is {last['Status']} (failing streak {last['FailingStreak']}); probes: "
             f"{[(probe['ExitCode'], probe['Output'][-300:]) for probe in last['Log']]}; log: "
             + host.check_output(f"docker logs --tail 40 {any_container} 2>&1")[-4000:]
+            + route_report(host, hostvars)
         ) from None
     info = container.inspect()
     assert info["HostConfig"]["RestartPolicy"]["Name"] == hostvars.get(
@@ -180,6 +181,17 @@ def test_exporter_container_running_and_healthy(host, any_container, hostvars, d
     )
     assert info["HostConfig"]["NetworkMode"] == hostvars["postgres_exporter_network_mode"]
     assert info["Config"]["Image"].startswith(deployment.value("postgres_exporter_image_name") + ":")
+
+
+def route_report(host, hostvars) -> str:  # type: ignore[no-untyped-def]
+    """In a cluster, HAProxy's view of the route the exporter takes (sessions per member and
+    state), for a failure to show whether the database or the route was stuck."""
+    if "haproxy" not in hostvars.get("group_names", []):
+        return ""
+    port = hostvars.get("haproxy_stats_port", 7000)
+    stats = host.run(f"curl -s -m 3 'http://127.0.0.1:{port}/;csv'").stdout
+    rows = [",".join(line.split(",")[:8] + line.split(",")[17:18]) for line in stats.splitlines()]
+    return "; haproxy (pxname,svname,qcur,qmax,scur,smax,slim,stot,status): " + " | ".join(rows)
 
 
 def test_exporter_runs_as_non_root(host, any_container) -> None:  # type: ignore[no-untyped-def]
@@ -208,6 +220,35 @@ def test_password_is_not_in_the_container_configuration(host, any_container, hos
 def test_exporter_reaches_postgres(builtin_url: str, metrics_url: str) -> None:
     assert value(scrape(builtin_url), "pg_up") == 1
     assert value(scrape(metrics_url), "pgmsg_sql_exporter_up") == 1
+
+
+def test_a_held_table_lock_does_not_wedge_the_exporter(dsn: str, builtin_url: str) -> None:
+    """postgres_exporter sets no query timeout, and its pg_stat_user_tables collector waits
+    behind any ACCESS EXCLUSIVE lock (pg_total_relation_size of every table): without the DSN's
+    statement timeout one such lock hung every scrape, and the healthcheck with them, for as
+    long as it was held. Held here for longer than a scrape may take, on a table of the test's
+    own: the scrape answers anyway, with that collector failed and pg_up 1; once the lock goes,
+    the table is in the scrape again."""
+    table = "exporter_lock_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int)")
+    try:
+        with psycopg.connect(dsn) as holder:
+            holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            locked = scrape(builtin_url)  # within scrape()'s 10 s, while the lock is held
+            assert value(locked, "pg_up") == 1
+            assert value(locked, "pg_stat_user_tables_n_live_tup", relname=table) is None
+            assert value(locked, "pg_scrape_collector_success", collector="stat_user_tables") == 0
+            holder.rollback()
+        assert wait_until(
+            lambda: value(scrape(builtin_url), "pg_stat_user_tables_n_live_tup", relname=table) is not None,
+            timeout=30,
+            interval=1,
+            message=f"{table} in a scrape after the lock went",
+        )
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def test_postgres_exporter_runs_without_the_deprecated_query_path(host, container) -> None:  # type: ignore[no-untyped-def]
