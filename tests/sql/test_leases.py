@@ -41,10 +41,18 @@ def claim(db: Conn, client_id: str, lease: int, consumer: str) -> list[dict[str,
 
 
 def handed_over(client: Client, db: Conn, consumer: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A claims with a 1 s lease, the lease lapses, B claims the same delivery for 600 s."""
+    """A claims with a 1 s lease, the lease lapses, B claims the same delivery for 600 s.
+
+    B polls as a consumer does: the housekeeping job that releases lapsed leases may hold the row
+    at that very moment, and a claim skips a locked row (SKIP LOCKED) rather than wait for it."""
     [a] = claim(db, consumer, 1, "A")
     wait_until(lambda: lapsed(db, a["delivery_id"]), timeout=10, message="A's lease lapsed")
-    [b] = claim(db, consumer, 600, "B")
+    [b] = wait_until(
+        lambda: claim(db, consumer, 600, "B"),
+        timeout=10,
+        interval=0.2,
+        message="B's claim of the lapsed delivery",
+    )
     assert b["delivery_id"] == a["delivery_id"]
     return a, b
 
