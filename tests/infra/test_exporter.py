@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgmsg import Client
+from tests.support.cluster import Cluster, inventory_under_test
 from tests.support.deployment import Deployment
 from tests.support.scratch import deployed_image, free_port
 from tests.support.waiting import wait_until
@@ -173,7 +174,7 @@ def test_exporter_container_running_and_healthy(host, any_container, hostvars, d
             f"{any_container} is {last['Status']} (failing streak {last['FailingStreak']}); probes: "
             f"{[(probe['ExitCode'], probe['Output'][-300:]) for probe in last['Log']]}; log: "
             + host.check_output(f"docker logs --tail 40 {any_container} 2>&1")[-4000:]
-            + route_report(host, hostvars)
+            + route_report(hostvars)
         ) from None
     info = container.inspect()
     assert info["HostConfig"]["RestartPolicy"]["Name"] == hostvars.get(
@@ -183,15 +184,20 @@ def test_exporter_container_running_and_healthy(host, any_container, hostvars, d
     assert info["Config"]["Image"].startswith(deployment.value("postgres_exporter_image_name") + ":")
 
 
-def route_report(host, hostvars) -> str:  # type: ignore[no-untyped-def]
-    """In a cluster, HAProxy's view of the route the exporter takes (sessions per member and
-    state), for a failure to show whether the database or the route was stuck."""
+def route_report(hostvars: dict[str, Any]) -> str:
+    """In a cluster, HAProxy's view of the route the exporter takes (sessions and state per
+    frontend, backend and member), for a failure to show whether the database or the route was
+    stuck. Never raises: it only adds to a failure's message."""
     if "haproxy" not in hostvars.get("group_names", []):
         return ""
-    port = hostvars.get("haproxy_stats_port", 7000)
-    stats = host.run(f"curl -s -m 3 'http://127.0.0.1:{port}/;csv'").stdout
-    rows = [",".join(line.split(",")[:8] + line.split(",")[17:18]) for line in stats.splitlines()]
-    return "; haproxy (pxname,svname,qcur,qmax,scur,smax,slim,stot,status): " + " | ".join(rows)
+    try:
+        rows = Cluster(inventory_under_test()).haproxy_rows()
+    except Exception as exc:  # a report of a report: say why it is missing
+        return f"; haproxy statistics unavailable: {exc}"
+    return "; haproxy: " + " | ".join(
+        f"{r.get('pxname')}/{r.get('svname')} {r.get('status')} sessions {r.get('scur')} queued {r.get('qcur')}"
+        for r in rows
+    )
 
 
 def test_exporter_runs_as_non_root(host, any_container) -> None:  # type: ignore[no-untyped-def]

@@ -173,14 +173,17 @@ class Cluster:
                 docker("start", name)
         self.wait_healthy()
 
-    def haproxy_backends(self) -> dict[str, dict[str, str]]:
-        """{proxy: {server: status}} from HAProxy's statistics CSV."""
+    def haproxy_rows(self) -> list[dict[str, str]]:
+        """HAProxy's statistics CSV, a dict per proxy, frontend, backend and server."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.haproxy_stats}/;csv", timeout=5) as answer:
             lines = answer.read().decode().splitlines()
         header = lines[0].lstrip("# ").split(",")
+        return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:]]
+
+    def haproxy_backends(self) -> dict[str, dict[str, str]]:
+        """{proxy: {server: status}} from HAProxy's statistics CSV."""
         out: dict[str, dict[str, str]] = {}
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(","), strict=False))
+        for row in self.haproxy_rows():
             if row.get("svname") not in ("FRONTEND", "BACKEND", None):
                 out.setdefault(row["pxname"], {})[row["svname"]] = row["status"]
         return out
