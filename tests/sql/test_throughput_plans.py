@@ -26,10 +26,11 @@ def scratch(scratch_server: ScratchServer) -> str:
     return scratch_server.dsn
 
 
-def nested_plans(conn: psycopg.Connection[Any], statement: str, params: Any = None) -> str:
-    """The plans of every statement ``statement`` runs, functions included (auto_explain)."""
-    plans: list[str] = []
-    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+def logged_plans(conn: psycopg.Connection[Any], statement: str, params: Any = None) -> list[tuple[str, str]]:
+    """(plan, context) of every statement ``statement`` runs, functions included (auto_explain);
+    the context names the function a nested statement ran in, and is empty for ``statement``."""
+    plans: list[tuple[str, str]] = []
+    conn.add_notice_handler(lambda diag: plans.append((diag.message_primary or "", diag.context or "")))
     conn.execute("LOAD 'auto_explain'")
     for setting in (
         "log_min_duration = 0",
@@ -40,7 +41,12 @@ def nested_plans(conn: psycopg.Connection[Any], statement: str, params: Any = No
         conn.execute(f"SET auto_explain.{setting}")
     conn.execute(statement, params).fetchall()
     conn.execute("SET auto_explain.log_min_duration = -1")
-    return "\n".join(plans)
+    return plans
+
+
+def nested_plans(conn: psycopg.Connection[Any], statement: str, params: Any = None) -> str:
+    """The plans of every statement ``statement`` runs, functions included (auto_explain)."""
+    return "\n".join(plan for plan, _ in logged_plans(conn, statement, params))
 
 
 def test_claim_uses_the_claim_index_when_statistics_say_all_is_pending(scratch: str) -> None:
@@ -328,3 +334,210 @@ def test_recording_a_large_batch_of_pushes_is_linear(scratch: str) -> None:
         assert statuses == [("delivered", 300), ("pending", 100)]
     removed = [int(n) for n in re.findall(r"Rows Removed by Join Filter: (\d+)", plans)]
     assert max(removed, default=0) < 400, plans
+
+
+#: The functions every publish, claim, ack and push runs (034).
+HOT_PATH = (
+    "pgmsg_fan_out",
+    "pgmsg_fan_out_deferred",
+    "pgmsg_claim",
+    "pgmsg_ack",
+    "pgmsg_nack",
+    "pgmsg_claim_http_slots",
+    "pgmsg_record_http_attempt",
+    "pgmsg_record_http_attempts",
+)
+
+
+def test_hot_path_functions_are_never_jit_compiled(scratch: str) -> None:
+    """A generic plan cannot know the claim's limit, so its estimated cost grows with the
+    backlog; past jit_above_cost every claim compiled its plan again (60 ms and more, where the
+    claim takes 5), and consumers slowed down as their backlog grew (034). Here the session
+    asks for JIT on every statement: the statements it runs itself are compiled, and none that
+    the hot-path functions run is, whatever the session says."""
+    with (
+        Client(scratch, max_size=1) as client,
+        psycopg.connect(scratch, autocommit=True, row_factory=dict_row) as conn,
+    ):
+        assert conn.execute("SELECT pg_jit_available() AS ok").fetchone()["ok"], (
+            "this server cannot JIT-compile, so the test cannot show that the functions do not"
+        )
+        client.subscribe("jit-consumer", "async", message_type="jit.work")
+        client.subscribe("jit-hook", "http", message_type="jit.hook", webhook_url="http://127.0.0.1:9/hook")
+        conn.execute(
+            "UPDATE subscriptions SET active = false WHERE delivery_mode = 'http' AND client_id <> 'jit-hook'"
+        )  # other tests' webhooks: not claimed here
+        for setting in (
+            "jit = on",
+            "jit_above_cost = 0",
+            "jit_inline_above_cost = 0",
+            "jit_optimize_above_cost = 0",
+        ):
+            conn.execute(f"SET {setting}")
+        plans = logged_plans(
+            conn,
+            "INSERT INTO messages (message_type, namespace, payload) "
+            "SELECT t, 'default', '{}' FROM unnest(ARRAY['jit.work', 'jit.work', 'jit.hook', 'jit.hook']) AS t "
+            "RETURNING id",
+        )
+        plans += logged_plans(conn, "SELECT * FROM pgmsg_claim('jit-consumer', 2)")
+        held = conn.execute(
+            "SELECT id, lease_token FROM message_delivery WHERE client_id = 'jit-consumer' ORDER BY id"
+        ).fetchall()
+        plans += logged_plans(
+            conn, "SELECT * FROM pgmsg_ack(%s, %s)", ([held[0]["id"]], [held[0]["lease_token"]])
+        )
+        plans += logged_plans(conn, "SELECT pgmsg_nack(%s, %s)", (held[1]["id"], held[1]["lease_token"]))
+        plans += logged_plans(conn, "SELECT * FROM pgmsg_claim_http_slots(2, 2, 'jit', 60, '{}', '{}')")
+        pushed = conn.execute(
+            "SELECT id AS delivery_id, lease_token FROM message_delivery "
+            "WHERE client_id = 'jit-hook' AND status = 'processing' ORDER BY id"
+        ).fetchall()
+        assert len(pushed) == 2
+        plans += logged_plans(
+            conn,
+            "SELECT pgmsg_record_http_attempt(%s, %s, 200, NULL, 1.0)",
+            (pushed[0]["delivery_id"], pushed[0]["lease_token"]),
+        )
+        plans += logged_plans(
+            conn,
+            "SELECT * FROM pgmsg_record_http_attempts(%s::bigint[], %s::uuid[], '{503}', '{NULL}', '{1.0}', '{NULL}')",
+            ([pushed[1]["delivery_id"]], [pushed[1]["lease_token"]]),
+        )
+        conn.execute(
+            "INSERT INTO message_inbox (message_type, namespace, payload) VALUES ('jit.work', 'default', '{}')"
+        )
+        plans += logged_plans(conn, "SELECT pgmsg_fan_out_deferred(10)")
+        deliveries = conn.execute(
+            "SELECT status, count(*) AS n FROM message_delivery WHERE client_id IN ('jit-consumer', 'jit-hook') "
+            "GROUP BY status ORDER BY status"
+        ).fetchall()
+    # The calls did their work: acked, nacked back to pending, one push delivered, one to retry,
+    # and the deferred message fanned out.
+    assert [(d["status"], d["n"]) for d in deliveries] == [("delivered", 2), ("pending", 3)], deliveries
+    top_level = [plan for plan, context in plans if not context]
+    assert any("JIT:" in plan for plan in top_level), "the session's own statements were not JIT-compiled"
+    for function in HOT_PATH:
+        inside = [plan for plan, context in plans if f"function {function}(" in context]
+        assert inside, f"no statement of {function} was logged"
+        compiled = [plan for plan in inside if "JIT:" in plan]
+        assert not compiled, f"{function} JIT-compiled: {compiled[0]}"
+
+
+def _consume_and_push(session: psycopg.Connection[Any], claim: int, push: int) -> list[tuple[str, str]]:
+    """As a consumer and a dispatcher do: claim, ack all but one, nack that one; claim webhooks,
+    record all but one in a batch and that one alone. The plans, logged."""
+    plans = logged_plans(session, "SELECT * FROM pgmsg_claim('empty-consumer', %s)", (claim,))
+    held = session.execute(
+        "SELECT id, lease_token FROM message_delivery WHERE client_id = 'empty-consumer' "
+        "AND status = 'processing' ORDER BY id"
+    ).fetchall()
+    assert len(held) == claim
+    plans += logged_plans(
+        session,
+        "SELECT * FROM pgmsg_ack(%s, %s)",
+        ([h["id"] for h in held[1:]], [h["lease_token"] for h in held[1:]]),
+    )
+    plans += logged_plans(session, "SELECT pgmsg_nack(%s, %s)", (held[0]["id"], held[0]["lease_token"]))
+    plans += logged_plans(
+        session, "SELECT * FROM pgmsg_claim_http_slots(%s, %s, 'empty', 60, '{}', '{}')", (push, push)
+    )
+    pushed = session.execute(
+        "SELECT id, lease_token FROM message_delivery WHERE client_id = 'empty-hook' "
+        "AND status = 'processing' ORDER BY id"
+    ).fetchall()
+    assert len(pushed) == push
+    batch = pushed[1:]
+    plans += logged_plans(
+        session,
+        "SELECT * FROM pgmsg_record_http_attempts(%s::bigint[], %s::uuid[], %s::integer[], %s::text[], "
+        "%s::numeric[], %s::float8[])",
+        (
+            [p["id"] for p in batch],
+            [p["lease_token"] for p in batch],
+            [200] * len(batch),
+            [None] * len(batch),
+            [1.0] * len(batch),
+            [None] * len(batch),
+        ),
+    )
+    plans += logged_plans(
+        session,
+        "SELECT pgmsg_record_http_attempt(%s, %s, 200, NULL, 1.0)",
+        (pushed[0]["id"], pushed[0]["lease_token"]),
+    )
+    return plans
+
+
+#: The tables the hot path reads by key (035).
+TABLES = ("message_delivery", "messages", "message_inbox")
+
+
+def test_plans_made_while_the_tables_are_empty_still_read_indexes(scratch: str) -> None:
+    """A consumer or dispatcher that starts on an empty database (a fresh deployment, a
+    TRUNCATE) keeps the generic plans of its first calls for the whole session. Planned on
+    empty or nearly empty tables, the ack read message_delivery sequentially and the claim read
+    messages sequentially: every call got slower as the backlog grew, until autovacuum analyzed
+    the table (in the sustained bench, claims and acks went from 4 ms to 60 ms and more within
+    half a minute, and the consumers fell ever further behind). 035: the hot-path functions
+    plan without sequential scans, so plans made on empty tables read the same indexes as any."""
+    with psycopg.connect(scratch, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE delivery_attempts, message_delivery, messages, message_inbox, subscriptions CASCADE"
+        )
+        for table in TABLES:  # no autoanalyze (and new plans) midway
+            conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    try:
+        with (
+            Client(scratch, max_size=1) as client,
+            psycopg.connect(scratch, autocommit=True, row_factory=dict_row) as session,
+        ):
+            client.subscribe("empty-consumer", "async", message_type="empty.work")
+            client.subscribe(
+                "empty-hook", "http", message_type="empty.hook", webhook_url="http://127.0.0.1:9/hook"
+            )
+            # The session's first calls, on empty tables, then with the first few messages:
+            # its generic plans are made now.
+            assert session.execute("SELECT * FROM pgmsg_claim('empty-consumer', 100)").fetchall() == []
+            assert (
+                session.execute(
+                    "SELECT * FROM pgmsg_claim_http_slots(10, 10, 'empty', 60, '{}', '{}')"
+                ).fetchall()
+                == []
+            )
+            for message_type in ("empty.work", "empty.hook"):
+                client.publish_many([(message_type, {"n": i}, "default") for i in range(3)])
+            _consume_and_push(session, 3, 3)
+            client.publish_many([("empty.deferred", {"n": i}, "default") for i in range(3)], deferred=True)
+            assert session.execute("SELECT pgmsg_fan_out_deferred(100) AS n").fetchone()["n"] == 3
+            # Then the backlog arrives.
+            for message_type in ("empty.work", "empty.hook"):
+                client.publish_many([(message_type, {"n": i}, "default") for i in range(1000)])
+            client.publish_many([("empty.deferred", {"n": i}, "default") for i in range(1000)], deferred=True)
+            plans = _consume_and_push(session, 100, 10)
+            plans += logged_plans(session, "SELECT pgmsg_fan_out_deferred(100)")
+            statuses = session.execute(
+                "SELECT client_id, status, count(*) AS n FROM message_delivery GROUP BY 1, 2 ORDER BY 1, 2"
+            ).fetchall()
+    finally:
+        with psycopg.connect(scratch, autocommit=True) as conn:
+            for table in TABLES:
+                conn.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+    with psycopg.connect(scratch) as conn:
+        assert conn.execute("SELECT count(*) FROM message_inbox").fetchone()[0] == 900
+    assert [(s["client_id"], s["status"], s["n"]) for s in statuses] == [
+        ("empty-consumer", "delivered", 101),
+        ("empty-consumer", "pending", 902),
+        ("empty-hook", "delivered", 13),
+        ("empty-hook", "pending", 990),
+    ]
+    nested = [(plan, context) for plan, context in plans if context]
+    scans = [
+        (context.splitlines()[-1], line.strip())
+        for plan, context in nested
+        for line in plan.splitlines()
+        if re.search(rf"Seq Scan on ({'|'.join(TABLES)}) ", line)
+    ]
+    assert not scans, scans
+    text = "\n".join(plan for plan, _ in nested)
+    assert "message_delivery_pkey" in text and "messages_pkey" in text, text
