@@ -140,7 +140,7 @@ def sustained(by_key: dict[str, Figure], canvas: Canvas) -> None:
     panels = [
         (by_key[k], title, unit)
         for k, title, unit in (
-            ("sustained.e2e", "Publish and consume, batches of 100", "pending deliveries"),
+            ("sustained.e2e", "Publish and consume, batches of 100", "deliveries not yet acked"),
             ("sustained.deferred.batch_1000", "Deferred publish, batches of 1,000", "messages in the inbox"),
         )
         if k in by_key and by_key[k].series
