@@ -30,8 +30,13 @@ from dataclasses import dataclass
 import psycopg
 
 from bench import server
-from bench.core import PAYLOAD
-from bench.scenarios import ASYNC_SUBSCRIBERS, PUBLISH_TYPE, _raw_table, _w_raw_insert, subscribe_async
+from bench.scenarios import (
+    ASYNC_SUBSCRIBERS,
+    _raw_table,
+    _w_publish_batches,
+    _w_raw_insert,
+    subscribe_async,
+)
 from pgmsg import Client
 
 BATCH = 100
@@ -96,12 +101,10 @@ def server_us_by(dsn: str, work: Callable[[], int], patterns: dict[str, str]) ->
     return {name: float(total_ms) * 1000 / units for name, total_ms in totals.items()}
 
 
-def publish(dsn: str, messages: int) -> int:
-    rows = [(PUBLISH_TYPE, PAYLOAD, "default")] * BATCH
-    with Client(dsn, max_size=1) as c:
-        for _ in range(messages // BATCH):
-            c.publish_many(rows)
-    return messages // BATCH * BATCH
+def published(dsn: str, messages: int, batch: int, *, deferred: bool = False) -> int:
+    """Publish ``messages`` in batches, as the bench's publishers do; how many were published."""
+    _w_publish_batches(dsn, messages // batch, batch, deferred)
+    return messages // batch * batch
 
 
 def consume(dsn: str, client_id: str, cpu: list[float]) -> int:
@@ -114,14 +117,6 @@ def consume(dsn: str, client_id: str, cpu: list[float]) -> int:
             done += c.ack(claimed)
         cpu.append(time.process_time() - started)
     return done
-
-
-def publish_deferred(dsn: str, messages: int) -> int:
-    rows = [(PUBLISH_TYPE, PAYLOAD, "default")] * DEFERRED_BATCH
-    with Client(dsn, max_size=1) as c:
-        for _ in range(messages // DEFERRED_BATCH):
-            c.publish_many(rows, deferred=True)
-    return messages // DEFERRED_BATCH * DEFERRED_BATCH
 
 
 def move_deferred(dsn: str) -> int:
@@ -192,7 +187,7 @@ def measure_once(dsn: str, messages: int) -> Costs:
     ref = reference(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    pub = server_us(dsn, lambda: publish(dsn, messages))
+    pub = server_us(dsn, lambda: published(dsn, messages, BATCH))
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE message_delivery")
     hot_copy(dsn)
@@ -208,7 +203,9 @@ def measure_once(dsn: str, messages: int) -> Costs:
     hot_claim = server_us(dsn, lambda: updates(dsn, HOT_COPY, analytics, CLAIM_UPDATE), "UPDATE%")
     hot_ack = server_us(dsn, lambda: updates(dsn, HOT_COPY, analytics, ACK_UPDATE), "UPDATE%")
     deferred = max(messages // DEFERRED_BATCH, 1) * DEFERRED_BATCH
-    deferred_publish = server_us(dsn, lambda: publish_deferred(dsn, deferred), "%message_inbox%")
+    deferred_publish = server_us(
+        dsn, lambda: published(dsn, deferred, DEFERRED_BATCH, deferred=True), "%message_inbox%"
+    )
     deferred_move = server_us(dsn, lambda: move_deferred(dsn), "%pgmsg_fan_out_deferred%")
     # Claims and acks of one client, and both updates of another.
     deployed_after = update_counts(dsn, "message_delivery", deployed_before[0] + 4 * messages)
