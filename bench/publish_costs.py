@@ -8,13 +8,21 @@ figures, only what the statement and its triggers cost. The variants (bench/publ
 are installed on a throwaway bench server, never on a deployment. ``--others N`` adds N active
 subscriptions that do not match (exact types and prefix patterns) beside the three async
 subscribers that do. Best of ``--rounds`` rounds, every variant once per round.
+
+``--client N`` also times each variant as a user's publish costs it: N single-message
+transactions from one client, each committed, once as deployed (the commit waits for the WAL
+flush) and once with ``synchronous_commit = off`` (it does not), as a ratio to the raw INSERT
+timed the same way. Every round runs every variant, in an order rotated by one each round so
+that drift hits all of them alike; the median of the rounds is shown.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -104,18 +112,55 @@ def measure(dsn: str, others: int, rounds: int) -> dict[str, tuple[float, float]
     return best
 
 
+def from_client(dsn: str, publishes: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """Variant -> (µs per committed publish, the same without waiting for the flush), median of rounds.
+
+    Run after :func:`measure` (which installs the variants and the subscribers)."""
+    timed: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+    order = list(VARIANTS)
+    with psycopg.connect(dsn, autocommit=True) as admin, psycopg.connect(dsn, autocommit=True) as conn:
+        for round_number in range(rounds):
+            shift = round_number % len(order)
+            for variant in order[shift:] + order[:shift]:
+                enable(admin, variant)
+                single = statements(variant)[0]
+                figures = []
+                for flush in ("on", "off"):
+                    conn.execute(f"SET synchronous_commit = {flush}")
+                    for _ in range(max(publishes // 20, 5)):  # warm-up: plans, caches
+                        conn.execute(single, prepare=True)
+                    start = time.perf_counter()
+                    for _ in range(publishes):
+                        conn.execute(single, prepare=True)
+                    figures.append((time.perf_counter() - start) * 1e6 / publishes)
+                timed[variant].append((figures[0], figures[1]))
+        enable(admin, "pgmsg_fan_out as deployed")
+    return {
+        variant: (statistics.median(f[0] for f in rows), statistics.median(f[1] for f in rows))
+        for variant, rows in timed.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.publish_costs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--others", type=int, default=0, help="active subscriptions that do not match")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the best of each is shown")
     parser.add_argument("--port", type=int, default=server.DEFAULT_PORT + 7, help="bench server port")
     parser.add_argument("--image", help="pgmsg/postgres image to use (default: the deployed one)")
+    parser.add_argument(
+        "--client",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N committed single-message publishes per variant and round from the client",
+    )
     args = parser.parse_args(argv)
-    if args.others < 0 or args.rounds < 1:
-        parser.error("--others must be 0 or more and --rounds at least 1")
+    if args.others < 0 or args.rounds < 1 or args.client < 0 or 0 < args.client < 100:
+        parser.error("--others must be 0 or more, --rounds at least 1 and --client 0 or at least 100")
     srv = server.start(args.image, args.port)
     try:
         best = measure(srv.dsn, args.others, args.rounds)
+        client = from_client(srv.dsn, args.client, args.rounds) if args.client else {}
     finally:
         srv.stop()
     print(
@@ -125,6 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {'variant':<45} | single | batch 1,000 |\n|---|---:|---:|")
     for variant, (single, batch) in best.items():
         print(f"| {variant:<45} | {single:6.1f} | {batch:6.1f} |")
+    if client:
+        raw = client["raw INSERT into a plain table"]
+        print(
+            f"\nFrom the client, {args.client:,} committed single-message publishes per variant and "
+            f"round; µs per publish, median of {args.rounds}"
+        )
+        print(
+            f"| {'variant':<45} | committed | x raw | flush not awaited | x raw | the flush |\n"
+            "|---|---:|---:|---:|---:|---:|"
+        )
+        for variant, (flushed, unflushed) in client.items():
+            print(
+                f"| {variant:<45} | {flushed:9.1f} | {raw[0] / flushed:5.2f} | {unflushed:17.1f} | "
+                f"{raw[1] / unflushed:5.2f} | {flushed - unflushed:9.1f} |"
+            )
     return 0
 
 

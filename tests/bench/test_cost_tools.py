@@ -47,16 +47,32 @@ def test_sustained_costs_measures_every_row_and_hot_updates() -> None:
     assert done.stdout.count("upper bound") == 2 and "x reference" in done.stdout, done.stdout
 
 
-def test_publish_costs_measures_every_variant() -> None:
-    done = _tool("bench.publish_costs", "--rounds", "1", "--port", str(PORT))
+def test_publish_costs_measures_every_variant_in_the_server_and_from_the_client() -> None:
+    done = _tool("bench.publish_costs", "--rounds", "1", "--client", "100", "--port", str(PORT))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    table = re.findall(r"^\| (.+?) +\| +([0-9.]+) \| +([0-9.]+) \|$", done.stdout, re.M)
+    in_server, _, from_client = done.stdout.partition("From the client")
+    table = re.findall(r"^\| (.+?) +\| +([0-9.]+) \| +([0-9.]+) \|$", in_server, re.M)
     assert [label for label, _, _ in table] == list(VARIANTS), done.stdout
     assert all(float(single) > 0 and float(batch) > 0 for _, single, batch in table), table
+    # From the client: committed, not awaiting the flush, each as a ratio to the raw INSERT's.
+    number = r" +([0-9.]+) \|"
+    client = re.findall(rf"^\| (.+?) +\|{number * 4} +(-?[0-9.]+) \|$", from_client, re.M)
+    assert [row[0] for row in client] == list(VARIANTS), done.stdout
+    raw = client[0]
+    assert raw[2] == raw[4] == "1.00", raw  # the raw INSERT is its own reference
+    for label, flushed, ratio, unflushed, unflushed_ratio, flush in client:
+        assert float(flushed) > 0 and float(unflushed) > 0, label
+        assert abs(float(flushed) - float(unflushed) - float(flush)) < 0.2, label
+        assert abs(float(raw[1]) / float(flushed) - float(ratio)) < 0.01, label
+        assert abs(float(raw[3]) / float(unflushed) - float(unflushed_ratio)) < 0.01, label
 
 
 def test_cost_tools_refuse_bad_arguments_before_starting_anything() -> None:
-    for args in (("bench.sustained_costs", "--messages", "10"), ("bench.publish_costs", "--rounds", "0")):
+    for args in (
+        ("bench.sustained_costs", "--messages", "10"),
+        ("bench.publish_costs", "--rounds", "0"),
+        ("bench.publish_costs", "--client", "50"),
+    ):
         done = _tool(*args)
         assert done.returncode == 2, done
         assert "must be" in done.stderr, done.stderr
